@@ -1,0 +1,284 @@
+"""Config models of the Modbus driver: endpoint URL, device, point, profile.
+
+A profile is the register map of a device model (points, types, orders, scales); a device
+entry in a site config says where one such device is and how often to poll it. Every model
+is frozen and forbids unknown keys, so a typo is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from drivers.modbus.codec import Order, PointType, Table, register_count
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+MAX_REGISTERS = 125  # FC03/FC04 protocol limit
+MAX_BITS = 2000  # FC01/FC02 protocol limit
+
+_PARITIES = {"N", "E", "O", "M", "S"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A parsed Modbus URL: tcp://host:port, rtu+tcp://host:port, rtu:///dev/tty?...."""
+
+    transport: Literal["tcp", "rtu", "rtu+tcp"]
+    host: str = ""
+    port: int = 502
+    path: str = ""
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+
+    @property
+    def bus_key(self) -> str:
+        """Devices with the same key share one line: one transaction at a time."""
+        if self.transport == "rtu":
+            return f"rtu:{self.path}"
+        if self.transport == "rtu+tcp":
+            return f"rtu+tcp:{self.host}:{self.port}"
+        return ""  # Modbus TCP: every device gets its own connection
+
+    @property
+    def is_serial_line(self) -> bool:
+        """True when units behind this endpoint share an RS-485 line."""
+        return self.transport != "tcp"
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    """Parse a Modbus URL; raises ValueError with a message fit for a config error."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("tcp", "rtu+tcp"):
+        if parts.query or parts.path not in ("", "/"):
+            raise ValueError(f"{scheme}:// takes only host and port, got {url!r}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}") from exc
+        if not parts.hostname:
+            raise ValueError(f"no host in {url!r}")
+        return Endpoint(
+            transport="tcp" if scheme == "tcp" else "rtu+tcp",
+            host=parts.hostname,
+            port=port if port is not None else 502,
+        )
+    if scheme == "rtu":
+        path = parts.path or ""
+        if parts.netloc:
+            raise ValueError(
+                f"rtu URL needs three slashes and a device path, e.g. rtu:///dev/ttyUSB0, got {url!r}"
+            )
+        if not path:
+            raise ValueError(f"no serial device path in {url!r}")
+        settings: dict[str, int | str] = {}
+        for key, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
+            value = values[-1]
+            if key == "parity":
+                if value.upper() not in _PARITIES:
+                    raise ValueError(f"parity must be one of N, E, O, M, S, got {value!r}")
+                settings[key] = value.upper()
+            elif key in ("baudrate", "stopbits", "bytesize"):
+                if not value.isdigit():
+                    raise ValueError(f"{key} must be a whole number, got {value!r}")
+                settings[key] = int(value)
+            else:
+                raise ValueError(
+                    f"unknown serial setting {key!r} (known: baudrate, parity, stopbits, bytesize)"
+                )
+        ep = Endpoint(transport="rtu", path=path, **settings)  # type: ignore[arg-type]
+        if ep.stopbits not in (1, 2) or ep.bytesize not in (5, 6, 7, 8) or ep.baudrate <= 0:
+            raise ValueError(f"impossible serial settings in {url!r}")
+        return ep
+    raise ValueError(f"unknown scheme {parts.scheme!r} in {url!r} (use tcp://, rtu://, rtu+tcp://)")
+
+
+class ModbusPoint(_Model):
+    """One value in a device's register map."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+    table: Table = Table.HOLDING
+    address: Annotated[int, Field(ge=0, le=65535)]
+    type: PointType | None = None  # default: bool for bit tables, uint16 otherwise
+    order: Order | None = None  # default: the profile's or device's order
+    length: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] | None = None  # string registers
+    bit: Annotated[int, Field(ge=0, le=15)] | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    decimals: Annotated[int, Field(ge=0, le=12)] | None = None
+    unit: Annotated[str, Field(max_length=16)] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _fits_table(self) -> ModbusPoint:
+        t = self.point_type
+        if self.table.is_bits and t is not PointType.BOOL:
+            raise ValueError(f"a {self.table} point must be type bool, not {t}")
+        if not self.table.is_bits and t is PointType.BOOL:
+            raise ValueError(f"type bool needs table coil or discrete; use type bit on a {self.table}")
+        if t is PointType.STRING and self.length is None:
+            raise ValueError("a string point needs length (registers)")
+        if t is not PointType.STRING and self.length is not None:
+            raise ValueError(f"length applies only to string points, not {t}")
+        if t is PointType.BIT and self.bit is None:
+            raise ValueError("a bit point needs bit (0..15)")
+        if t is not PointType.BIT and self.bit is not None:
+            raise ValueError(f"bit applies only to type bit, not {t}")
+        if self.scale == 0:
+            raise ValueError("scale 0 would erase every value")
+        if self.address + self.count > 65536:
+            raise ValueError(f"registers {self.address}..{self.address + self.count - 1} run past 65535")
+        return self
+
+    @property
+    def point_type(self) -> PointType:
+        """The type, with the table's default applied."""
+        if self.type is not None:
+            return self.type
+        return PointType.BOOL if self.table.is_bits else PointType.UINT16
+
+    @property
+    def count(self) -> int:
+        """Registers (or bits) the point occupies."""
+        return register_count(self.point_type, self.length)
+
+    @property
+    def last_address(self) -> int:
+        """The last register (or bit) address the point occupies."""
+        return self.address + self.count - 1
+
+
+class Unreadable(_Model):
+    """An address range a device refuses to read; no request may span it."""
+
+    table: Table = Table.HOLDING
+    start: Annotated[int, Field(ge=0, le=65535)]
+    end: Annotated[int, Field(ge=0, le=65535)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Unreadable:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+def _overlap_errors(points: tuple[ModbusPoint, ...]) -> list[str]:
+    """Pairs of points that claim the same registers (bits of one register may share it)."""
+    errors = []
+    by_table: dict[Table, list[ModbusPoint]] = {}
+    for p in points:
+        by_table.setdefault(p.table, []).append(p)
+    for table_points in by_table.values():
+        table_points.sort(key=lambda p: (p.address, p.last_address))
+        for i, a in enumerate(table_points):
+            for b in table_points[i + 1 :]:
+                if b.address > a.last_address:
+                    break
+                shared_word = a.count == 1 and b.count == 1 and PointType.BIT in (
+                    a.point_type,
+                    b.point_type,
+                )
+                if not shared_word:
+                    errors.append(
+                        f"{b.table} registers {b.address}-{b.last_address} of {b.name!r} overlap "
+                        f"{a.name!r} ({a.address}-{a.last_address})"
+                    )
+    return errors
+
+
+def _check_points(points: tuple[ModbusPoint, ...], unreadable: tuple[Unreadable, ...]) -> None:
+    seen: set[str] = set()
+    for p in points:
+        if p.name in seen:
+            raise ValueError(f"duplicate point name {p.name!r}")
+        seen.add(p.name)
+    errors = _overlap_errors(points)
+    for p in points:
+        for u in unreadable:
+            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
+                errors.append(
+                    f"point {p.name!r} ({p.address}-{p.last_address}) lies in unreadable "
+                    f"{u.table} {u.start}-{u.end}"
+                )
+    if errors:
+        raise ValueError("; ".join(errors))
+
+
+class ModbusProfile(_Model):
+    """A device model's register map, shared by every device of that model."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    description: str | None = None
+    source: str | None = None
+    order: Order = Order.ABCD
+    max_gap: Annotated[int, Field(ge=0, le=MAX_REGISTERS)] = 10
+    max_registers: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] = MAX_REGISTERS
+    unreadable: tuple[Unreadable, ...] = ()
+    points: Annotated[tuple[ModbusPoint, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModbusProfile:
+        _check_points(self.points, self.unreadable)
+        return self
+
+
+class ModbusDevice(_Model):
+    """A Modbus device in a site config: where it is, which map, how often."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+    driver: Literal["modbus"]
+    url: str
+    device_id: Annotated[int, Field(ge=0, le=255)] = 1
+    interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    frame_gap_s: Annotated[float, Field(ge=0, le=1)] = 0.0  # quiet time between bus transactions
+    profile: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    points: tuple[ModbusPoint, ...] | None = None
+    order: Order | None = None  # overrides the profile's default order
+    max_gap: Annotated[int, Field(ge=0, le=MAX_REGISTERS)] | None = None
+    max_registers: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] | None = None
+    unreadable: tuple[Unreadable, ...] = ()
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, url: str) -> str:
+        parse_endpoint(url)
+        return url
+
+    @model_validator(mode="after")
+    def _one_map(self) -> ModbusDevice:
+        if (self.profile is None) == (self.points is None):
+            raise ValueError("give exactly one of profile (a file in profiles/) or points (inline)")
+        if self.points is not None:
+            _check_points(self.points, self.unreadable)
+        if self.endpoint.transport == "rtu" and not 1 <= self.device_id <= 247:
+            raise ValueError(f"device_id {self.device_id} is outside 1..247 for a serial line")
+        return self
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The parsed URL."""
+        return parse_endpoint(self.url)
+
+    def inline_profile(self) -> ModbusProfile:
+        """The profile made from inline points (only when `points` is given)."""
+        assert self.points is not None
+        return ModbusProfile(name=self.name, points=self.points, unreadable=self.unreadable)
+
+
+# Profile names go into file names; keep them path-safe.
+PROFILE_NAME = re.compile(NAME_PATTERN)
