@@ -167,6 +167,11 @@ def _image_and_endian(point_type: PointType, order: Order) -> tuple[bool, str]:
     }[order]
 
 
+def _swapped_bit(bit: int) -> int:
+    """Where bit N of a register lands when its two bytes are swapped."""
+    return bit ^ 8
+
+
 def bcd_to_int(raw: int, digits: int) -> int:
     """Packed BCD to int; raises DecodeError on a nibble above 9."""
     value = 0
@@ -224,6 +229,7 @@ def encode(
             if not 0 <= bit <= 15:
                 raise ValueError(f"bit {bit} is outside 0..15")
             raw = (1 << bit) if value else 0
+            # struct applies the byte order below, so bit N stays bit N of the value
         elif point_type is PointType.BCD16:
             raw = int_to_bcd(_as_int(value), 4)
         elif point_type is PointType.BCD32:
@@ -288,9 +294,6 @@ _Post = Callable[[Value], Value]
 
 def _post_for(field_: Field) -> _Post | None:
     t = field_.point_type
-    if t is PointType.BIT:
-        mask = 1 << field_.bit
-        return lambda raw: bool(raw & mask)  # type: ignore[operator]
     if t is PointType.BCD16:
         return lambda raw: bcd_to_int(raw, 4)  # type: ignore[arg-type]
     if t is PointType.BCD32:
@@ -304,15 +307,21 @@ class BlockDecoder:
     """Decodes every field of one register block with one struct call per order group.
 
     `fields_in_output_order` says in which order `decode` returns values: grouped by
-    (image, endianness), by offset inside a group. Callers align their point lists to it.
+    (image, endianness), by offset inside a group, then BIT fields (several bits may share
+    one register, so they are read from the registers directly). Callers align their point
+    lists to it.
     """
 
     def __init__(self, fields: Sequence[Field]) -> None:
         if any(f.point_type is PointType.BOOL for f in fields):
-            raise ValueError("BOOL points live in bit tables; use BitDecoder")
+            raise ValueError("BOOL points live in bit tables, not in register blocks")
         groups: dict[tuple[bool, str], list[Field]] = {}
-        for f in sorted(fields, key=lambda f: f.offset):
-            groups.setdefault(_image_and_endian(f.point_type, f.order), []).append(f)
+        bits: list[Field] = []
+        for f in sorted(fields, key=lambda f: (f.offset, f.bit)):
+            if f.point_type is PointType.BIT:
+                bits.append(f)
+            else:
+                groups.setdefault(_image_and_endian(f.point_type, f.order), []).append(f)
         self.needs_little_image = any(little for little, _ in groups)
         self.span = max((f.offset + f.count for f in fields), default=0)
         self._unpackers: list[tuple[bool, struct.Struct]] = []
@@ -333,6 +342,11 @@ class BlockDecoder:
                 pos = f.offset + f.count
                 ordered.append(f)
             self._unpackers.append((little, struct.Struct("".join(fmt))))
+        self._bits = [
+            (f.offset, 1 << (_swapped_bit(f.bit) if f.order in (Order.BADC, Order.DCBA) else f.bit))
+            for f in bits
+        ]
+        ordered.extend(bits)
         self.fields_in_output_order: tuple[Field, ...] = tuple(ordered)
         self._post = [(i, p) for i, f in enumerate(ordered) if (p := _post_for(f)) is not None]
         self._float_indexes = [i for i, f in enumerate(ordered) if f.point_type in FLOAT_TYPES]
@@ -349,7 +363,9 @@ class BlockDecoder:
         little = self._le_fmt.pack(*regs) if self.needs_little_image else b""
         values: list[Value] = []
         for use_little, unpacker in self._unpackers:
-            values.extend(unpacker.unpack(little if use_little else big))
+            values.extend(unpacker.unpack_from(little if use_little else big))
+        for offset, mask in self._bits:
+            values.append(bool(regs[offset] & mask))
         errors: list[tuple[int, str]] = []
         for i, post in self._post:
             try:

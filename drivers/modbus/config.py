@@ -136,6 +136,9 @@ class ModbusPoint(_Model):
             raise ValueError(f"bit applies only to type bit, not {t}")
         if self.scale == 0:
             raise ValueError("scale 0 would erase every value")
+        numeric = t not in (PointType.BOOL, PointType.BIT, PointType.STRING)
+        if not numeric and (self.scale != 1 or self.offset != 0 or self.decimals is not None):
+            raise ValueError(f"scale, offset and decimals apply only to numbers, not {t}")
         if self.address + self.count > 65536:
             raise ValueError(f"registers {self.address}..{self.address + self.count - 1} run past 65535")
         return self

@@ -1,0 +1,119 @@
+"""One pymodbus client per line: a TCP connection, a serial port or an RTU-over-TCP socket.
+
+This is the only module that touches pymodbus. Its exceptions stop here: no answer or a
+lost connection becomes `DeviceUnreachable`, an exception answer becomes its code (data,
+not an error), so the rest of the agent never imports pymodbus.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from drivers.modbus.codec import Table
+from drivers.modbus.config import Endpoint
+from drivers.reading import DeviceUnreachable
+
+log = logging.getLogger(__name__)
+
+# pymodbus logs every timeout and reconnect at ERROR; we report device trouble ourselves,
+# once per state change, so its per-request noise would drown the useful lines.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+class ModbusConnection:
+    """A line to one or more Modbus units; one request at a time."""
+
+    def __init__(self, endpoint: Endpoint, *, name: str, timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self.timeout_s = timeout_s
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        ep = self.endpoint
+        # reconnect_delay=0: the poller owns reconnects (capped, jittered, logged once);
+        # retries=0: a retry on a shared RS-485 line would steal the other units' time.
+        if ep.transport == "rtu":
+            return AsyncModbusSerialClient(
+                ep.path,
+                framer=FramerType.RTU,
+                baudrate=ep.baudrate,
+                parity=ep.parity,
+                stopbits=ep.stopbits,
+                bytesize=ep.bytesize,
+                timeout=self.timeout_s,
+                retries=0,
+                reconnect_delay=0,
+                name=self.name,
+            )
+        return AsyncModbusTcpClient(
+            ep.host,
+            port=ep.port,
+            framer=FramerType.RTU if ep.transport == "rtu+tcp" else FramerType.SOCKET,
+            timeout=self.timeout_s,
+            retries=0,
+            reconnect_delay=0,
+            name=self.name,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """True while the line is open."""
+        return self._client is not None and self._client.connected
+
+    async def connect(self) -> None:
+        """Open the line if it is not open; DeviceUnreachable when that fails."""
+        if self.connected:
+            return
+        self.close()
+        client = self._make_client()
+        try:
+            ok = await client.connect()
+        except (OSError, ModbusException) as exc:
+            client.close()
+            raise DeviceUnreachable(self.name, f"connect failed: {exc}") from exc
+        if not ok:
+            client.close()
+            raise DeviceUnreachable(self.name, "connection refused")
+        self._client = client
+
+    async def read(
+        self, table: Table, start: int, count: int, *, device_id: int
+    ) -> Sequence[int] | Sequence[bool] | int:
+        """Registers or bits, or the exception code the device answered with."""
+        client = self._client
+        if client is None or not client.connected:
+            raise DeviceUnreachable(self.name, "not connected")
+        try:
+            if table is Table.HOLDING:
+                rr = await client.read_holding_registers(start, count=count, device_id=device_id)
+            elif table is Table.INPUT:
+                rr = await client.read_input_registers(start, count=count, device_id=device_id)
+            elif table is Table.COIL:
+                rr = await client.read_coils(start, count=count, device_id=device_id)
+            else:
+                rr = await client.read_discrete_inputs(start, count=count, device_id=device_id)
+        except ModbusIOException as exc:
+            if self.endpoint.transport == "tcp":
+                # A TCP peer that went silent is usually half-open; start afresh.
+                self.close()
+            raise DeviceUnreachable(self.name, "timeout") from exc
+        except (ConnectionException, OSError) as exc:
+            self.close()
+            raise DeviceUnreachable(self.name, "connection lost") from exc
+        except ModbusException as exc:
+            raise DeviceUnreachable(self.name, f"bad answer: {exc}") from exc
+        if rr.isError():
+            return int(getattr(rr, "exception_code", 4))
+        return rr.bits if table.is_bits else rr.registers
+
+    def close(self) -> None:
+        """Close the line; idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()

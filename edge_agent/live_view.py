@@ -1,0 +1,92 @@
+"""Live terminal table of the agent: devices, state, poll health and key values.
+
+On a terminal it redraws in place once a second (ANSI codes only, no curses); when
+output is piped it prints one summary line per refresh, so logs and CI stay readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from edge_agent.agent import Agent
+from edge_agent.poller import Unit
+
+KEY_POINTS = (
+    "voltage_a",
+    "current_a",
+    "power_total",
+    "pf_total",
+    "frequency",
+    "energy_import",
+)
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def _jitter_p99_ms(unit: Unit) -> str:
+    samples = unit.stats.jitter_s[-500:]
+    if len(samples) < 2:
+        return "-"
+    return f"{statistics.quantiles(samples, n=100)[98] * 1000:.1f}"
+
+
+def _key_values(unit: Unit, width: int = 4) -> str:
+    poll = unit.stats.last_poll
+    if poll is None:
+        return ""
+    shown = []
+    by_name = {p.name: i for i, p in enumerate(poll.points)}
+    names = [n for n in KEY_POINTS if n in by_name] or [p.name for p in poll.points[:width]]
+    for name in names[:width + 2]:
+        i = by_name[name]
+        value = poll.values[i]
+        unit_text = poll.points[i].unit or ""
+        if i in poll.issues:
+            shown.append(f"{name}=BAD")
+        elif isinstance(value, float):
+            shown.append(f"{name}={value:.6g}{unit_text}")
+        else:
+            shown.append(f"{name}={value}{unit_text}")
+    return " ".join(shown)
+
+
+def render(agent: Agent) -> list[str]:
+    """The table as lines of text."""
+    stats = agent.sink.stats
+    state = "connected" if agent.sink.connected else "DISCONNECTED"
+    lines = [
+        f"edge-agent  site={agent.loaded.site.site} gateway={agent.loaded.site.gateway}  "
+        f"mqtt {agent.loaded.site.mqtt.url} {state}  published={stats.published} "
+        f"acked={stats.acked}  seq={agent.seq}",
+        f"{'device':<14} {'state':<6} {'polls':>6} {'fail':>5} {'overrun':>7} {'p99ms':>6}  values",
+    ]
+    for unit in agent.units:
+        s = unit.stats
+        st = "-" if s.up is None else ("up" if s.up else "DOWN")
+        lines.append(
+            f"{unit.driver.name:<14} {st:<6} {s.polls:>6} {s.failures:>5} {s.overruns:>7} "
+            f"{_jitter_p99_ms(unit):>6}  {_key_values(unit) if s.up else (s.reason or '')}"
+        )
+    return lines
+
+
+async def run_live_view(
+    agent: Agent, *, refresh_s: float = 1.0, out: TextIO | None = None, footer: Sequence[str] = ()
+) -> None:
+    """Redraw the table until cancelled."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    while True:
+        await asyncio.sleep(refresh_s)
+        lines = render(agent)
+        if tty:
+            out.write(CLEAR + "\n".join([*lines, "", *footer]) + "\n")
+        else:
+            up = sum(1 for u in agent.units if u.stats.up)
+            out.write(f"{lines[0]}  devices up {up}/{len(agent.units)}\n")
+            for line in lines[2:]:
+                out.write("  " + line + "\n")
+        out.flush()

@@ -1,0 +1,176 @@
+"""Poll scheduling: one task per line (a TCP device, or every unit on one RS-485 bus).
+
+Each unit polls at fixed phase on the loop's monotonic clock: tick k is due at
+origin + k * interval, so errors never accumulate into drift. A poll that runs past its
+next tick counts an overrun and the missed ticks are skipped, not queued. A unit that
+does not answer is reported bad once, then retried on its own ticks after a capped,
+jittered exponential backoff; on a shared bus that keeps a dead unit from eating the
+time of the live ones, and a TCP device has its own task so it never delays another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from drivers.reading import DeviceUnreachable, Poll, PointSpec
+
+log = logging.getLogger(__name__)
+
+JITTER_SAMPLES = 4096
+
+
+class PolledDriver(Protocol):
+    """What the scheduler needs of a driver."""
+
+    name: str
+    points: tuple[PointSpec, ...]
+
+    async def read(self) -> Poll: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class UnitStats:
+    """Counters of one unit, read by the live view, the benchmark and tests."""
+
+    polls: int = 0  # polls attempted
+    good_polls: int = 0  # polls that got an answer (even with bad points)
+    failures: int = 0  # polls with no answer
+    overruns: int = 0  # ticks skipped because a poll ran into them
+    skipped_backoff: int = 0  # ticks skipped while backing off a dead unit
+    up: bool | None = None  # None until the first poll
+    reason: str | None = None
+    last_poll: Poll | None = None
+    jitter_s: list[float] = field(default_factory=list)  # ring of start lateness samples
+
+    def record_jitter(self, late_s: float) -> None:
+        """Keep the last JITTER_SAMPLES start latenesses."""
+        if len(self.jitter_s) >= JITTER_SAMPLES:
+            del self.jitter_s[: JITTER_SAMPLES // 2]
+        self.jitter_s.append(late_s)
+
+
+@dataclass(slots=True)
+class Unit:
+    """A driver with its schedule."""
+
+    driver: PolledDriver
+    interval_s: float
+    backoff_max_s: float = 30.0
+    phase_s: float = 0.0  # offset of tick 0 from the bus start, to spread load
+    stats: UnitStats = field(default_factory=UnitStats)
+    origin: float = 0.0
+    next_due: float = 0.0
+    retry_at: float = 0.0
+    down_since: float = 0.0
+    backoff_step: int = 0
+
+
+Emit = Callable[[Poll], None]
+StateChange = Callable[[str, bool, str | None], None]
+
+
+def _next_tick(unit: Unit, now: float) -> tuple[float, int]:
+    """The first tick strictly after now, and how many ticks that skips past next_due."""
+    k = math.floor((now - unit.origin) / unit.interval_s) + 1
+    due = unit.origin + k * unit.interval_s
+    skipped = max(0, round((due - unit.next_due) / unit.interval_s) - 1)
+    return due, skipped
+
+
+async def run_line(
+    units: Sequence[Unit],
+    *,
+    emit: Emit,
+    on_state: StateChange | None = None,
+    frame_gap_s: float = 0.0,
+    rng: random.Random | None = None,
+) -> None:
+    """Poll the units of one line, one transaction at a time, until cancelled."""
+    loop = asyncio.get_running_loop()
+    rng = rng or random.Random()
+    start = loop.time()
+    for u in units:
+        u.origin = start + u.phase_s
+        u.next_due = u.origin
+        u.retry_at = u.origin
+    try:
+        while True:
+            unit = min(units, key=lambda u: max(u.next_due, u.retry_at))
+            due = max(unit.next_due, unit.retry_at)
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            began = loop.time()
+            stats = unit.stats
+            stats.polls += 1
+            stats.record_jitter(began - due)
+            try:
+                poll = await unit.driver.read()
+            except DeviceUnreachable as exc:
+                _went_down(unit, exc.reason, began, emit, on_state, rng)
+            else:
+                stats.good_polls += 1
+                stats.last_poll = poll
+                if stats.up is not True:
+                    _came_up(unit, began, on_state)
+                emit(poll)
+            now = loop.time()
+            unit.next_due, skipped = _next_tick(unit, now)
+            if unit.retry_at > now:
+                # Keep the phase while backing off: resume on the first tick after retry_at.
+                resume, _ = _next_tick(unit, unit.retry_at)
+                stats.skipped_backoff += round((resume - unit.next_due) / unit.interval_s)
+                unit.next_due = resume
+            stats.overruns += skipped
+            if frame_gap_s:
+                await asyncio.sleep(frame_gap_s)
+    finally:
+        for u in units:
+            await u.driver.close()
+
+
+def _went_down(
+    unit: Unit,
+    reason: str,
+    now: float,
+    emit: Emit,
+    on_state: StateChange | None,
+    rng: random.Random,
+) -> None:
+    stats = unit.stats
+    stats.failures += 1
+    unit.backoff_step += 1
+    backoff = min(unit.backoff_max_s, unit.interval_s * 2 ** (unit.backoff_step - 1))
+    unit.retry_at = now + backoff * rng.uniform(0.5, 1.0)
+    if stats.up is False:
+        stats.reason = reason  # still down: no new log line, no new bad poll
+        return
+    unit.down_since = now
+    stats.up, stats.reason = False, reason
+    name = unit.driver.name
+    log.warning("%s: no answer (%s); retrying with backoff up to %.0f s", name, reason, unit.backoff_max_s)
+    poll = Poll.all_bad(name, unit.driver.points, ts_ns=time.time_ns(), reason=reason)
+    stats.last_poll = poll
+    emit(poll)
+    if on_state is not None:
+        on_state(name, False, reason)
+
+
+def _came_up(unit: Unit, now: float, on_state: StateChange | None) -> None:
+    stats = unit.stats
+    if stats.up is False:
+        log.warning("%s: answering again after %.1f s", unit.driver.name, now - unit.down_since)
+    stats.up, stats.reason = True, None
+    unit.backoff_step = 0
+    unit.retry_at = 0.0
+    if on_state is not None:
+        on_state(unit.driver.name, True, None)
