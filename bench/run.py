@@ -1,0 +1,213 @@
+"""Benchmark: the agent against a bare pymodbus + paho loop, through a real Mosquitto.
+
+    scripts/bench [--devices 50] [--points 50] [--seconds 10]
+                  [--jitter-devices 500] [--jitter-seconds 15] [--skip-jitter]
+
+Runs, each in its own processes (simulators, subscriber, worker), on this machine:
+1. saturation: N devices x M float32 points polled back to back, by the agent and by the
+   bare loop (pymodbus read + struct decode + json + one paho publish per device per poll);
+2. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent.
+It prints one table: points/s delivered to a QoS 1 subscriber, worker CPU µs per point,
+RSS, poll jitter p50/p99. Nothing here asserts; the numbers go to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.mosquitto import Mosquitto
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _first_json(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what} exited before it was ready (code {proc.wait()})")
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+def _delivered(lines: list[dict[str, Any]], t0: float, t1: float) -> float:
+    """Points the subscriber received between t0 and t1 (interpolated on its samples)."""
+
+    def at(t: float) -> float:
+        before = [x for x in lines if x["t"] <= t]
+        after = [x for x in lines if x["t"] >= t]
+        if not before or not after:
+            raise RuntimeError("subscriber samples do not cover the measurement window")
+        a, b = before[-1], after[0]
+        if b["t"] == a["t"]:
+            return float(a["points"])
+        return a["points"] + (b["points"] - a["points"]) * (t - a["t"]) / (b["t"] - a["t"])
+
+    return at(t1) - at(t0)
+
+
+def scenario(
+    kind: str,
+    *,
+    broker: Mosquitto,
+    devices: int,
+    points: int,
+    interval: float,
+    seconds: float,
+    warmup: float,
+    tmp: Path,
+) -> dict[str, Any]:
+    """One worker run with its own simulators and subscriber; returns its row."""
+    with ExitStack() as stack:
+        sim = _spawn(["bench.sim_process", "--devices", str(devices), "--points", str(points)])
+        stack.callback(_stop, sim)
+        urls = _first_json(sim, "simulator")["urls"]
+        urls_file = tmp / f"urls-{kind}.json"
+        urls_file.write_text(json.dumps(urls))
+        sub = _spawn(["bench.subscriber", "--port", str(broker.port), "--topic", "bench/#"])
+        stack.callback(_stop, sub)
+        _first_json(sub, "subscriber")
+        worker = _spawn(
+            [
+                "bench.workers",
+                kind,
+                "--urls-file",
+                str(urls_file),
+                "--mqtt-port",
+                str(broker.port),
+                "--points",
+                str(points),
+                "--interval",
+                str(interval),
+                "--warmup",
+                str(warmup),
+                "--seconds",
+                str(seconds),
+            ]
+        )
+        stack.callback(_stop, worker)
+        result = _first_json(worker, f"{kind} worker")
+        time.sleep(0.6)  # let the subscriber print a sample past the window's end
+        _stop(sub)
+        assert sub.stdout is not None
+        samples = [json.loads(line) for line in sub.stdout.read().splitlines() if line.strip()]
+        delivered = _delivered(samples, result["t0"], result["t1"])
+        window = result["t1"] - result["t0"]
+        result["delivered_per_s"] = delivered / window
+        result["cpu_us_per_point"] = result["cpu_s"] / max(1, result["points"]) * 1e6
+        result["polled_per_s"] = result["points"] / window
+        result["cpu_share"] = result["cpu_s"] / window
+        return result
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return format(v, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--devices", type=int, default=50)
+    p.add_argument("--points", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--jitter-devices", type=int, default=500)
+    p.add_argument("--jitter-seconds", type=float, default=15.0)
+    p.add_argument("--skip-jitter", action="store_true")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = p.parse_args(argv)
+
+    rows: list[tuple[str, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        broker = Mosquitto(tmp / "broker")
+        broker.start()
+        try:
+            common = {"broker": broker, "points": args.points, "warmup": args.warmup, "tmp": tmp}
+            for kind in ("bare", "agent"):
+                print(f"saturation: {kind}, {args.devices} x {args.points} ...", file=sys.stderr)
+                rows.append(
+                    (
+                        f"{kind} saturation {args.devices}x{args.points}",
+                        scenario(kind, devices=args.devices, interval=0.001, seconds=args.seconds, **common),
+                    )
+                )
+            if not args.skip_jitter:
+                print(
+                    f"steady: agent, {args.jitter_devices} x {args.points} at 1 s ...",
+                    file=sys.stderr,
+                )
+                rows.append(
+                    (
+                        f"agent 1 s polls {args.jitter_devices}x{args.points}",
+                        scenario(
+                            "agent",
+                            devices=args.jitter_devices,
+                            interval=1.0,
+                            seconds=args.jitter_seconds,
+                            **common,
+                        ),
+                    )
+                )
+        finally:
+            broker.stop()
+
+    header = (
+        f"| scenario | delivered pts/s | polled pts/s | CPU µs/pt | CPU share | RSS MB "
+        f"| jitter p50 ms | jitter p99 ms |"
+    )
+    print(f"\n{time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, QoS 1 via Mosquitto\n")
+    print(header)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        print(
+            f"| {name} | {_fmt(r['delivered_per_s'], ',.0f')} | {_fmt(r['polled_per_s'], ',.0f')} "
+            f"| {_fmt(r['cpu_us_per_point'], '.2f')} | {_fmt(r['cpu_share'], '.0%')} "
+            f"| {_fmt(r['rss_mb'], '.0f')} | {_fmt(r.get('jitter_p50_ms'), '.2f')} "
+            f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} |"
+        )
+    bare = dict(rows).get(f"bare saturation {args.devices}x{args.points}")
+    agent = dict(rows).get(f"agent saturation {args.devices}x{args.points}")
+    if bare and agent:
+        print(
+            f"\nagent/bare delivered points/s at saturation: "
+            f"{agent['delivered_per_s'] / bare['delivered_per_s']:.2f}x"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(dict(rows), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

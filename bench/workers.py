@@ -1,0 +1,150 @@
+"""Benchmark worker processes: the agent, and the bare pymodbus + paho baseline loop.
+
+Each worker warms up, then measures its own CPU time over a window on the system-wide
+monotonic clock, and prints one JSON line with the result; the runner lines that window up
+with the subscriber's delivered counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pymodbus.client import AsyncModbusTcpClient
+
+from bench.site_model import bench_profile
+from drivers.modbus.config import ModbusDevice
+from edge_agent.agent import Agent
+from edge_agent.config import DeviceSetup, LoadedConfig, SiteConfig
+from edge_agent.mqtt_config import MqttConfig
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _quantile_ms(samples: list[float], q: int) -> float:
+    if len(samples) < 2:
+        return float("nan")
+    return statistics.quantiles(samples, n=100)[q - 1] * 1000
+
+
+async def _measure(warmup_s: float, seconds: float, count: callable) -> dict[str, float]:  # type: ignore[valid-type]
+    await asyncio.sleep(warmup_s)
+    t0, c0, n0 = time.monotonic(), time.process_time(), count()
+    await asyncio.sleep(seconds)
+    t1, c1, n1 = time.monotonic(), time.process_time(), count()
+    return {"t0": t0, "t1": t1, "cpu_s": c1 - c0, "points": n1 - n0}
+
+
+async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, object]:
+    profile = bench_profile(args.points)
+    devices = tuple(
+        DeviceSetup(
+            ModbusDevice(
+                name=f"m{i:04d}",
+                driver="modbus",
+                url=url,
+                interval_s=args.interval,
+                timeout_s=2.0,
+                profile="bench",
+            ),
+            profile,
+            "bench",
+        )
+        for i, url in enumerate(urls)
+    )
+    site = SiteConfig(
+        site="bench",
+        gateway="gw",
+        devices=tuple(d.device for d in devices),
+        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{args.mqtt_port}", prefix="bench", qos=1,
+                        max_inflight=1000),
+    )
+    agent = Agent(LoadedConfig(Path("<bench>"), site, devices))
+
+    def polled_points() -> int:
+        return sum(u.stats.good_polls for u in agent.units) * args.points
+
+    task = asyncio.create_task(agent.run())
+    result = await _measure(args.warmup, args.seconds, polled_points)
+    jitter = [j for u in agent.units for j in u.stats.jitter_s[-int(args.seconds / args.interval) - 1 :]]
+    overruns = sum(u.stats.overruns for u in agent.units)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return {
+        **result,
+        "rss_mb": _rss_mb(),
+        "jitter_p50_ms": _quantile_ms(jitter, 50),
+        "jitter_p99_ms": _quantile_ms(jitter, 99),
+        "overruns": overruns,
+        "published": agent.sink.stats.published,
+        "acked": agent.sink.stats.acked,
+    }
+
+
+async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, object]:
+    """The baseline: pymodbus read + struct decode + json + one paho publish per poll."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bare-{time.time_ns()}")
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", args.mqtt_port)
+    client.loop_start()
+    names = [f"p{i:03d}" for i in range(args.points)]
+    fmt = struct.Struct(f">{args.points}f")
+    regs = struct.Struct(f">{2 * args.points}H")
+    polled = [0]
+
+    async def device_loop(i: int, url: str) -> None:
+        host, port = url.removeprefix("tcp://").split(":")
+        mb = AsyncModbusTcpClient(host, port=int(port), timeout=2, retries=0)
+        await mb.connect()
+        topic = f"bench/bench/gw/m{i:04d}/data"
+        while True:
+            rr = await mb.read_holding_registers(0, count=2 * args.points, device_id=1)
+            values = fmt.unpack(regs.pack(*rr.registers))
+            payload = json.dumps({"device": f"m{i:04d}", "ts": time.time_ns() // 1_000_000,
+                                  "points": dict(zip(names, values))})
+            client.publish(topic, payload, qos=1)
+            polled[0] += args.points
+
+    tasks = [asyncio.create_task(device_loop(i, u)) for i, u in enumerate(urls)]
+    result = await _measure(args.warmup, args.seconds, lambda: polled[0])
+    for t in tasks:
+        t.cancel()
+    client.loop_stop()
+    return {**result, "rss_mb": _rss_mb()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("kind", choices=["agent", "bare"])
+    p.add_argument("--urls-file", type=Path, required=True)
+    p.add_argument("--mqtt-port", type=int, required=True)
+    p.add_argument("--points", type=int, required=True)
+    p.add_argument("--interval", type=float, default=0.001)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--seconds", type=float, default=10.0)
+    args = p.parse_args()
+    urls = json.loads(args.urls_file.read_text())
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    runner = run_agent if args.kind == "agent" else run_bare
+    result = asyncio.run(runner(args, urls))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

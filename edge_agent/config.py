@@ -1,0 +1,489 @@
+"""Load a site config: validate it and every profile it uses, and plan every device offline.
+
+A site file names the site and gateway, the MQTT broker, and the devices; a device uses a
+profile (a register map in a file of its own) or lists its points inline. `load_config`
+reads the site file and the profile files it references, validates them with the drivers'
+pydantic models, checks what only the whole site can tell (unique names, one device per
+address) and builds every device's read plan, so a config that loads is one the agent
+can run. Everything wrong is gathered in one pass into a `ConfigError` whose issues name
+the file, the line and the path (`site.yaml:41 devices[2].points[5]: ...`).
+
+Profile lookup for `profile: NAME`, first match wins:
+
+    <site file dir>/profiles/NAME.yaml
+    <profiles_dir>/NAME.yaml            (profiles_dir relative to the site file)
+    <repository>/configs/profiles/NAME.yaml
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from drivers.modbus.config import NAME_PATTERN, ModbusDevice, ModbusPoint, ModbusProfile, Unreadable
+from drivers.modbus.plan import build_plan
+from edge_agent.config_errors import ConfigError, ConfigIssue, Loc, shown_path
+from edge_agent.config_messages import (
+    DISCRIMINATOR,
+    Errors,
+    Model,
+    issues_from,
+    suggest,
+    validate,
+)
+from edge_agent.config_yaml import Document, child, read_yaml
+from edge_agent.mqtt_config import MqttConfig
+
+__all__ = [
+    "REPOSITORY_PROFILES",
+    "ConfigError",
+    "ConfigIssue",
+    "DeviceClash",
+    "DeviceConfig",
+    "DeviceSetup",
+    "LoadedConfig",
+    "SiteConfig",
+    "address_clashes",
+    "device_clashes",
+    "duplicate_names",
+    "load_config",
+]
+
+REPOSITORY_PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+INLINE = "inline"  # profile_name of a device whose points are in the site file
+
+# Further drivers join as `ModbusDevice | OpcUaDevice | ...`; pydantic picks the member by
+# the `driver` key and reports errors in that member only.
+DeviceConfig = Annotated[ModbusDevice, Field(discriminator=DISCRIMINATOR)]
+
+_CLASH_ERROR = "device_clash"
+_DEVICE: TypeAdapter[ModbusDevice] = TypeAdapter(DeviceConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceClash:
+    """A device entry that collides with an earlier one (same name, or same address)."""
+
+    index: int
+    key: str  # the key to point at: "name" or "device_id"
+    message: str
+
+
+def _line_key(device: ModbusDevice) -> str:
+    ep = device.endpoint
+    if ep.transport == "rtu":
+        return f"rtu:{ep.path}"
+    return f"{ep.transport}:{ep.host}:{ep.port}"
+
+
+def duplicate_names(names: Sequence[tuple[int, str]]) -> list[DeviceClash]:
+    """Entries (index, device name) whose name an earlier entry already has."""
+    clashes: list[DeviceClash] = []
+    first: dict[str, int] = {}
+    for index, name in names:
+        if name in first:
+            message = f"device name {name!r} is already used by devices[{first[name]}]"
+            clashes.append(DeviceClash(index, "name", message))
+        else:
+            first[name] = index
+    return clashes
+
+
+def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[DeviceClash]:
+    """Enabled entries on the same line (host:port or serial port) with the same device_id."""
+    clashes: list[DeviceClash] = []
+    seen: dict[tuple[str, int], tuple[int, ModbusDevice]] = {}
+    for index, device in devices:
+        # A disabled entry is a spare (e.g. the old profile kept while trying a new one).
+        if not device.enabled:
+            continue
+        address = (_line_key(device), device.device_id)
+        if address not in seen:
+            seen[address] = (index, device)
+            continue
+        first, other = seen[address]
+        also = "" if other.url == device.url else f" at {other.url!r}"
+        message = (
+            f"device_id {device.device_id} at {device.url!r} is already used by "
+            f"devices[{first}] {other.name!r}{also}"
+        )
+        clashes.append(DeviceClash(index, "device_id", message))
+    return clashes
+
+
+def device_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[DeviceClash]:
+    """Entries (index, device) reusing an earlier entry's name or line and device_id."""
+    names = duplicate_names([(index, device.name) for index, device in devices])
+    return sorted([*names, *address_clashes(devices)], key=lambda c: c.index)
+
+
+class SiteConfig(BaseModel):
+    """A site file: which site and gateway this is, where readings go, which devices to poll."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+    gateway: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+    mqtt: MqttConfig = MqttConfig()
+    profiles_dir: Path | None = None  # relative to the site file
+    devices: Annotated[tuple[DeviceConfig, ...], Field(min_length=1)]
+
+    @field_validator("devices")
+    @classmethod
+    def _distinct(cls, devices: tuple[ModbusDevice, ...]) -> tuple[ModbusDevice, ...]:
+        clashes = device_clashes(list(enumerate(devices)))
+        if clashes:
+            summary = "; ".join(f"devices[{c.index}]: {c.message}" for c in clashes)
+            raise PydanticCustomError(_CLASH_ERROR, "{summary}", {"summary": summary})
+        return devices
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """A device entry with the profile it reads through."""
+
+    device: ModbusDevice
+    profile: ModbusProfile
+    profile_name: str  # "inline" for inline points
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated site whose every device has a plan."""
+
+    path: Path
+    site: SiteConfig
+    devices: tuple[DeviceSetup, ...]
+
+
+# --- checks across points, devices and profiles ------------------------------------------
+
+
+def _valid_items(doc: Document, loc: Loc, model: type[Model]) -> list[tuple[Loc, Model]]:
+    """The entries of the list at `loc` that are valid on their own."""
+    raw = doc.at(loc)
+    if not isinstance(raw, list):
+        return []
+    valid: list[tuple[Loc, Model]] = []
+    for index, item in enumerate(raw):
+        try:
+            valid.append(((*loc, index), model.model_validate(item)))
+        except ValidationError:
+            continue
+    return valid
+
+
+def _span(p: ModbusPoint) -> str:
+    if p.count == 1:
+        return f"{p.address} (0x{p.address:04X})"
+    return f"{p.address}-{p.last_address} (0x{p.address:04X}-0x{p.last_address:04X})"
+
+
+def _decimal_span(p: ModbusPoint) -> str:
+    return str(p.address) if p.count == 1 else f"{p.address}-{p.last_address}"
+
+
+def _words(p: ModbusPoint) -> str:
+    unit = "bit" if p.table.is_bits else "register"
+    return f"{p.table} {unit}{'s' if p.count > 1 else ''} {_span(p)}"
+
+
+def _point_issues(
+    doc: Document,
+    points: Sequence[tuple[Loc, ModbusPoint]],
+    unreadable: Sequence[tuple[Loc, Unreadable]],
+) -> list[ConfigIssue]:
+    """The checks of the models' `_check_points`, each issue at the point it concerns."""
+    issues: list[ConfigIssue] = []
+    first: dict[str, Loc] = {}
+    for loc, p in points:
+        if p.name in first:
+            line = doc.line_of(first[p.name])
+            issues.append(
+                doc.issue((*loc, "name"), f"duplicate point name {p.name!r} (first at line {line})")
+            )
+        else:
+            first[p.name] = loc
+    by_table: dict[str, list[tuple[Loc, ModbusPoint]]] = {}
+    for loc, p in points:
+        by_table.setdefault(p.table, []).append((loc, p))
+    for placed in by_table.values():
+        placed.sort(key=lambda item: (item[1].address, item[1].last_address))
+        for i, (a_loc, a) in enumerate(placed):
+            for b_loc, b in placed[i + 1 :]:
+                if b.address > a.last_address:
+                    break
+                # A bit point may share its register with another one-register point.
+                if a.count == 1 and b.count == 1 and "bit" in (a.point_type, b.point_type):
+                    continue
+                verb = "overlap" if b.count > 1 else "overlaps"
+                issues.append(
+                    doc.issue(
+                        b_loc,
+                        f"{_words(b)} of {b.name!r} {verb} {a.name!r} "
+                        f"({_decimal_span(a)}, line {doc.line_of(a_loc)})",
+                    )
+                )
+    for loc, p in points:
+        for u_loc, u in unreadable:
+            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
+                verb = "lie" if p.count > 1 else "lies"
+                issues.append(
+                    doc.issue(
+                        loc,
+                        f"{_words(p)} of {p.name!r} {verb} in unreadable range "
+                        f"{u.start}-{u.end} (line {doc.line_of(u_loc)})",
+                    )
+                )
+    return issues
+
+
+@dataclass(eq=False)  # one per file, compared by identity
+class _Profile:
+    """A profile file loaded once for all the devices that use it."""
+
+    path: Path
+    users: list[str] = field(default_factory=list)
+    doc: Document | None = None
+    profile: ModbusProfile | None = None
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+
+def _used_by(users: Sequence[str]) -> str:
+    shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+    return f"(used by device{'s' if len(users) > 1 else ''} {shown})"
+
+
+def _load_profile(entry: _Profile, environ: Mapping[str, str]) -> None:
+    try:
+        doc = read_yaml(entry.path, environ=environ)
+    except ConfigError as exc:
+        entry.issues.extend(exc.issues)
+        return
+    entry.doc = doc
+    entry.issues.extend(doc.issues)
+    if doc.data is None:
+        entry.issues.append(doc.issue((), "the profile is empty; it needs at least points:"))
+        return
+    profile, errors = validate(ModbusProfile, doc)
+    located = _point_issues(
+        doc,
+        _valid_items(doc, ("points",), ModbusPoint),
+        _valid_items(doc, ("unreadable",), Unreadable),
+    )
+    entry.issues.extend(located)
+    # The profile's own check of its points is already reported point by point.
+    kept = [
+        (loc, e) for loc, e in errors if not (located and not loc and e["type"] == "value_error")
+    ]
+    entry.issues.extend(issues_from(kept, doc, ModbusProfile))
+    entry.issues[:] = _unshadowed(entry.issues, doc)
+    if not entry.issues:
+        entry.profile = profile
+
+
+def _profile_dirs(site_dir: Path, profiles_dir: object) -> list[Path]:
+    dirs = [site_dir / "profiles"]
+    if isinstance(profiles_dir, str) and profiles_dir:
+        dirs.append(site_dir / profiles_dir)
+    dirs.append(REPOSITORY_PROFILES)
+    unique: dict[Path, Path] = {}
+    for d in dirs:
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
+
+
+def _unknown_profile(name: str, dirs: Sequence[Path]) -> str:
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+    looked = ", ".join(f"{shown_path(d)}/" for d in dirs)
+    hint = suggest(name, known)
+    return f"unknown profile {name!r} (looked in: {looked}{'; ' + hint if hint else ''})"
+
+
+def _unreadable_covers(
+    doc: Document, device_loc: Loc, device: ModbusDevice, entry: _Profile
+) -> list[ConfigIssue]:
+    """The device's own unreadable ranges against the points of its profile file."""
+    assert entry.profile is not None and entry.doc is not None
+    issues: list[ConfigIssue] = []
+    for k, u in enumerate(device.unreadable):
+        for index, p in enumerate(entry.profile.points):
+            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
+                where = f"{entry.doc.file}:{entry.doc.line_of(('points', index))}"
+                issues.append(
+                    doc.issue(
+                        (*device_loc, "unreadable", k),
+                        f"unreadable {u.table} range {u.start}-{u.end} covers {p.name!r} at "
+                        f"{_span(p)} of profile {device.profile!r} ({where})",
+                    )
+                )
+    return issues
+
+
+def _site_errors(
+    errors: Errors,
+    doc: Document,
+    inline_located: Mapping[int, Sequence[ConfigIssue]],
+) -> Errors:
+    """The site's pydantic errors less those `load_config` reports at a finer place."""
+    kept: Errors = []
+    for loc, error in errors:
+        if error["type"] == _CLASH_ERROR:
+            continue  # reported at each clashing device
+        if (
+            len(loc) == 2
+            and isinstance(loc[1], int)
+            and error["type"] == "value_error"
+            and inline_located.get(loc[1])
+        ):
+            raw = doc.at(loc)
+            # With exactly one of profile and points, the device's model error is its check
+            # of the inline points, which is reported point by point.
+            if isinstance(raw, dict) and (raw.get("profile") is None) != (
+                raw.get("points") is None
+            ):
+                continue
+        kept.append((loc, error))
+    return kept
+
+
+def _check_devices(doc: Document) -> tuple[list[tuple[int, ModbusDevice]], list[ConfigIssue]]:
+    """The device entries valid on their own, and every issue of the site file's models."""
+    issues: list[ConfigIssue] = []
+    raw_devices = doc.at(("devices",))
+    count = len(raw_devices) if isinstance(raw_devices, list) else 0
+    inline_located: dict[int, list[ConfigIssue]] = {}
+    valid: list[tuple[int, ModbusDevice]] = []
+    for i in range(count):
+        loc: Loc = ("devices", i)
+        # Checked here as well as by the model, to place each issue at its point.
+        inline_located[i] = _point_issues(
+            doc,
+            _valid_items(doc, (*loc, "points"), ModbusPoint),
+            _valid_items(doc, (*loc, "unreadable"), Unreadable),
+        )
+        issues.extend(inline_located[i])
+        try:
+            valid.append((i, _DEVICE.validate_python(doc.at(loc))))
+        except ValidationError:
+            continue
+    _, errors = validate(SiteConfig, doc)
+    issues.extend(issues_from(_site_errors(errors, doc, inline_located), doc, SiteConfig))
+    raw_names = [(i, doc.at(("devices", i, "name"))) for i in range(count)]
+    names = [(i, name) for i, name in raw_names if isinstance(name, str)]
+    for clash in [*duplicate_names(names), *address_clashes(valid)]:
+        key_loc: Loc = ("devices", clash.index, clash.key)
+        present, _ = child(doc.at(key_loc[:-1]), clash.key)
+        if present:
+            issues.append(doc.issue(key_loc, clash.message))
+        else:  # device_id left at its default: point at the device entry
+            issues.append(doc.issue(key_loc[:-1], f"{clash.message} (device_id defaults to 1)"))
+    return valid, issues
+
+
+def _find_profiles(
+    doc: Document, dirs: Sequence[Path], environ: Mapping[str, str]
+) -> tuple[dict[int, _Profile], list[ConfigIssue]]:
+    """The profile file of each device entry naming one (loaded once per file), and issues.
+
+    Profiles of invalid device entries are loaded too: their errors belong in this pass.
+    """
+    issues: list[ConfigIssue] = []
+    profiles: dict[Path, _Profile] = {}
+    wanted: dict[int, _Profile] = {}
+    raw_devices = doc.at(("devices",))
+    for i in range(len(raw_devices) if isinstance(raw_devices, list) else 0):
+        name = doc.at(("devices", i, "profile"))
+        if not isinstance(name, str) or re.fullmatch(NAME_PATTERN, name) is None:
+            continue
+        found = next((d / f"{name}.yaml" for d in dirs if (d / f"{name}.yaml").is_file()), None)
+        if found is None:
+            issues.append(doc.issue(("devices", i, "profile"), _unknown_profile(name, dirs)))
+            continue
+        user = doc.at(("devices", i, "name"))
+        entry = profiles.setdefault(found.resolve(), _Profile(found))
+        entry.users.append(user if isinstance(user, str) else f"devices[{i}]")
+        wanted[i] = entry
+    for entry in profiles.values():
+        _load_profile(entry, environ)
+    return wanted, issues
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, validate and plan a site file; raises ConfigError listing every problem."""
+    env = os.environ if environ is None else environ
+    doc = read_yaml(path, environ=env)
+    if doc.data is None:
+        raise ConfigError([doc.issue((), "the file is empty; a site needs site, gateway, devices")])
+    site, _ = validate(SiteConfig, doc)
+    valid, device_issues = _check_devices(doc)
+    issues = [*doc.issues, *device_issues]
+
+    site_dir = path.parent
+    profiles_dir = doc.at(("profiles_dir",))
+    if isinstance(profiles_dir, str) and profiles_dir and not (site_dir / profiles_dir).is_dir():
+        shown = shown_path(site_dir / profiles_dir)
+        issues.append(doc.issue(("profiles_dir",), f"profiles_dir {shown}/ is not a directory"))
+    wanted, lookup_issues = _find_profiles(doc, _profile_dirs(site_dir, profiles_dir), env)
+    issues.extend(lookup_issues)
+
+    setups: list[DeviceSetup] = []
+    for i, device in valid:
+        if device.profile is None:
+            profile, profile_name = device.inline_profile(), INLINE
+        else:
+            entry = wanted.get(i)
+            if entry is None or entry.profile is None:
+                continue
+            covers = _unreadable_covers(doc, ("devices", i), device, entry)
+            if covers:
+                issues.extend(covers)
+                continue
+            profile, profile_name = entry.profile, device.profile
+        try:
+            build_plan(device, profile)
+        except ValueError as exc:
+            issues.append(doc.issue(("devices", i), str(exc)))
+            continue
+        setups.append(DeviceSetup(device, profile, profile_name))
+
+    profile_issues = [
+        ConfigIssue(x.file, x.line, x.path, f"{x.message} {_used_by(entry.users)}")
+        for entry in dict.fromkeys(wanted.values())
+        for x in entry.issues
+    ]
+    ordered = _ordered([*_unshadowed(issues, doc), *profile_issues], first=doc.file)
+    if site is None and not ordered:  # cannot happen: every dropped error is reported otherwise
+        ordered = [doc.issue((), "invalid site config")]
+    if ordered or site is None:
+        raise ConfigError(ordered, file=doc.file)
+    return LoadedConfig(path, site, tuple(setups))
+
+
+def _unshadowed(issues: Sequence[ConfigIssue], doc: Document) -> list[ConfigIssue]:
+    """Drop issues at a path where reading the file already found one.
+
+    A value whose ${...} was left out (unset variable) is bound to fail validation too;
+    the variable is the thing to fix.
+    """
+    hidden = {x.path for x in doc.issues}
+    return [x for x in issues if x in doc.issues or x.path not in hidden]
+
+
+def _ordered(issues: Sequence[ConfigIssue], *, first: Path) -> list[ConfigIssue]:
+    """Site file first, then profile files in order of first use; by line within a file."""
+    rank: dict[Path, int] = {first: 0}
+    for issue in issues:
+        rank.setdefault(issue.file, len(rank))
+    unique = list(dict.fromkeys(issues))
+    return sorted(
+        unique,
+        key=lambda x: (rank[x.file], x.line if x.line is not None else 0, x.path),
+    )
