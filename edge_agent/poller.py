@@ -96,6 +96,8 @@ async def run_line(
 ) -> None:
     """Poll the units of one line, one transaction at a time, until cancelled."""
     loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
     rng = rng or random.Random()
     start = loop.time()
     for u in units:
@@ -123,6 +125,10 @@ async def run_line(
                 if stats.up is not True:
                     _came_up(unit, began, on_state)
                 emit(poll)
+            if task.cancelling():
+                # On Python 3.11 asyncio.wait_for (inside pymodbus) can swallow a cancel
+                # that lands as the answer arrives (CPython gh-86296); honour it here.
+                raise asyncio.CancelledError
             now = loop.time()
             unit.next_due, skipped = _next_tick(unit, now)
             if unit.retry_at > now:

@@ -161,3 +161,29 @@ async def test_bus_runs_one_transaction_at_a_time_with_frame_gap() -> None:
     starts = sorted(t for d in drivers for t in d.starts)
     # Same-phase units queue on the bus: 0.2 s transaction + 0.05 s gap between them.
     assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)][:2] == [0.25, 0.25]
+
+
+class CancelSwallowingDriver(ScriptedDriver):
+    """Answers even when cancelled mid-read, as pymodbus's wait_for can on Python 3.11."""
+
+    async def read(self) -> Poll:
+        self.starts.append(asyncio.get_running_loop().time())
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            pass  # the answer "arrived" together with the cancel
+        return Poll(self.name, 0, POINTS, [1.0])
+
+
+@pytest.mark.looptime
+async def test_a_swallowed_cancel_still_stops_the_line() -> None:
+    driver = CancelSwallowingDriver("m")
+    task = asyncio.create_task(run_line([Unit(driver, interval_s=1.0)], emit=lambda p: None))
+    while len(driver.starts) < 3:
+        await asyncio.sleep(0.5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert done == {task}
+    assert task.cancelled()
+    assert driver.closed
+    assert len(driver.starts) == 3
