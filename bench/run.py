@@ -159,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(
                     (
                         f"{kind} saturation {args.devices}x{args.points}",
-                        scenario(kind, devices=args.devices, interval=0.001, seconds=args.seconds, **common),
+                        scenario(
+                            kind,
+                            devices=args.devices,
+                            interval=0.001,
+                            seconds=args.seconds,
+                            **common,
+                        ),
                     )
                 )
             if not args.skip_jitter:
@@ -183,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
 
     header = (
-        f"| scenario | delivered pts/s | polled pts/s | CPU µs/pt | CPU share | RSS MB "
-        f"| jitter p50 ms | jitter p99 ms |"
+        "| scenario | delivered pts/s | polled pts/s | CPU µs/pt | CPU share | RSS MB "
+        "| jitter p50 ms | jitter p99 ms |"
     )
-    print(f"\n{time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, QoS 1 via Mosquitto\n")
+    print(
+        f"\n{time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, QoS 1 via Mosquitto\n"
+    )
     print(header)
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:

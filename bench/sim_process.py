@@ -22,9 +22,7 @@ async def _main(devices: int, points: int) -> None:
         urls = []
         for i in range(devices):
             # One serve() per device: each gets its own listener on a free port.
-            spec = SimDeviceSpec(
-                name=f"m{i:04d}", url="tcp://127.0.0.1:0", profile=profile, seed=i
-            )
+            spec = SimDeviceSpec(name=f"m{i:04d}", url="tcp://127.0.0.1:0", profile=profile, seed=i)
             site = await stack.enter_async_context(serve([spec]))
             urls.append(site.device(spec.name).url)
         sys.stdout.write(json.dumps({"urls": urls}) + "\n")
@@ -37,10 +35,8 @@ def main() -> None:
     p.add_argument("--devices", type=int, required=True)
     p.add_argument("--points", type=int, required=True)
     args = p.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(args.devices, args.points))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import statistics
@@ -67,8 +68,9 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
         site="bench",
         gateway="gw",
         devices=tuple(d.device for d in devices),
-        mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{args.mqtt_port}", prefix="bench", qos=1,
-                        max_inflight=1000),
+        mqtt=MqttConfig(
+            url=f"mqtt://127.0.0.1:{args.mqtt_port}", prefix="bench", qos=1, max_inflight=1000
+        ),
     )
     agent = Agent(LoadedConfig(Path("<bench>"), site, devices))
 
@@ -77,13 +79,13 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
 
     task = asyncio.create_task(agent.run())
     result = await _measure(args.warmup, args.seconds, polled_points)
-    jitter = [j for u in agent.units for j in u.stats.jitter_s[-int(args.seconds / args.interval) - 1 :]]
+    jitter = [
+        j for u in agent.units for j in u.stats.jitter_s[-int(args.seconds / args.interval) - 1 :]
+    ]
     overruns = sum(u.stats.overruns for u in agent.units)
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     return {
         **result,
         "rss_mb": _rss_mb(),
@@ -114,8 +116,13 @@ async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, objec
         while True:
             rr = await mb.read_holding_registers(0, count=2 * args.points, device_id=1)
             values = fmt.unpack(regs.pack(*rr.registers))
-            payload = json.dumps({"device": f"m{i:04d}", "ts": time.time_ns() // 1_000_000,
-                                  "points": dict(zip(names, values))})
+            payload = json.dumps(
+                {
+                    "device": f"m{i:04d}",
+                    "ts": time.time_ns() // 1_000_000,
+                    "points": dict(zip(names, values, strict=True)),
+                }
+            )
             client.publish(topic, payload, qos=1)
             polled[0] += args.points
 

@@ -72,7 +72,9 @@ class Poll:
     ) -> Poll:
         """A poll in which no point could be read, e.g. after a timeout."""
         issue = (Quality.BAD, reason)
-        return cls(device, ts_ns, points, [None] * len(points), dict.fromkeys(range(len(points)), issue))
+        return cls(
+            device, ts_ns, points, [None] * len(points), dict.fromkeys(range(len(points)), issue)
+        )
 
 
 class DeviceUnreachable(Exception):

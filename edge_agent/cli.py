@@ -151,7 +151,9 @@ async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
     )
     await ready.wait()
     for d in loaded.devices:
-        print(f"serving {d.device.name} ({d.profile_name}) at {d.device.url} id {d.device.device_id}")
+        print(
+            f"serving {d.device.name} ({d.profile_name}) at {d.device.url} id {d.device.device_id}"
+        )
     print(f"fault switches: http://{control[0]}:{control[1]}/devices")
     await task
 

@@ -24,7 +24,7 @@ from pydantic_core import ErrorDetails
 from drivers.modbus.config import NAME_PATTERN
 from edge_agent.config_errors import ConfigIssue, Loc
 from edge_agent.config_yaml import Document, child
-from edge_agent.mqtt_config import TOPIC_WORD
+from edge_agent.mqtt_config import TOPIC_PREFIX
 
 DISCRIMINATOR = "driver"  # the key that picks a device entry's model
 
@@ -181,8 +181,8 @@ def _message(error: ErrorDetails, doc: Document, loc: Loc) -> str:
             return (
                 f"{name} {got} may use only letters, digits, _ . and - (and not start with . or -)"
             )
-        if ctx.get("pattern") == TOPIC_WORD:
-            return f"{name} {got} may not contain / # + or spaces, nor start with $"
+        if ctx.get("pattern") == TOPIC_PREFIX:
+            return f"{name} {got} may not contain # + spaces or empty levels, nor start with $ or /"
         return f"{name} {got} does not match {ctx.get('pattern')}"
     bounds = {
         "greater_than_equal": ("at least", "ge"),

@@ -40,7 +40,7 @@ def _key_values(unit: Unit, width: int = 4) -> str:
     shown = []
     by_name = {p.name: i for i, p in enumerate(poll.points)}
     names = [n for n in KEY_POINTS if n in by_name] or [p.name for p in poll.points[:width]]
-    for name in names[:width + 2]:
+    for name in names[: width + 2]:
         i = by_name[name]
         value = poll.values[i]
         unit_text = poll.points[i].unit or ""

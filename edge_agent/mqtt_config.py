@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-TOPIC_WORD = r"^[^/#+\s$][^/#+\s]*$"
+# One or more topic levels ("factory", "cn/ahs/factory"): no wildcards, no empty level, and
+# not starting with $ (reserved for broker topics such as $SYS).
+TOPIC_PREFIX = r"^[^/#+\s$][^/#+\s]*(/[^/#+\s]+)*$"
 
 
 class TlsConfig(BaseModel):
@@ -29,7 +31,7 @@ class MqttConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = "mqtt://127.0.0.1:1883"
-    prefix: Annotated[str, Field(pattern=TOPIC_WORD)] = "factory"
+    prefix: Annotated[str, Field(pattern=TOPIC_PREFIX)] = "factory"
     qos: Annotated[int, Field(ge=0, le=2)] = 1
     client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     username: str | None = None

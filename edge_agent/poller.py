@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.reading import DeviceUnreachable, Poll, PointSpec
+from drivers.reading import DeviceUnreachable, PointSpec, Poll
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,11 @@ async def run_line(
                 poll = await unit.driver.read()
             except DeviceUnreachable as exc:
                 _went_down(unit, exc.reason, began, emit, on_state, rng)
+            except Exception as exc:
+                # A driver bug must cost its device, not the whole gateway.
+                if stats.up is not False:
+                    log.exception("%s: driver error", unit.driver.name)
+                _went_down(unit, f"driver error: {exc}", began, emit, on_state, rng)
             else:
                 stats.good_polls += 1
                 stats.last_poll = poll
@@ -163,7 +168,9 @@ def _went_down(
     unit.down_since = now
     stats.up, stats.reason = False, reason
     name = unit.driver.name
-    log.warning("%s: no answer (%s); retrying with backoff up to %.0f s", name, reason, unit.backoff_max_s)
+    log.warning(
+        "%s: no answer (%s); retrying with backoff up to %.0f s", name, reason, unit.backoff_max_s
+    )
     poll = Poll.all_bad(name, unit.driver.points, ts_ns=time.time_ns(), reason=reason)
     stats.last_poll = poll
     emit(poll)

@@ -151,7 +151,9 @@ def test_bit_round_trip(order: Order, bit: int, value: bool) -> None:
         max_size=12,
     )
 )
-def test_block_decoder_matches_single_decodes(cases: list[tuple[PointType, Order, int, st.DataObject]]) -> None:
+def test_block_decoder_matches_single_decodes(
+    cases: list[tuple[PointType, Order, int, st.DataObject]],
+) -> None:
     """A whole block decodes to exactly what each field decodes to alone."""
     registers: list[int] = []
     fields: list[Field] = []
@@ -196,7 +198,10 @@ def test_bits_sharing_a_register_decode_independently() -> None:
         ]
     )
     values, _ = decoder.decode([0x8001])
-    got = {(f.point_type, f.bit): v for f, v in zip(decoder.fields_in_output_order, values, strict=True)}
+    got = {
+        (f.point_type, f.bit): v
+        for f, v in zip(decoder.fields_in_output_order, values, strict=True)
+    }
     assert got == {
         (PointType.UINT16, 0): 0x8001,
         (PointType.BIT, 0): True,

@@ -70,9 +70,7 @@ def test_every_point_once_and_within_limits(
     for r in requests:
         if r.table.is_bits:
             continue
-        covered = sorted(
-            (by_name[n].address, by_name[n].last_address) for n in r.point_names
-        )
+        covered = sorted((by_name[n].address, by_name[n].last_address) for n in r.point_names)
         end = covered[0][1]
         for a, b in covered[1:]:
             assert a - end - 1 <= max_gap

@@ -7,13 +7,15 @@ and every assertion on due times is exact, not a race against a loaded CI machin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
 from collections.abc import Callable
 
 import pytest
 
-from drivers.reading import DeviceUnreachable, Poll, PointSpec, Quality
+from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality
 from edge_agent.poller import Unit, run_line
 
 POINTS = (PointSpec("v", "V"),)
@@ -52,8 +54,12 @@ class ScriptedDriver:
 
 
 async def _run_until(
-    units: list[Unit], done: Callable[[], bool], *, emit: Callable[[Poll], None] | None = None,
-    states: list[tuple[str, bool, str | None]] | None = None, frame_gap_s: float = 0.0,
+    units: list[Unit],
+    done: Callable[[], bool],
+    *,
+    emit: Callable[[Poll], None] | None = None,
+    states: list[tuple[str, bool, str | None]] | None = None,
+    frame_gap_s: float = 0.0,
 ) -> None:
     polls: list[Poll] = []
     condition = asyncio.Event()
@@ -114,7 +120,7 @@ async def test_dead_unit_is_backed_off_and_reported_once(caplog: pytest.LogCaptu
     unit = Unit(driver, interval_s=1.0, backoff_max_s=8.0)
     await _run_until([unit], lambda: len(driver.starts) >= 15, emit=polls.append, states=states)
     t0 = driver.starts[0]
-    gaps = [round(b - a, 6) for a, b in zip(driver.starts, driver.starts[1:], strict=False)]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(driver.starts)]
     # Backoff grows (capped at 8 s) and every retry lands on a tick of the original phase.
     assert all(float(round(t - t0, 6)).is_integer() for t in driver.starts)
     assert max(gaps) <= 8.0
@@ -142,7 +148,10 @@ async def test_dead_unit_is_backed_off_and_reported_once(caplog: pytest.LogCaptu
 async def test_dead_unit_on_a_bus_does_not_steal_the_others_rate() -> None:
     live = [ScriptedDriver(f"u{i}", duration_s=0.05) for i in range(3)]
     dead = ScriptedDriver("dead", duration_s=1.0, down=lambda n: "timeout")  # 1 s timeout
-    units = [Unit(d, interval_s=1.0, backoff_max_s=30.0, phase_s=0.25 * i) for i, d in enumerate([*live, dead])]
+    units = [
+        Unit(d, interval_s=1.0, backoff_max_s=30.0, phase_s=0.25 * i)
+        for i, d in enumerate([*live, dead])
+    ]
     await _run_until(units, lambda: len(live[0].starts) >= 120)
     # The dead unit costs 1 s of bus time per attempt; backoff keeps attempts rare, so the
     # live units keep almost all of their ticks.
@@ -160,18 +169,20 @@ async def test_bus_runs_one_transaction_at_a_time_with_frame_gap() -> None:
     await _run_until(units, lambda: len(drivers[2].starts) >= 3, frame_gap_s=0.05)
     starts = sorted(t for d in drivers for t in d.starts)
     # Same-phase units queue on the bus: 0.2 s transaction + 0.05 s gap between them.
-    assert [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)][:2] == [0.25, 0.25]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(starts)][:2] == [0.25, 0.25]
 
 
 class CancelSwallowingDriver(ScriptedDriver):
     """Answers even when cancelled mid-read, as pymodbus's wait_for can on Python 3.11."""
 
+    third = asyncio.Event()
+
     async def read(self) -> Poll:
         self.starts.append(asyncio.get_running_loop().time())
-        try:
-            await asyncio.sleep(0.1)
-        except asyncio.CancelledError:
-            pass  # the answer "arrived" together with the cancel
+        if len(self.starts) == 3:
+            self.third.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.1)  # the answer "arrives" together with the cancel
         return Poll(self.name, 0, POINTS, [1.0])
 
 
@@ -179,11 +190,35 @@ class CancelSwallowingDriver(ScriptedDriver):
 async def test_a_swallowed_cancel_still_stops_the_line() -> None:
     driver = CancelSwallowingDriver("m")
     task = asyncio.create_task(run_line([Unit(driver, interval_s=1.0)], emit=lambda p: None))
-    while len(driver.starts) < 3:
-        await asyncio.sleep(0.5)
+    await asyncio.wait_for(driver.third.wait(), timeout=100)
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=10)
     assert done == {task}
     assert task.cancelled()
     assert driver.closed
     assert len(driver.starts) == 3
+
+
+class BrokenDriver(ScriptedDriver):
+    """Raises something no driver should: a bug, not a device answer."""
+
+    async def read(self) -> Poll:
+        self.starts.append(asyncio.get_running_loop().time())
+        raise KeyError("bug")
+
+
+@pytest.mark.looptime
+async def test_a_driver_bug_costs_its_device_not_the_line(caplog: pytest.LogCaptureFixture) -> None:
+    broken = BrokenDriver("broken")
+    fine = ScriptedDriver("fine")
+    polls: list[Poll] = []
+    units = [Unit(broken, interval_s=1.0, backoff_max_s=4.0), Unit(fine, interval_s=1.0)]
+    await _run_until(units, lambda: len(fine.starts) >= 20, emit=polls.append)
+    assert len(fine.starts) == 20
+    assert len(broken.starts) >= 5
+    bad = [p for p in polls if p.device == "broken"]
+    assert len(bad) == 1
+    assert bad[0].issues == {0: (Quality.BAD, "driver error: 'bug'")}
+    # One traceback for the bug, one state-change line; nothing per failed retry.
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+    assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 2

@@ -24,6 +24,7 @@ so all points of one order in a request decode with one `struct.unpack_from` cal
 
 from __future__ import annotations
 
+import array
 import enum
 import math
 import struct
@@ -289,6 +290,7 @@ class Field:
         return register_count(self.point_type, self.length)
 
 
+_WORD = struct.Struct(">H")
 _Post = Callable[[Value], Value]
 
 
@@ -351,21 +353,29 @@ class BlockDecoder:
         self._post = [(i, p) for i, f in enumerate(ordered) if (p := _post_for(f)) is not None]
         self._float_indexes = [i for i, f in enumerate(ordered) if f.point_type in FLOAT_TYPES]
         self._be_fmt = struct.Struct(f">{self.span}H")
-        self._le_fmt = struct.Struct(f"<{self.span}H")
 
     def decode(self, registers: Sequence[int]) -> tuple[list[Value], list[tuple[int, str]]]:
         """Values in output order, and (index, reason) for fields that could not decode."""
         if len(registers) < self.span:
             raise DecodeError(f"short answer: {len(registers)} of {self.span} registers")
-        span = self.span
-        regs = registers if len(registers) == span else registers[:span]
-        big = self._be_fmt.pack(*regs)
-        little = self._le_fmt.pack(*regs) if self.needs_little_image else b""
+        return self.decode_bytes(self._be_fmt.pack(*registers[: self.span]))
+
+    def decode_bytes(self, big: bytes) -> tuple[list[Value], list[tuple[int, str]]]:
+        """As `decode`, from the registers as they came on the wire (big-endian bytes)."""
+        if len(big) < 2 * self.span:
+            raise DecodeError(f"short answer: {len(big) // 2} of {self.span} registers")
+        little = b""
+        if self.needs_little_image:
+            swapped = array.array("H", big[: 2 * self.span])
+            swapped.byteswap()
+            little = swapped.tobytes()
         values: list[Value] = []
         for use_little, unpacker in self._unpackers:
             values.extend(unpacker.unpack_from(little if use_little else big))
         for offset, mask in self._bits:
-            values.append(bool(regs[offset] & mask))
+            values.append(bool(_WORD.unpack_from(big, 2 * offset)[0] & mask))
+        if not self._post and not self._float_indexes:
+            return values, []
         errors: list[tuple[int, str]] = []
         for i, post in self._post:
             try:

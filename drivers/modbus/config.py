@@ -77,12 +77,15 @@ def parse_endpoint(url: str) -> Endpoint:
         path = parts.path or ""
         if parts.netloc:
             raise ValueError(
-                f"rtu URL needs three slashes and a device path, e.g. rtu:///dev/ttyUSB0, got {url!r}"
+                "rtu URL needs three slashes and a device path, e.g. rtu:///dev/ttyUSB0, "
+                f"got {url!r}"
             )
         if not path:
             raise ValueError(f"no serial device path in {url!r}")
         settings: dict[str, int | str] = {}
-        for key, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
+        for key, values in parse_qs(
+            parts.query, keep_blank_values=True, strict_parsing=False
+        ).items():
             value = values[-1]
             if key == "parity":
                 if value.upper() not in _PARITIES:
@@ -125,7 +128,9 @@ class ModbusPoint(_Model):
         if self.table.is_bits and t is not PointType.BOOL:
             raise ValueError(f"a {self.table} point must be type bool, not {t}")
         if not self.table.is_bits and t is PointType.BOOL:
-            raise ValueError(f"type bool needs table coil or discrete; use type bit on a {self.table}")
+            raise ValueError(
+                f"type bool needs table coil or discrete; use type bit on a {self.table}"
+            )
         if t is PointType.STRING and self.length is None:
             raise ValueError("a string point needs length (registers)")
         if t is not PointType.STRING and self.length is not None:
@@ -140,7 +145,9 @@ class ModbusPoint(_Model):
         if not numeric and (self.scale != 1 or self.offset != 0 or self.decimals is not None):
             raise ValueError(f"scale, offset and decimals apply only to numbers, not {t}")
         if self.address + self.count > 65536:
-            raise ValueError(f"registers {self.address}..{self.address + self.count - 1} run past 65535")
+            raise ValueError(
+                f"registers {self.address}..{self.address + self.count - 1} run past 65535"
+            )
         return self
 
     @property
@@ -187,9 +194,14 @@ def _overlap_errors(points: tuple[ModbusPoint, ...]) -> list[str]:
             for b in table_points[i + 1 :]:
                 if b.address > a.last_address:
                     break
-                shared_word = a.count == 1 and b.count == 1 and PointType.BIT in (
-                    a.point_type,
-                    b.point_type,
+                shared_word = (
+                    a.count == 1
+                    and b.count == 1
+                    and PointType.BIT
+                    in (
+                        a.point_type,
+                        b.point_type,
+                    )
                 )
                 if not shared_word:
                     errors.append(

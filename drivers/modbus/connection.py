@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
 
 from drivers.modbus.codec import Table
 from drivers.modbus.config import Endpoint
@@ -25,6 +29,37 @@ log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
+class _RawHoldingRegisters(ReadHoldingRegistersResponse):
+    """FC03 answer kept as the bytes on the wire.
+
+    pymodbus's own response unpacks every register in a Python loop and renders the whole
+    PDU to text for a debug line on every answer; keeping the bytes lets the plan's
+    BlockDecoder read every point of the block with one struct call. Registered through
+    pymodbus's documented `client.register()` hook for custom responses.
+    """
+
+    function_code = 3
+    raw = b""
+
+    def decode(self, data: bytes) -> None:
+        count = data[0]
+        if count >= len(data):
+            raise ModbusIOException(
+                f"byte_count {count} > length of packet {len(data)}",
+                function_code=self.function_code,
+            )
+        self.raw = bytes(data[1 : 1 + count])
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}(dev_id={self.dev_id}, bytes={len(self.raw)})"
+
+
+class _RawInputRegisters(_RawHoldingRegisters, ReadInputRegistersResponse):
+    """FC04 answer kept as bytes (see _RawHoldingRegisters)."""
+
+    function_code = 4
+
+
 class ModbusConnection:
     """A line to one or more Modbus units; one request at a time."""
 
@@ -35,6 +70,12 @@ class ModbusConnection:
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        client = self._new_client()
+        client.register(_RawHoldingRegisters)
+        client.register(_RawInputRegisters)
+        return client
+
+    def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         ep = self.endpoint
         # reconnect_delay=0: the poller owns reconnects (capped, jittered, logged once);
         # retries=0: a retry on a shared RS-485 line would steal the other units' time.
@@ -74,9 +115,9 @@ class ModbusConnection:
         client = self._make_client()
         try:
             ok = await client.connect()
-        except (OSError, ModbusException) as exc:
+        except Exception as exc:  # OSError, ModbusException, termios.error, SerialException...
             client.close()
-            raise DeviceUnreachable(self.name, f"connect failed: {exc}") from exc
+            raise DeviceUnreachable(self.name, f"cannot open line: {exc}") from exc
         if not ok:
             client.close()
             raise DeviceUnreachable(self.name, "connection refused")
@@ -84,8 +125,8 @@ class ModbusConnection:
 
     async def read(
         self, table: Table, start: int, count: int, *, device_id: int
-    ) -> Sequence[int] | Sequence[bool] | int:
-        """Registers or bits, or the exception code the device answered with."""
+    ) -> bytes | Sequence[bool] | int:
+        """Register bytes as on the wire, or bits, or the exception code the device sent."""
         client = self._client
         if client is None or not client.connected:
             raise DeviceUnreachable(self.name, "not connected")
@@ -110,7 +151,11 @@ class ModbusConnection:
             raise DeviceUnreachable(self.name, f"bad answer: {exc}") from exc
         if rr.isError():
             return int(getattr(rr, "exception_code", 4))
-        return rr.bits if table.is_bits else rr.registers
+        if table.is_bits:
+            return rr.bits
+        if not isinstance(rr, _RawHoldingRegisters):
+            raise DeviceUnreachable(self.name, f"unexpected answer {type(rr).__name__}")
+        return rr.raw
 
     def close(self) -> None:
         """Close the line; idempotent."""

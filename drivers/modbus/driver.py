@@ -13,7 +13,7 @@ import time
 from drivers.modbus.config import ModbusDevice, ModbusProfile
 from drivers.modbus.connection import ModbusConnection
 from drivers.modbus.plan import Plan, apply_scaling, build_plan
-from drivers.reading import Poll, PointSpec, Quality, Value
+from drivers.reading import PointSpec, Poll, Quality, Value
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -80,7 +80,7 @@ class ModbusDriver:
                     values.extend([bool(answer[o]) for o in req.bit_offsets])
             else:
                 try:
-                    decoded, errors = req.decoder.decode(answer)  # type: ignore[arg-type]
+                    decoded, errors = req.decoder.decode_bytes(answer)  # type: ignore[arg-type]
                 except ValueError as exc:
                     values.extend([None] * n)
                     for k in range(base, base + n):

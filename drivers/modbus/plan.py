@@ -103,15 +103,13 @@ def _split(
         p = item.point
         if current:
             gap_start, gap_end = end + 1, p.address - 1
-            blocked = any(
-                u.start <= gap_end and gap_start <= u.end for u in unreadable
-            ) if gap_start <= gap_end else False
+            blocked = (
+                any(u.start <= gap_end and gap_start <= u.end for u in unreadable)
+                if gap_start <= gap_end
+                else False
+            )
             new_end = max(end, p.last_address)
-            if (
-                p.address - end - 1 <= max_gap
-                and new_end - start + 1 <= limit
-                and not blocked
-            ):
+            if p.address - end - 1 <= max_gap and new_end - start + 1 <= limit and not blocked:
                 current.append(item)
                 end = new_end
                 continue
