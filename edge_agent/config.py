@@ -27,7 +27,15 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.modbus.config import NAME_PATTERN, ModbusDevice, ModbusPoint, ModbusProfile, Unreadable
+from drivers.modbus.config import (
+    NAME_PATTERN,
+    ModbusDevice,
+    ModbusPoint,
+    ModbusProfile,
+    Unreadable,
+    point_issues,
+    span_text,
+)
 from drivers.modbus.plan import build_plan
 from edge_agent.config_errors import ConfigError, ConfigIssue, Loc, shown_path
 from edge_agent.config_messages import (
@@ -180,68 +188,25 @@ def _valid_items(doc: Document, loc: Loc, model: type[Model]) -> list[tuple[Loc,
     return valid
 
 
-def _span(p: ModbusPoint) -> str:
-    if p.count == 1:
-        return f"{p.address} (0x{p.address:04X})"
-    return f"{p.address}-{p.last_address} (0x{p.address:04X}-0x{p.last_address:04X})"
-
-
-def _decimal_span(p: ModbusPoint) -> str:
-    return str(p.address) if p.count == 1 else f"{p.address}-{p.last_address}"
-
-
-def _words(p: ModbusPoint) -> str:
-    unit = "bit" if p.table.is_bits else "register"
-    return f"{p.table} {unit}{'s' if p.count > 1 else ''} {_span(p)}"
-
-
 def _point_issues(
     doc: Document,
     points: Sequence[tuple[Loc, ModbusPoint]],
     unreadable: Sequence[tuple[Loc, Unreadable]],
 ) -> list[ConfigIssue]:
-    """The checks of the models' `_check_points`, each issue at the point it concerns."""
+    """The models' point checks, each issue placed at the point it concerns."""
     issues: list[ConfigIssue] = []
-    first: dict[str, Loc] = {}
-    for loc, p in points:
-        if p.name in first:
-            line = doc.line_of(first[p.name])
-            issues.append(
-                doc.issue((*loc, "name"), f"duplicate point name {p.name!r} (first at line {line})")
-            )
-        else:
-            first[p.name] = loc
-    by_table: dict[str, list[tuple[Loc, ModbusPoint]]] = {}
-    for loc, p in points:
-        by_table.setdefault(p.table, []).append((loc, p))
-    for placed in by_table.values():
-        placed.sort(key=lambda item: (item[1].address, item[1].last_address))
-        for i, (a_loc, a) in enumerate(placed):
-            for b_loc, b in placed[i + 1 :]:
-                if b.address > a.last_address:
-                    break
-                # A bit point may share its register with another one-register point.
-                if a.count == 1 and b.count == 1 and "bit" in (a.point_type, b.point_type):
-                    continue
-                verb = "overlap" if b.count > 1 else "overlaps"
-                issues.append(
-                    doc.issue(
-                        b_loc,
-                        f"{_words(b)} of {b.name!r} {verb} {a.name!r} "
-                        f"({_decimal_span(a)}, line {doc.line_of(a_loc)})",
-                    )
-                )
-    for loc, p in points:
-        for u_loc, u in unreadable:
-            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
-                verb = "lie" if p.count > 1 else "lies"
-                issues.append(
-                    doc.issue(
-                        loc,
-                        f"{_words(p)} of {p.name!r} {verb} in unreadable range "
-                        f"{u.start}-{u.end} (line {doc.line_of(u_loc)})",
-                    )
-                )
+    for issue in point_issues([p for _, p in points], [u for _, u in unreadable]):
+        loc = points[issue.index][0]
+        if issue.other is not None:
+            line = doc.line_of(points[issue.other][0])
+            if issue.message.startswith("duplicate"):
+                text = f"{issue.message} (first at line {line})"
+                issues.append(doc.issue((*loc, "name"), text))
+            else:  # "... overlap 'level' (40-41)" -> "... overlap 'level' (40-41, line 8)"
+                issues.append(doc.issue(loc, f"{issue.message[:-1]}, line {line})"))
+        elif issue.unreadable is not None:
+            line = doc.line_of(unreadable[issue.unreadable][0])
+            issues.append(doc.issue(loc, f"{issue.message} (line {line})"))
     return issues
 
 
@@ -321,7 +286,7 @@ def _unreadable_covers(
                     doc.issue(
                         (*device_loc, "unreadable", k),
                         f"unreadable {u.table} range {u.start}-{u.end} covers {p.name!r} at "
-                        f"{_span(p)} of profile {device.profile!r} ({where})",
+                        f"{span_text(p)} of profile {device.profile!r} ({where})",
                     )
                 )
     return issues

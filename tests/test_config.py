@@ -343,7 +343,7 @@ def test_substituted_values_never_reach_messages(
     )
     err = _load_error(Path("site.yaml"), {"HOST": "s3cret", "NAME": "s3cret name"})
     assert _messages(err) == [
-        "site.yaml:4 devices[0].url: bad port in 'tcp://${HOST}:99999'",
+        "site.yaml:4 devices[0].url: bad port in 'tcp://${HOST}:99999' (use 1-65535)",
         "site.yaml:5 devices[1].url: unknown scheme 'ftp' in 'ftp://${HOST}' "
         "(use tcp://, rtu://, rtu+tcp://)",
         "site.yaml:6 devices[2].name: name '${NAME}' may use only letters, digits, _ . and - "

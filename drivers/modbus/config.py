@@ -8,6 +8,7 @@ is frozen and forbids unknown keys, so a typo is an error, not a silently ignore
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -65,7 +66,7 @@ def parse_endpoint(url: str) -> Endpoint:
         try:
             port = parts.port
         except ValueError as exc:
-            raise ValueError(f"bad port in {url!r}") from exc
+            raise ValueError(f"bad port in {url!r} (use 1-65535)") from exc
         if not parts.hostname:
             raise ValueError(f"no host in {url!r}")
         return Endpoint(
@@ -182,51 +183,89 @@ class Unreadable(_Model):
         return self
 
 
-def _overlap_errors(points: tuple[ModbusPoint, ...]) -> list[str]:
-    """Pairs of points that claim the same registers (bits of one register may share it)."""
-    errors = []
-    by_table: dict[Table, list[ModbusPoint]] = {}
-    for p in points:
-        by_table.setdefault(p.table, []).append(p)
-    for table_points in by_table.values():
-        table_points.sort(key=lambda p: (p.address, p.last_address))
-        for i, a in enumerate(table_points):
-            for b in table_points[i + 1 :]:
+@dataclass(frozen=True, slots=True)
+class PointIssue:
+    """A problem of one point in a list: `index` is that point; `other` the point it
+    clashes with, `unreadable` the range it lies in (so a loader can add their lines)."""
+
+    index: int
+    message: str
+    other: int | None = None
+    unreadable: int | None = None
+
+
+def _span(p: ModbusPoint) -> str:
+    return str(p.address) if p.count == 1 else f"{p.address}-{p.last_address}"
+
+
+def span_text(p: ModbusPoint) -> str:
+    """A point's addresses in decimal and hex, as engineers read both."""
+    if p.count == 1:
+        return f"{p.address} (0x{p.address:04X})"
+    return f"{p.address}-{p.last_address} (0x{p.address:04X}-0x{p.last_address:04X})"
+
+
+def _words(p: ModbusPoint) -> str:
+    unit = "bit" if p.table.is_bits else "register"
+    return f"{p.table} {unit}{'s' if p.count > 1 else ''} {span_text(p)}"
+
+
+def _may_share(a: ModbusPoint, b: ModbusPoint) -> bool:
+    """Bit points may share their register with other one-register points, but not a bit."""
+    if a.count != 1 or b.count != 1 or PointType.BIT not in (a.point_type, b.point_type):
+        return False
+    return not (a.point_type is b.point_type and a.bit == b.bit)
+
+
+def point_issues(
+    points: Sequence[ModbusPoint], unreadable: Sequence[Unreadable] = ()
+) -> list[PointIssue]:
+    """Duplicate names, points claiming the same registers, points in unreadable ranges."""
+    issues: list[PointIssue] = []
+    first: dict[str, int] = {}
+    for i, p in enumerate(points):
+        if p.name in first:
+            issues.append(PointIssue(i, f"duplicate point name {p.name!r}", other=first[p.name]))
+        else:
+            first[p.name] = i
+    by_table: dict[Table, list[int]] = {}
+    for i, p in enumerate(points):
+        by_table.setdefault(p.table, []).append(i)
+    for indexes in by_table.values():
+        indexes.sort(key=lambda i: (points[i].address, points[i].last_address))
+        for k, ia in enumerate(indexes):
+            a = points[ia]
+            for ib in indexes[k + 1 :]:
+                b = points[ib]
                 if b.address > a.last_address:
                     break
-                shared_word = (
-                    a.count == 1
-                    and b.count == 1
-                    and PointType.BIT
-                    in (
-                        a.point_type,
-                        b.point_type,
+                if not _may_share(a, b):
+                    verb = "overlap" if b.count > 1 else "overlaps"
+                    issues.append(
+                        PointIssue(
+                            ib,
+                            f"{_words(b)} of {b.name!r} {verb} {a.name!r} ({_span(a)})",
+                            other=ia,
+                        )
+                    )
+    for i, p in enumerate(points):
+        for k, u in enumerate(unreadable):
+            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
+                verb = "lie" if p.count > 1 else "lies"
+                issues.append(
+                    PointIssue(
+                        i,
+                        f"{_words(p)} of {p.name!r} {verb} in unreadable range {u.start}-{u.end}",
+                        unreadable=k,
                     )
                 )
-                if not shared_word:
-                    errors.append(
-                        f"{b.table} registers {b.address}-{b.last_address} of {b.name!r} overlap "
-                        f"{a.name!r} ({a.address}-{a.last_address})"
-                    )
-    return errors
+    return issues
 
 
 def _check_points(points: tuple[ModbusPoint, ...], unreadable: tuple[Unreadable, ...]) -> None:
-    seen: set[str] = set()
-    for p in points:
-        if p.name in seen:
-            raise ValueError(f"duplicate point name {p.name!r}")
-        seen.add(p.name)
-    errors = _overlap_errors(points)
-    for p in points:
-        for u in unreadable:
-            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
-                errors.append(
-                    f"point {p.name!r} ({p.address}-{p.last_address}) lies in unreadable "
-                    f"{u.table} {u.start}-{u.end}"
-                )
-    if errors:
-        raise ValueError("; ".join(errors))
+    issues = point_issues(points, unreadable)
+    if issues:
+        raise ValueError("; ".join(i.message for i in issues))
 
 
 class ModbusProfile(_Model):
@@ -280,7 +319,9 @@ class ModbusDevice(_Model):
             raise ValueError("give exactly one of profile (a file in profiles/) or points (inline)")
         if self.points is not None:
             _check_points(self.points, self.unreadable)
-        if self.endpoint.transport == "rtu" and not 1 <= self.device_id <= 247:
+        if self.endpoint.transport != "rtu" and self.endpoint.port == 0:
+            raise ValueError(f"port 0 in {self.url!r}: give the device's port (Modbus TCP: 502)")
+        if self.endpoint.is_serial_line and not 1 <= self.device_id <= 247:
             raise ValueError(f"device_id {self.device_id} is outside 1..247 for a serial line")
         return self
 
@@ -292,7 +333,7 @@ class ModbusDevice(_Model):
     def inline_profile(self) -> ModbusProfile:
         """The profile made from inline points (only when `points` is given)."""
         assert self.points is not None
-        return ModbusProfile(name=self.name, points=self.points, unreadable=self.unreadable)
+        return ModbusProfile(name=self.name, points=self.points)
 
 
 # Profile names go into file names; keep them path-safe.

@@ -142,9 +142,10 @@ def plan_requests(
         limit = max_bits if table.is_bits else max_registers
         for item in placed:
             if item.point.count > limit:
+                what = "max_bits" if table.is_bits else "max_registers"
                 raise ValueError(
                     f"point {item.point.name!r} needs {item.point.count} registers, "
-                    f"more than one request may read ({limit})"
+                    f"more than one request may read ({what} {limit})"
                 )
         gap = max_gap * BIT_GAP_FACTOR if table.is_bits else max_gap
         blocked = [u for u in unreadable if u.table == table]
