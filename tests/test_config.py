@@ -519,3 +519,12 @@ def test_render_plan_counts_in_the_singular(tmp_path: Path) -> None:
         "  FC04 input     start 65535 (0xFFFF)  count    1  v\n"
         "total: 1 device, 1 point, 1 request per poll, 1 register per poll\n"
     )
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "site.example.yaml"])
+def test_shipped_site_configs_check(name: str) -> None:
+    """The configs the README points at load and plan as written."""
+    root = Path(__file__).resolve().parents[1]
+    loaded = load_config(root / "configs" / name, environ={"MQTT_PASSWORD": "not-a-secret"})
+    assert len(loaded.devices) == 5
+    assert all(d.profile.points for d in loaded.devices)
