@@ -15,6 +15,7 @@ import resource
 import statistics
 import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from drivers.modbus.config import ModbusDevice
 from edge_agent.agent import Agent
 from edge_agent.config import DeviceSetup, LoadedConfig, SiteConfig
 from edge_agent.mqtt_config import MqttConfig
+from edge_agent.outbox import OutboxConfig
 
 
 def _rss_mb() -> float:
@@ -64,9 +66,11 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
         )
         for i, url in enumerate(urls)
     )
+    outbox = OutboxConfig(path=Path(tempfile.mkdtemp(prefix="bench-outbox-")) / "outbox.sqlite")
     site = SiteConfig(
         site="bench",
         gateway="gw",
+        outbox=outbox,
         devices=tuple(d.device for d in devices),
         mqtt=MqttConfig(
             url=f"mqtt://127.0.0.1:{args.mqtt_port}", prefix="bench", qos=1, max_inflight=1000

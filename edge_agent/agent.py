@@ -23,7 +23,9 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.reading import Poll
 from edge_agent import __version__
 from edge_agent.config import DeviceSetup, LoadedConfig
+from edge_agent.forwarder import Forwarder
 from edge_agent.mqtt_sink import MqttSink, Will
+from edge_agent.outbox import Outbox
 from edge_agent.payload import DeviceEncoder
 from edge_agent.poller import Unit, run_line
 
@@ -118,7 +120,6 @@ class Agent:
             for u in self.units
         }
         self._data_topics = {name: self.topics.data(name) for name in self.encoders}
-        self.seq = 0
         self._on_poll = on_poll
         client_id = site.mqtt.client_id or f"edge-agent-{site.site}-{site.gateway}"
         self.sink = MqttSink(
@@ -126,7 +127,25 @@ class Agent:
             client_id=client_id,
             will=Will(self.topics.status, self._status_payload("offline", "connection lost")),
             birth=[(self.topics.status, self._status_payload("online"))],
+            on_state=self._mqtt_state,
         )
+        # Not a hash of the config: editing the file keeps the backlog (issue 4).
+        self.outbox = Outbox(loaded.path.parent / site.outbox.path, site.outbox)
+        self.forwarder = Forwarder(
+            self.outbox,
+            self.sink,
+            window=site.mqtt.max_inflight,
+            flush_interval_s=site.outbox.flush_interval_s,
+            replay_max_per_s=site.outbox.replay_max_per_s,
+        )
+
+    def _mqtt_state(self, up: bool) -> None:
+        self.forwarder.on_connection(up)
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last accepted data message."""
+        return self.outbox.reserve_id() - 1
 
     def _status_payload(self, state: str, reason: str | None = None) -> bytes:
         doc: dict[str, object] = {"state": state, "version": __version__, "schema_version": 1}
@@ -135,10 +154,17 @@ class Agent:
         return orjson.dumps(doc)
 
     def emit(self, poll: Poll) -> None:
-        """Publish one poll: the hot path, once per device per poll."""
-        self.seq += 1
-        payload = self.encoders[poll.device].encode(poll, seq=self.seq)
-        self.sink.publish(self._data_topics[poll.device], payload)
+        """Accept one poll into the outbox: the hot path, once per device per poll."""
+        forwarder = self.forwarder
+        seq = forwarder.next_seq()
+        payload = self.encoders[poll.device].encode(poll, seq=seq)
+        forwarder.submit(
+            seq,
+            self._data_topics[poll.device],
+            payload,
+            device=poll.device,
+            readings=len(poll.values),
+        )
         if self._on_poll is not None:
             self._on_poll(poll)
 
@@ -157,6 +183,8 @@ class Agent:
             len(self.lines),
             self.loaded.site.mqtt.url,
         )
+        self.outbox.open()
+        self.forwarder.start()
         async with asyncio.TaskGroup() as outer:
             outer.create_task(self.sink.run(), name="sink:mqtt")
             try:
@@ -172,7 +200,9 @@ class Agent:
                             name=f"line:{line.key}",
                         )
             finally:
+                self.forwarder.flush()  # store the last polls before anything else
                 await self.sink.close(
                     grace_s=self.grace_s,
                     final=[(self.topics.status, self._status_payload("offline", "stopped"))],
                 )
+                self.forwarder.close()  # commits the deletions the last acks asked for

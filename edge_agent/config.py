@@ -48,6 +48,7 @@ from edge_agent.config_messages import (
 )
 from edge_agent.config_yaml import Document, child, read_yaml
 from edge_agent.mqtt_config import MqttConfig
+from edge_agent.outbox import OutboxConfig
 
 __all__ = [
     "REPOSITORY_PROFILES",
@@ -140,6 +141,7 @@ class SiteConfig(BaseModel):
     site: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     gateway: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
     profiles_dir: Path | None = None  # relative to the site file
     devices: Annotated[tuple[DeviceConfig, ...], Field(min_length=1)]
 

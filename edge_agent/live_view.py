@@ -57,10 +57,16 @@ def render(agent: Agent) -> list[str]:
     """The table as lines of text."""
     stats = agent.sink.stats
     state = "connected" if agent.sink.connected else "DISCONNECTED"
+    box = agent.outbox.stats
+    age = box.oldest_age_s()
     lines = [
         f"edge-agent  site={agent.loaded.site.site} gateway={agent.loaded.site.gateway}  "
         f"mqtt {agent.loaded.site.mqtt.url} {state}  published={stats.published} "
         f"acked={stats.acked}  seq={agent.seq}",
+        f"outbox: {box.messages} messages, {box.readings} readings, {box.bytes / 1024:.0f} KiB"
+        f"{f', oldest {age:.0f} s' if age is not None else ''}; in flight "
+        f"{agent.forwarder.inflight}, replayed {agent.forwarder.replayed}, "
+        f"dropped {box.dropped}",
         f"{'device':<14} {'state':<6} {'polls':>6} {'fail':>5} {'overrun':>7} {'p99ms':>6}  values",
     ]
     for unit in agent.units:
@@ -87,6 +93,7 @@ async def run_live_view(
         else:
             up = sum(1 for u in agent.units if u.stats.up)
             out.write(f"{lines[0]}  devices up {up}/{len(agent.units)}\n")
-            for line in lines[2:]:
+            out.write("  " + lines[1] + "\n")
+            for line in lines[3:]:
                 out.write("  " + line + "\n")
         out.flush()

@@ -134,6 +134,7 @@ class MqttSink:
         protocol: Literal["3.1.1", "5"] = "3.1.1",
         backoff_initial_s: float = 1.0,
         connect_timeout_s: float = 10.0,
+        on_state: Callable[[bool], None] | None = None,
     ) -> None:
         address = config.address
         use_tls = address.tls or config.tls is not None
@@ -147,6 +148,7 @@ class MqttSink:
         self._connect_timeout_s = connect_timeout_s
         self._birth = tuple(birth)
         self._v5 = protocol == "5"
+        self._on_state = on_state  # told of every connection up/down, after the log line
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -392,6 +394,8 @@ class MqttSink:
         self._up.set()
         self._last_logged = "up"
         logger.info("connected to %s", self.url)
+        if self._on_state is not None:
+            self._on_state(True)
 
     def _went_down(self, reason: str, *, was_up: bool) -> None:
         self._up.clear()
@@ -402,6 +406,8 @@ class MqttSink:
             else:
                 logger.warning("disconnected from %s: %s", self.url, reason)
             self._last_logged = reason
+            if self._on_state is not None:
+                self._on_state(False)
             return
         self.stats.failed_connects += 1
         if reason == self._last_logged:  # still down for the same reason: said already
