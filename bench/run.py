@@ -2,11 +2,14 @@
 
     scripts/bench [--devices 50] [--points 50] [--seconds 10]
                   [--jitter-devices 500] [--jitter-seconds 15] [--skip-jitter]
+                  [--skip-outbox] [--outbox-backlog-s 600]
 
 Runs, each in its own processes (simulators, subscriber, worker), on this machine:
 1. saturation: N devices x M float32 points polled back to back, by the agent and by the
    bare loop (pymodbus read + struct decode + json + one paho publish per device per poll);
-2. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent.
+2. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent;
+3. the outbox: store throughput, and the replay of a 10-minute outage backlog at the
+   steady load while live data keeps flowing (bench/outbox_run.py).
 It prints one table: points/s delivered to a QoS 1 subscriber, worker CPU µs per point,
 RSS, poll jitter p50/p99. Nothing here asserts; the numbers go to bench/RESULTS.md.
 """
@@ -145,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter-seconds", type=float, default=15.0)
     p.add_argument("--skip-jitter", action="store_true")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--skip-outbox", action="store_true", help="skip the outbox benchmark")
+    p.add_argument(
+        "--outbox-backlog-s",
+        type=float,
+        default=600.0,
+        help="outage length the outbox replay benchmark drains (default 600)",
+    )
     args = p.parse_args(argv)
 
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -214,6 +224,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         args.json.write_text(json.dumps(dict(rows), indent=2))
+    if not args.skip_outbox:
+        from bench import outbox_run
+
+        outbox_run.main(
+            [
+                "--points",
+                str(args.points),
+                "--devices",
+                str(args.jitter_devices),
+                "--backlog-s",
+                str(args.outbox_backlog_s),
+            ]
+        )
     return 0
 
 

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 
 from edge_agent.mqtt_sink import MqttSink
@@ -42,6 +43,7 @@ class Forwarder:
         window: int,
         flush_interval_s: float,
         replay_max_per_s: float = 0.0,
+        on_acked: Callable[[int], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.sink = sink
@@ -49,6 +51,7 @@ class Forwarder:
         self.live_reserve = max(1, self.window // 4)
         self.flush_interval_s = flush_interval_s
         self.replay_max_per_s = replay_max_per_s
+        self._on_acked = on_acked  # observers (metrics, benchmarks) of each acknowledged seq
         self.replayed = 0
         self.live_sent = 0
         self._live: deque[Row] = deque()
@@ -123,6 +126,8 @@ class Forwarder:
         if self._loop is None:
             return  # closed: the row stays and is sent again after a restart
         self.outbox.ack(msg_id)
+        if self._on_acked is not None:
+            self._on_acked(msg_id)
         if self._flush_handle is None and self._loop is not None:
             self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
         self._schedule_pump()
