@@ -115,6 +115,10 @@ class Forwarder:
         if not up:
             return
         # Everything stored and not in flight now is backlog; newer rows are live.
+        waiting = self.outbox.stats.messages - len(self._inflight)
+        if waiting > 0:
+            age = self.outbox.stats.oldest_age_s() or 0.0
+            log.info("outbox: replaying %d stored messages (oldest %.0f s)", waiting, age)
         self._live.clear()
         self._live_from = self.outbox.first_unflushed_id()
         self._cursor = 0
