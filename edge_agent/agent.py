@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -28,6 +27,7 @@ from edge_agent.mqtt_sink import MqttSink, Will
 from edge_agent.outbox import Outbox
 from edge_agent.payload import DeviceEncoder
 from edge_agent.poller import Unit, run_line
+from edge_agent.stages import Outlet, Stage, UplinkFilter
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,6 @@ class Agent:
         loaded: LoadedConfig,
         *,
         grace_s: float = 5.0,
-        on_poll: Callable[[Poll], None] | None = None,
     ) -> None:
         site = loaded.site
         self.loaded = loaded
@@ -120,7 +119,6 @@ class Agent:
             for u in self.units
         }
         self._data_topics = {name: self.topics.data(name) for name in self.encoders}
-        self._on_poll = on_poll
         client_id = site.mqtt.client_id or f"edge-agent-{site.site}-{site.gateway}"
         self.sink = MqttSink(
             site.mqtt,
@@ -139,6 +137,17 @@ class Agent:
             replay_max_per_s=site.outbox.replay_max_per_s,
         )
 
+        self.outlet = Outlet(
+            base_topic=self.topics.base,
+            gateway=site.gateway,
+            forwarder=self.forwarder,
+            sink=self.sink,
+        )
+        # Filled from the config by the stages' own modules (energy, alarms, report by
+        # exception); each sees every poll, see stages.py.
+        self.stages: list[Stage] = []
+        self.uplink_filter: UplinkFilter | None = None
+
     def _mqtt_state(self, up: bool) -> None:
         self.forwarder.on_connection(up)
 
@@ -155,6 +164,13 @@ class Agent:
 
     def emit(self, poll: Poll) -> None:
         """Accept one poll into the outbox: the hot path, once per device per poll."""
+        for stage in self.stages:
+            stage.observe(poll)
+        if self.uplink_filter is not None:
+            selected = self.uplink_filter.select(poll)
+            if selected is None:
+                return
+            poll = selected
         forwarder = self.forwarder
         seq = forwarder.next_seq()
         payload = self.encoders[poll.device].encode(poll, seq=seq)
@@ -165,8 +181,6 @@ class Agent:
             device=poll.device,
             readings=len(poll.values),
         )
-        if self._on_poll is not None:
-            self._on_poll(poll)
 
     def _device_state(self, device: str, up: bool, reason: str | None) -> None:
         doc: dict[str, object] = {"state": "up" if up else "down", "ts_ms": time.time_ns() // 10**6}
@@ -187,6 +201,8 @@ class Agent:
         self.forwarder.start()
         async with asyncio.TaskGroup() as outer:
             outer.create_task(self.sink.run(), name="sink:mqtt")
+            for stage in self.stages:
+                outer.create_task(stage.run(), name=f"stage:{stage.name}")
             try:
                 async with asyncio.TaskGroup() as pollers:
                     for line in self.lines:
