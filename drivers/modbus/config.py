@@ -16,6 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.modbus.codec import Order, PointType, Table, register_count
+from drivers.options.alarms import AlarmRule
+from drivers.options.energy import EnergyOptions
+from drivers.options.report import ReportOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 MAX_REGISTERS = 125  # FC03/FC04 protocol limit
@@ -122,6 +125,10 @@ class ModbusPoint(_Model):
     decimals: Annotated[int, Field(ge=0, le=12)] | None = None
     unit: Annotated[str, Field(max_length=16)] | None = None
     description: str | None = None
+    # Read by the agent's stages (drivers/options/), never by the driver.
+    energy: EnergyOptions | None = None
+    alarms: tuple[AlarmRule, ...] = ()
+    report: ReportOptions | None = None
 
     @model_validator(mode="after")
     def _fits_table(self) -> ModbusPoint:
