@@ -264,13 +264,13 @@ class Outbox:
         s = self.stats
         with _transaction(db):
             if acked:
+                # RETURNING counts only rows that were still there (the overflow policy
+                # may have dropped an in-flight one meanwhile).
                 gone = db.execute(
-                    f"SELECT count(*), coalesce(sum(readings), 0), "
-                    f"coalesce(sum(length(payload)), 0) FROM outbox WHERE id IN "
-                    f"({','.join('?' * len(acked))})",
+                    f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(acked))}) "
+                    "RETURNING readings, length(payload)",
                     acked,
-                ).fetchone()
-                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(acked))})", acked)
+                ).fetchall()
             if pending.rows:
                 db.executemany(
                     "INSERT INTO outbox (id, topic, payload, device, readings, created_ms) "
@@ -278,10 +278,10 @@ class Outbox:
                     pending.rows,
                 )
         if acked:
-            s.messages -= gone[0]
-            s.readings -= gone[1]
-            s.bytes -= gone[2]
-            s.deleted += gone[0]
+            s.messages -= len(gone)
+            s.readings -= sum(g[0] for g in gone)
+            s.bytes -= sum(g[1] for g in gone)
+            s.deleted += len(gone)
         if pending.rows:
             s.appended += len(pending.rows)
             s.messages += len(pending.rows)
@@ -291,7 +291,7 @@ class Outbox:
         if s.messages == 0:
             s.oldest_created_ms = None
         elif s.oldest_created_ms is None or acked:
-            s.oldest_created_ms = db.execute("SELECT min(created_ms) FROM outbox").fetchone()[0]
+            s.oldest_created_ms = self._oldest()
         return [Row(*r) for r in pending.rows]
 
     def _write_when_full(self, pending: _Pending, acked: list[int], exc: Exception) -> list[Row]:
@@ -383,8 +383,15 @@ class Outbox:
         s.dropped_readings += gone[1]
         if expired:
             s.expired += gone[0]
-        s.oldest_created_ms = db.execute("SELECT min(created_ms) FROM outbox").fetchone()[0]
+        s.oldest_created_ms = self._oldest()
         return int(gone[0])
+
+    def _oldest(self) -> int | None:
+        # Ids rise with time, so the first row by id is the oldest: an index lookup.
+        row = (
+            self._require().execute("SELECT created_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
+        )
+        return None if row is None else int(row[0])
 
     # -- reading -----------------------------------------------------------------------------
 
