@@ -1,0 +1,1 @@
+"""DL/T 645-2007 driver: frames, BCD formats, identifier table, config, line, driver."""
