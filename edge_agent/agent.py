@@ -11,22 +11,31 @@ drains outstanding acknowledgements within the grace period, and disconnects.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 
 import orjson
 
+from drivers.modbus.config import ModbusDevice
 from drivers.modbus.connection import ModbusConnection
 from drivers.modbus.driver import ModbusDriver
+from drivers.opcua.config import OpcUaDevice
 from drivers.reading import Poll
 from edge_agent import __version__
-from edge_agent.config import DeviceSetup, LoadedConfig
+from edge_agent.alarm_stage import build_alarm_stages
+from edge_agent.batching import build_batcher
+from edge_agent.config import ConfigError, DeviceSetup, LoadedConfig, load_config
+from edge_agent.energy_stage import build_energy_stages
 from edge_agent.forwarder import Forwarder
 from edge_agent.mqtt_sink import MqttSink, Will
 from edge_agent.outbox import Outbox
 from edge_agent.payload import DeviceEncoder
+from edge_agent.plan_listing import render_issues
 from edge_agent.poller import Unit, run_line
+from edge_agent.reload import ReloadPlan, plan_reload
+from edge_agent.report_filter import build_report_filter, rebuild_report_filter
 from edge_agent.stages import Outlet, Stage, UplinkFilter
 
 log = logging.getLogger(__name__)
@@ -74,10 +83,30 @@ def build_lines(devices: tuple[DeviceSetup, ...]) -> list[Line]:
     connections: dict[str, ModbusConnection] = {}
     for index, setup in enumerate(enabled):
         device = setup.device
+        if isinstance(device, OpcUaDevice):
+            # Imported here so a Modbus-only site never loads asyncua (~0.4 s).
+            from drivers.opcua.driver import OpcUaDriver
+
+            # Every OPC UA server is a line of its own: one session, one task.
+            phase = device.interval_s * index / max(1, len(enabled))
+            unit = Unit(
+                OpcUaDriver(device),
+                device.interval_s,
+                backoff_max_s=device.backoff_max_s,
+                phase_s=phase,
+            )
+            lines[f"opcua:{device.name}"] = Line(f"opcua:{device.name}", [unit])
+            continue
+        assert setup.profile is not None
         endpoint = device.endpoint
         key = endpoint.bus_key or f"tcp:{device.name}"
         if endpoint.bus_key:
-            shared = [d.device for d in enabled if d.device.endpoint.bus_key == endpoint.bus_key]
+            shared = [
+                d.device
+                for d in enabled
+                if isinstance(d.device, ModbusDevice)
+                and d.device.endpoint.bus_key == endpoint.bus_key
+            ]
             if key not in connections:
                 # One client per bus; it waits as long as the slowest unit is allowed to.
                 connections[key] = ModbusConnection(
@@ -146,7 +175,16 @@ class Agent:
         # Filled from the config by the stages' own modules (energy, alarms, report by
         # exception); each sees every poll, see stages.py.
         self.stages: list[Stage] = []
+        self._pollers: asyncio.TaskGroup | None = None
+        self._reloading = asyncio.Lock()  # two quick SIGHUPs apply one after the other
+        self._line_tasks: dict[str, asyncio.Task[None]] = {}
         self.uplink_filter: UplinkFilter | None = None
+        self.stages.extend(build_energy_stages(loaded, self.outlet))
+        self.stages.extend(
+            build_alarm_stages(loaded, self.outlet, sink=self.sink, forwarder=self.forwarder)
+        )
+        self.uplink_filter = build_report_filter(loaded)  # None without `report:` options
+        self.batcher = build_batcher(loaded, topics=self._data_topics, forwarder=self.forwarder)
 
     def _mqtt_state(self, up: bool) -> None:
         self.forwarder.on_connection(up)
@@ -171,6 +209,8 @@ class Agent:
             if selected is None:
                 return
             poll = selected
+        if self.batcher is not None and self.batcher.add(poll):
+            return  # the device batches its polls: they go up as one v2 message
         forwarder = self.forwarder
         seq = forwarder.next_seq()
         payload = self.encoders[poll.device].encode(poll, seq=seq)
@@ -187,6 +227,84 @@ class Agent:
         if reason:
             doc["reason"] = reason
         self.sink.publish(self.topics.device_status(device), orjson.dumps(doc), retain=True)
+
+    def _start_line(self, line: Line) -> None:
+        assert self._pollers is not None
+        self._line_tasks[line.key] = self._pollers.create_task(
+            run_line(
+                line.units,
+                emit=self.emit,
+                on_state=self._device_state,
+                frame_gap_s=line.frame_gap_s,
+            ),
+            name=f"line:{line.key}",
+        )
+
+    async def reload(self, loaded: LoadedConfig) -> ReloadPlan:
+        """Apply a changed config's devices; unaffected lines and the outbox keep running.
+
+        A line is restarted when any device on it changed (see reload.py); its in-progress
+        read is abandoned, every poll already emitted is in the outbox.
+        """
+        new_lines = build_lines(loaded.devices)
+        plan = plan_reload(
+            self.loaded,
+            loaded,
+            old_lines={x.key: [u.driver.name for u in x.units] for x in self.lines},
+            new_lines={x.key: [u.driver.name for u in x.units] for x in new_lines},
+        )
+        stopping = [self._line_tasks.pop(key) for key in plan.stop if key in self._line_tasks]
+        for task in stopping:
+            task.cancel()
+        # Wait for the drivers to close: a serial port must be free before it reopens.
+        await asyncio.gather(*stopping, return_exceptions=True)
+        kept = {x.key: x for x in self.lines if x.key in plan.keep}
+        self.lines = [kept.get(x.key, x) for x in new_lines]
+        self.units = [u for line in self.lines for u in line.units]
+        gateway = self.loaded.site.gateway
+        for line in self.lines:
+            if line.key in kept:
+                continue
+            for u in line.units:
+                self.encoders[u.driver.name] = DeviceEncoder(
+                    gateway=gateway, device=u.driver.name, points=u.driver.points
+                )
+                self._data_topics[u.driver.name] = self.topics.data(u.driver.name)
+        for name in plan.removed:
+            self.encoders.pop(name, None)
+            # An empty retained message deletes the retained status of a removed device.
+            self.sink.publish(self.topics.device_status(name), b"", retain=True)
+        # Only devices are reloaded; everything else stays as the agent started with it.
+        self.loaded = dataclasses.replace(
+            loaded, site=self.loaded.site.model_copy(update={"devices": loaded.site.devices})
+        )
+        self.uplink_filter = rebuild_report_filter(self.uplink_filter, self.loaded)
+        for line in self.lines:
+            if line.key in plan.start and self._pollers is not None:
+                self._start_line(line)
+        log.warning(
+            "config reloaded: %d devices added, %d removed, %d changed; %d lines restarted, "
+            "%d untouched%s",
+            len(plan.added),
+            len(plan.removed),
+            len(plan.changed),
+            len(plan.start),
+            len(plan.keep),
+            f"; restart the agent to apply {', '.join(plan.needs_restart)}"
+            if plan.needs_restart
+            else "",
+        )
+        return plan
+
+    async def reload_file(self) -> ReloadPlan | None:
+        """Re-read the config file; an invalid one is reported and changes nothing."""
+        async with self._reloading:
+            try:
+                loaded = load_config(self.loaded.path)
+            except ConfigError as exc:
+                log.error("config not reloaded, the running one stays:\n%s", render_issues(exc))
+                return None
+            return await self.reload(loaded)
 
     async def run(self) -> None:
         """Run until cancelled, then stop in order: pollers, then the sink."""
@@ -205,17 +323,12 @@ class Agent:
                 outer.create_task(stage.run(), name=f"stage:{stage.name}")
             try:
                 async with asyncio.TaskGroup() as pollers:
+                    self._pollers = pollers
                     for line in self.lines:
-                        pollers.create_task(
-                            run_line(
-                                line.units,
-                                emit=self.emit,
-                                on_state=self._device_state,
-                                frame_gap_s=line.frame_gap_s,
-                            ),
-                            name=f"line:{line.key}",
-                        )
+                        self._start_line(line)
             finally:
+                if self.batcher is not None:
+                    self.batcher.flush()  # batches still waiting go up before the end
                 self.forwarder.flush()  # store the last polls before anything else
                 await self.sink.close(
                     grace_s=self.grace_s,

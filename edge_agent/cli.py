@@ -1,4 +1,4 @@
-"""The `edge-agent` command: run, check, plan, simulate, demo.
+"""The `edge-agent` command: run, check, plan, simulate, demo, browse, ingest, report.
 
 Exit codes: 0 success, 2 bad config (every issue listed with file:line path), 1 other
 failures, 130 after Ctrl-C.
@@ -11,15 +11,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from drivers.opcua.config import OpcUaDevice
+from drivers.reading import DeviceUnreachable
 from edge_agent import __version__
 from edge_agent.config import ConfigError, LoadedConfig, load_config
+from edge_agent.diagnose_cli import DIAGNOSE_COMMANDS, add_diagnose_parsers, run_diagnose
+from edge_agent.log_format import configure_logging
 from edge_agent.plan_listing import render_issues, render_plan
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
 
 log = logging.getLogger("edge_agent")
 
@@ -33,15 +41,32 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _http_address(text: str) -> tuple[str, int] | None:
+    return None if text.lower() in ("off", "none") else _host_port(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="poll the devices of a site config and publish over MQTT")
     run.add_argument("config", type=Path)
     run.add_argument("--view", action="store_true", help="show the live device table")
+    run.add_argument(
+        "--http",
+        type=_http_address,
+        default=("127.0.0.1", 9108),
+        metavar="HOST:PORT",
+        help="status page, /metrics and /healthz (default 127.0.0.1:9108; 'off' for none)",
+    )
+
+    reload = sub.add_parser(
+        "reload", help="check a changed config, then make the running agent apply it"
+    )
+    reload.add_argument("config", type=Path)
 
     check = sub.add_parser("check", help="validate a site config offline")
     check.add_argument("config", type=Path)
@@ -64,6 +89,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("config", type=Path, nargs="?", default=DEFAULT_DEMO)
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    demo.add_argument(
+        "--store", type=Path, default=None, help="SQLite file of the ingest (default: a temp file)"
+    )
+
+    ingest = sub.add_parser(
+        "ingest", help="write the gateways' data messages into the time-series or embedded store"
+    )
+    ingest.add_argument("config", type=Path)
+    ingest.add_argument(
+        "--worker", default=None, help="name of this worker when several run on one host"
+    )
+
+    report = sub.add_parser(
+        "report", help="energy report of a period (HTML with plots, plus CSV) from the store"
+    )
+    report.add_argument("config", type=Path)
+    report.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
+    report.add_argument("--to", dest="end", required=True, help="day after the last, YYYY-MM-DD")
+    report.add_argument("--out", type=Path, required=True, help="directory for the files")
+    report.add_argument(
+        "--store", type=Path, default=None, help="embedded store (default: ingest.store)"
+    )
+
+    browse = sub.add_parser(
+        "browse", help="list an OPC UA server's address space: node ids for points"
+    )
+    browse.add_argument("endpoint", help="opc.tcp://host:port (security None)")
+    browse.add_argument(
+        "--path", default="", help="start below Objects at this browse path, e.g. PLC1/Tank1"
+    )
+    browse.add_argument("--depth", type=int, default=4, help="levels to walk (default 4)")
+    browse.add_argument("--all", action="store_true", help="include the standard Server object")
+    add_diagnose_parsers(sub)
     return p
 
 
@@ -78,25 +136,38 @@ def _load(path: Path) -> LoadedConfig | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, json_lines=args.log_json)
+    if args.command in DIAGNOSE_COMMANDS:
+        return run_diagnose(args)
+    if args.command == "browse":
+        return asyncio.run(_browse(args.endpoint, args.path, args.depth, args.all))
     loaded = _load(args.config)
     if loaded is None:
         return 2
     if args.command == "check":
-        n_points = sum(len(d.profile.points) for d in loaded.devices)
+        n_points = sum(
+            len(d.profile.points) if d.profile is not None else len(d.device.points or ())
+            for d in loaded.devices
+        )
         print(f"{args.config}: ok, {len(loaded.devices)} devices, {n_points} points")
         return 0
+    if args.command == "reload":
+        return _reload(loaded)
     if args.command == "plan":
         print(render_plan(loaded), end="")
         return 0
     if args.command == "run":
-        return _run_until_signal(_run_agent(loaded, view=args.view))
+        return _run_until_signal(_run_agent(loaded, view=args.view, http=args.http))
     if args.command == "simulate":
         return _run_until_signal(_simulate(loaded, control=args.control))
     if args.command == "demo":
-        return _run_until_signal(_demo(loaded), seconds=args.seconds)
+        return _run_until_signal(_demo(loaded, store=args.store), seconds=args.seconds)
+    if args.command == "ingest":
+        return _run_until_signal(_ingest(loaded, worker=args.worker))
+    if args.command == "report":
+        from edge_agent.energy_report import run_report
+
+        return run_report(loaded, args.start, args.end, out=args.out, store=args.store)
     return 1
 
 
@@ -130,39 +201,103 @@ def _run_until_signal(main_coro: Coroutine[Any, Any, None], *, seconds: float | 
         return 130
 
 
-async def _run_agent(loaded: LoadedConfig, *, view: bool) -> None:
+async def _run_agent(
+    loaded: LoadedConfig, *, view: bool, http: tuple[str, int] | None = None
+) -> None:
     from edge_agent.agent import Agent
     from edge_agent.live_view import run_live_view
 
     agent = Agent(loaded)
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(agent.run(), name="agent")
-        if view:
-            tg.create_task(run_live_view(agent), name="live-view")
+    pid_file = pid_path(loaded)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        async with _http_port(agent, http), asyncio.TaskGroup() as tg:
+            # SIGHUP (or `edge-agent reload`) re-reads the file and applies device changes.
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: tg.create_task(agent.reload_file(), name="reload")
+            )
+            tg.create_task(agent.run(), name="agent")
+            if view:
+                tg.create_task(run_live_view(agent), name="live-view")
+    finally:
+        pid_file.unlink(missing_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def _http_port(agent: Agent, address: tuple[str, int] | None) -> AsyncIterator[None]:
+    """The status page, /metrics and /healthz of `run`, bound before the agent starts."""
+    if address is None:
+        yield
+        return
+    from edge_agent.http_server import AgentHttp
+
+    http = AgentHttp(agent)
+    try:
+        await http.start(*address)
+    except OSError as exc:
+        raise SystemExit(
+            f"edge-agent: cannot listen on {address[0]}:{address[1]} (--http): "
+            f"{os.strerror(exc.errno).lower() if exc.errno else exc}; "
+            "choose another port or --http off"
+        ) from exc
+    try:
+        yield
+    finally:
+        await http.close()
+
+
+def pid_path(loaded: LoadedConfig) -> Path:
+    """Where `run` records its process id: next to the outbox, as the config says."""
+    outbox = loaded.path.parent / loaded.site.outbox.path
+    return outbox.parent / "edge-agent.pid"
+
+
+def _reload(loaded: LoadedConfig) -> int:
+    """Ask the running agent of this config to re-read it (the config is valid: checked)."""
+    pid_file = pid_path(loaded)
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError, IndexError) as exc:
+        print(f"no running agent for {loaded.path} ({pid_file}: {exc})", file=sys.stderr)
+        return 1
+    print(f"asked agent {pid} to reload {loaded.path}")
+    return 0
 
 
 async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
-    from edge_agent.simulation import sim_specs
+    from edge_agent.simulation import opcua_specs, sim_specs
+    from simulators.opcua_server import serve_opcua
     from simulators.site import run_simulators
 
     ready = asyncio.Event()
     task = asyncio.create_task(
         run_simulators(sim_specs(loaded), control=control, ready=ready), name="simulators"
     )
-    await ready.wait()
-    for d in loaded.devices:
-        print(
-            f"serving {d.device.name} ({d.profile_name}) at {d.device.url} id {d.device.device_id}"
-        )
-    print(f"fault switches: http://{control[0]}:{control[1]}/devices")
-    await task
+    async with serve_opcua(opcua_specs(loaded)) as plcs:
+        await ready.wait()
+        for d in loaded.devices:
+            device = d.device
+            if isinstance(device, OpcUaDevice):
+                sim = plcs.device(device.name)
+                print(f"serving {device.name} (OPC UA PLC, {sim.spec.namespace}) at {sim.url}")
+                if sim.server_certificate is not None:
+                    print(f"  its certificate: {sim.certificate_file} (copy it to trust it)")
+            else:
+                where = f"{device.url} id {device.device_id}"
+                print(f"serving {device.name} ({d.profile_name}) at {where}")
+        print(f"fault switches: http://{control[0]}:{control[1]}/devices (Modbus devices)")
+        await task
 
 
-async def _demo(loaded: LoadedConfig) -> None:
+async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
     from edge_agent.agent import Agent
     from edge_agent.embedded_broker import embedded_broker
+    from edge_agent.ingest_demo import run_demo_ingest
     from edge_agent.live_view import run_live_view
-    from edge_agent.simulation import sim_specs
+    from edge_agent.simulation import opcua_specs, sim_specs
+    from simulators.opcua_server import run_opcua_simulators
     from simulators.site import run_simulators
 
     # The table is the demo's output; routine log lines would scroll it away.
@@ -175,6 +310,9 @@ async def _demo(loaded: LoadedConfig) -> None:
         ready = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_simulators(sim_specs(demo), ready=ready), name="simulators")
+            # Not awaited: an OPC UA server takes a second to start, and until then the
+            # agent treats it as any device that does not answer yet.
+            tg.create_task(run_opcua_simulators(opcua_specs(demo)), name="opcua-simulators")
             await ready.wait()
             agent = Agent(demo)
             tg.create_task(agent.run(), name="agent")
@@ -182,7 +320,36 @@ async def _demo(loaded: LoadedConfig) -> None:
                 f"embedded MQTT broker at {url}; topics {agent.topics.base}/#",
                 "Ctrl-C to stop.",
             ]
+            tg.create_task(run_demo_ingest(demo, store=store, footer=footer), name="ingest")
             tg.create_task(run_live_view(agent, footer=footer), name="live-view")
+
+
+async def _ingest(loaded: LoadedConfig, *, worker: str | None) -> None:
+    from edge_agent.ingest import Ingest, IngestStopped
+
+    try:
+        await Ingest(loaded, worker=worker).run()
+    except IngestStopped as exc:
+        print(f"ingest stopped: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+
+
+async def _browse(endpoint: str, path: str, depth: int, standard: bool) -> int:
+    from drivers.opcua.driver import browse
+
+    try:
+        entries = await browse(
+            endpoint, path=[p for p in path.split("/") if p], depth=depth, standard=standard
+        )
+    except DeviceUnreachable as exc:
+        print(f"{endpoint}: {exc.reason}", file=sys.stderr)
+        return 1
+    print(f"{'browse name':<40} {'class/type':<18} {'acc':<4} node")
+    for e in entries:
+        kind = e.data_type or e.node_class
+        name = "  " * e.depth + e.browse_name
+        print(f"{name:<40} {kind:<18} {e.access or '':<4} {e.node}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ from drivers.modbus.config import (
     span_text,
 )
 from drivers.modbus.plan import build_plan
+from drivers.opcua.config import OpcUaDevice
+from drivers.options.alarms import reference_issues
+from edge_agent.alarm_config import AlarmsConfig
 from edge_agent.config_errors import ConfigError, ConfigIssue, Loc, shown_path
 from edge_agent.config_messages import (
     DISCRIMINATOR,
@@ -47,6 +50,10 @@ from edge_agent.config_messages import (
     validate,
 )
 from edge_agent.config_yaml import Document, child, read_yaml
+from edge_agent.energy_check import energy_issues
+from edge_agent.energy_config import EnergyConfig
+from edge_agent.health_config import HealthConfig
+from edge_agent.ingest_config import InfluxConfig, IngestConfig
 from edge_agent.mqtt_config import MqttConfig
 from edge_agent.outbox import OutboxConfig
 
@@ -70,10 +77,10 @@ INLINE = "inline"  # profile_name of a device whose points are in the site file
 
 # Further drivers join as `ModbusDevice | OpcUaDevice | ...`; pydantic picks the member by
 # the `driver` key and reports errors in that member only.
-DeviceConfig = Annotated[ModbusDevice, Field(discriminator=DISCRIMINATOR)]
+DeviceConfig = Annotated[ModbusDevice | OpcUaDevice, Field(discriminator=DISCRIMINATOR)]
 
 _CLASH_ERROR = "device_clash"
-_DEVICE: TypeAdapter[ModbusDevice] = TypeAdapter(DeviceConfig)
+_DEVICE: TypeAdapter[ModbusDevice | OpcUaDevice] = TypeAdapter(DeviceConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +134,19 @@ def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[DeviceC
     return clashes
 
 
-def device_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[DeviceClash]:
+def _modbus_only(
+    devices: Sequence[tuple[int, ModbusDevice | OpcUaDevice]],
+) -> list[tuple[int, ModbusDevice]]:
+    """The Modbus entries: only they have a line and a device_id that can clash."""
+    return [(i, d) for i, d in devices if isinstance(d, ModbusDevice)]
+
+
+def device_clashes(
+    devices: Sequence[tuple[int, ModbusDevice | OpcUaDevice]],
+) -> list[DeviceClash]:
     """Entries (index, device) reusing an earlier entry's name or line and device_id."""
     names = duplicate_names([(index, device.name) for index, device in devices])
-    return sorted([*names, *address_clashes(devices)], key=lambda c: c.index)
+    return sorted([*names, *address_clashes(_modbus_only(devices))], key=lambda c: c.index)
 
 
 class SiteConfig(BaseModel):
@@ -142,12 +158,19 @@ class SiteConfig(BaseModel):
     gateway: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
+    influx: InfluxConfig | None = None  # no block: the ingest writes the embedded store
+    ingest: IngestConfig = IngestConfig()
+    energy: EnergyConfig = EnergyConfig()  # the energy stage's clock, tariff, hierarchy
+    alarms: AlarmsConfig = AlarmsConfig()  # flood/chatter thresholds of the alarm stage
+    health: HealthConfig = HealthConfig()  # when /healthz fails (edge-agent run --http)
     profiles_dir: Path | None = None  # relative to the site file
     devices: Annotated[tuple[DeviceConfig, ...], Field(min_length=1)]
 
     @field_validator("devices")
     @classmethod
-    def _distinct(cls, devices: tuple[ModbusDevice, ...]) -> tuple[ModbusDevice, ...]:
+    def _distinct(
+        cls, devices: tuple[ModbusDevice | OpcUaDevice, ...]
+    ) -> tuple[ModbusDevice | OpcUaDevice, ...]:
         clashes = device_clashes(list(enumerate(devices)))
         if clashes:
             summary = "; ".join(f"devices[{c.index}]: {c.message}" for c in clashes)
@@ -157,10 +180,10 @@ class SiteConfig(BaseModel):
 
 @dataclass(frozen=True)
 class DeviceSetup:
-    """A device entry with the profile it reads through."""
+    """A device entry with the profile it reads through (OPC UA devices have none)."""
 
-    device: ModbusDevice
-    profile: ModbusProfile
+    device: ModbusDevice | OpcUaDevice
+    profile: ModbusProfile | None
     profile_name: str  # "inline" for inline points
 
 
@@ -321,20 +344,26 @@ def _site_errors(
     return kept
 
 
-def _check_devices(doc: Document) -> tuple[list[tuple[int, ModbusDevice]], list[ConfigIssue]]:
+def _check_devices(
+    doc: Document,
+) -> tuple[list[tuple[int, ModbusDevice | OpcUaDevice]], list[ConfigIssue]]:
     """The device entries valid on their own, and every issue of the site file's models."""
     issues: list[ConfigIssue] = []
     raw_devices = doc.at(("devices",))
     count = len(raw_devices) if isinstance(raw_devices, list) else 0
     inline_located: dict[int, list[ConfigIssue]] = {}
-    valid: list[tuple[int, ModbusDevice]] = []
+    valid: list[tuple[int, ModbusDevice | OpcUaDevice]] = []
     for i in range(count):
         loc: Loc = ("devices", i)
         # Checked here as well as by the model, to place each issue at its point.
-        inline_located[i] = _point_issues(
-            doc,
-            _valid_items(doc, (*loc, "points"), ModbusPoint),
-            _valid_items(doc, (*loc, "unreadable"), Unreadable),
+        inline_located[i] = (
+            []
+            if doc.at((*loc, DISCRIMINATOR)) == "opcua"  # OPC UA points are not registers
+            else _point_issues(
+                doc,
+                _valid_items(doc, (*loc, "points"), ModbusPoint),
+                _valid_items(doc, (*loc, "unreadable"), Unreadable),
+            )
         )
         issues.extend(inline_located[i])
         try:
@@ -345,7 +374,7 @@ def _check_devices(doc: Document) -> tuple[list[tuple[int, ModbusDevice]], list[
     issues.extend(issues_from(_site_errors(errors, doc, inline_located), doc, SiteConfig))
     raw_names = [(i, doc.at(("devices", i, "name"))) for i in range(count)]
     names = [(i, name) for i, name in raw_names if isinstance(name, str)]
-    for clash in [*duplicate_names(names), *address_clashes(valid)]:
+    for clash in [*duplicate_names(names), *address_clashes(_modbus_only(valid))]:
         key_loc: Loc = ("devices", clash.index, clash.key)
         present, _ = child(doc.at(key_loc[:-1]), clash.key)
         if present:
@@ -403,6 +432,10 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
 
     setups: list[DeviceSetup] = []
     for i, device in valid:
+        if isinstance(device, OpcUaDevice):
+            # Certificate paths are relative to the site file; the driver gets them absolute.
+            setups.append(DeviceSetup(device.resolved(site_dir.resolve()), None, INLINE))
+            continue
         if device.profile is None:
             profile, profile_name = device.inline_profile(), INLINE
         else:
@@ -419,8 +452,15 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
         except ValueError as exc:
             issues.append(doc.issue(("devices", i), str(exc)))
             continue
+        inline = profile_name == INLINE
+        for loc, message in reference_issues(
+            profile.points, profile.alarms, device.alarms, inline=inline
+        ):
+            issues.append(doc.issue(("devices", i, *loc), message))  # alarms naming no point
         setups.append(DeviceSetup(device, profile, profile_name))
 
+    if site is not None and not issues and not any(e.issues for e in wanted.values()):
+        issues.extend(energy_issues(doc, site.energy, setups, site=site.site, base=site_dir))
     profile_issues = [
         ConfigIssue(x.file, x.line, x.path, f"{x.message} {_used_by(entry.users)}")
         for entry in dict.fromkeys(wanted.values())

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
 from edge_agent.agent import Agent
+from edge_agent.alarm_stage import AlarmStage
 from edge_agent.poller import Unit
+from edge_agent.report_filter import ReportFilter
 
 KEY_POINTS = (
     "voltage_a",
@@ -53,8 +56,32 @@ def _key_values(unit: Unit, width: int = 4) -> str:
     return " ".join(shown)
 
 
-def render(agent: Agent) -> list[str]:
-    """The table as lines of text."""
+def uplink_lines(agent: Agent, elapsed_s: float) -> list[str]:
+    """Per device: readings published of those polled, uplink messages and kB per hour."""
+    thinned = agent.uplink_filter
+    counts = thinned.counts if isinstance(thinned, ReportFilter) else {}
+    hours = max(elapsed_s, 1e-6) / 3600
+    lines = [f"{'uplink':<14} {'sent/polled':>22} {'msgs/h':>8} {'kB/h':>8}"]
+    for unit in agent.units:
+        name = unit.driver.name
+        encoder = agent.encoders[name]
+        c = counts.get(name)
+        share = (
+            "every poll"
+            if c is None
+            else f"{c.readings_published}/{c.readings_polled} "
+            f"({c.readings_published / max(1, c.readings_polled):.0%})"
+        )
+        messages, sent = encoder.messages, encoder.bytes
+        if agent.batcher is not None and agent.batcher.batches(name):
+            batched, batched_bytes = agent.batcher.sent(name)
+            messages, sent = messages + batched, sent + batched_bytes
+        lines.append(f"{name:<14} {share:>22} {messages / hours:>8.0f} {sent / 1000 / hours:>8.1f}")
+    return lines
+
+
+def render(agent: Agent, *, elapsed_s: float | None = None) -> list[str]:
+    """The table as lines of text (with uplink rates when the elapsed time is given)."""
     stats = agent.sink.stats
     state = "connected" if agent.sink.connected else "DISCONNECTED"
     box = agent.outbox.stats
@@ -76,6 +103,9 @@ def render(agent: Agent) -> list[str]:
             f"{unit.driver.name:<14} {st:<6} {s.polls:>6} {s.failures:>5} {s.overruns:>7} "
             f"{_jitter_p99_ms(unit):>6}  {_key_values(unit) if s.up else (s.reason or '')}"
         )
+    if elapsed_s is not None:
+        lines.extend(uplink_lines(agent, elapsed_s))
+    lines.extend(s.summary() for s in agent.stages if isinstance(s, AlarmStage))
     return lines
 
 
@@ -85,9 +115,10 @@ async def run_live_view(
     """Redraw the table until cancelled."""
     out = out or sys.stdout
     tty = out.isatty()
+    started = time.monotonic()
     while True:
         await asyncio.sleep(refresh_s)
-        lines = render(agent)
+        lines = render(agent, elapsed_s=time.monotonic() - started)
         if tty:
             out.write(CLEAR + "\n".join([*lines, "", *footer]) + "\n")
         else:

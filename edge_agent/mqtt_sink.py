@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AckCallback = Callable[[], None]
+MessageCallback = Callable[[str, bytes], object]  # (topic, payload), on the loop; result ignored
 MISC_INTERVAL_S = 1.0
 
 
@@ -170,6 +171,7 @@ class MqttSink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -201,6 +203,7 @@ class MqttSink:
         self._close_started = False
         self._closed = False
         self._last_logged = ""  # "up", or the reason last logged for being down
+        self._subscriptions: dict[str, tuple[int, MessageCallback]] = {}
 
     # -- public ---------------------------------------------------------------------------
 
@@ -263,6 +266,16 @@ class MqttSink:
             stats.pending += 1
         else:
             self._enqueue(topic, payload, qos, retain, on_ack)
+
+    def subscribe(self, topic_filter: str, callback: MessageCallback, *, qos: int = 1) -> None:
+        """Receive messages matching `topic_filter`: `callback(topic, payload)` runs on the loop.
+
+        The subscription is made again on every connect (the session is clean), so messages
+        published while the sink is not connected are not delivered to it.
+        """
+        self._subscriptions[topic_filter] = (qos, callback)
+        if self._connected:
+            self._client.subscribe(topic_filter, qos)
 
     async def run(self) -> None:
         """Connect, and reconnect with jittered backoff, until cancelled or closed."""
@@ -496,6 +509,8 @@ class MqttSink:
         # Published here, birth goes out ahead of the backlog paho re-sends after this call.
         for topic, payload in self._birth:
             self._enqueue(topic, payload, 1, True, None)
+        for topic_filter, (qos, _callback) in self._subscriptions.items():
+            client.subscribe(topic_filter, qos)  # the session is clean: subscribe every time
         _resolve(self._connack, None)
 
     def _on_disconnect(
@@ -515,6 +530,14 @@ class MqttSink:
             self._qos0.clear()
         _resolve(self._connack, text)
         _resolve(self._lost, text)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        for topic_filter, (_qos, callback) in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                try:
+                    callback(message.topic, bytes(message.payload))
+                except Exception:
+                    logger.exception("callback for %s failed", message.topic)
 
     def _on_publish(
         self,

@@ -13,6 +13,8 @@ The layout is fixed (golden tests compare it), so change it deliberately.
 from __future__ import annotations
 
 from drivers.modbus.plan import Request, build_plan
+from drivers.opcua.config import OpcUaDevice
+from drivers.opcua.plan import describe_device, read_requests
 from edge_agent.config import LoadedConfig
 from edge_agent.config_errors import ConfigError
 
@@ -35,6 +37,15 @@ def render_plan(loaded: LoadedConfig) -> str:
     points = requests = registers = bits = disabled = 0
     for setup in loaded.devices:
         device = setup.device
+        if isinstance(device, OpcUaDevice):
+            lines.extend(describe_device(device))
+            if not device.enabled:
+                disabled += 1
+                continue
+            points += len(device.points)
+            requests += read_requests(device)
+            continue
+        assert setup.profile is not None
         plan = build_plan(device, setup.profile)
         state = "" if device.enabled else ", disabled"
         lines.append(

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import zlib
 
+from drivers.modbus.config import ModbusDevice
+from drivers.opcua.config import OpcUaDevice, SecurityMode
+from drivers.opcua.nodeid import NodeRef
 from edge_agent.config import LoadedConfig
+from simulators.opcua_server import OpcUaSimSpec
 from simulators.site import SimDeviceSpec
 
 
@@ -20,4 +24,46 @@ def sim_specs(loaded: LoadedConfig) -> list[SimDeviceSpec]:
             seed=zlib.crc32(d.device.name.encode()),
         )
         for d in loaded.devices
+        if isinstance(d.device, ModbusDevice) and d.profile is not None
     ]
+
+
+def opcua_specs(loaded: LoadedConfig) -> list[OpcUaSimSpec]:
+    """One simulated PLC per OPC UA device: the PLC model plus every node the config names.
+
+    The simulator offers security None (for `edge-agent browse`) and the device's own
+    mode and policy, accepts the device's username and password, and keeps its server
+    certificate in pki/simulator/<device>/ beside the site file (trust it by copying it
+    into the device's trust directory).
+    """
+    specs: list[OpcUaSimSpec] = []
+    for d in loaded.devices:
+        device = d.device
+        if not isinstance(device, OpcUaDevice):
+            continue
+        security = device.security
+        endpoints: list[tuple[str, str | None]] = [("None", None)]
+        secure = security.mode is not SecurityMode.NONE
+        if secure:
+            endpoints.append((str(security.mode), str(security.effective_policy)))
+        users = {}
+        if device.username is not None and device.password is not None:
+            users[device.username] = device.password.get_secret_value()
+        extra = tuple(
+            target
+            for p in device.points
+            if isinstance(target := p.target(device.namespace), NodeRef)
+        )
+        specs.append(
+            OpcUaSimSpec(
+                name=device.name,
+                url=device.url,
+                seed=zlib.crc32(device.name.encode()),
+                endpoints=tuple(endpoints),
+                users=users,
+                allow_anonymous=not users,
+                pki_dir=loaded.path.parent / "pki" / "simulator" / device.name if secure else None,
+                extra_nodes=extra,
+            )
+        )
+    return specs

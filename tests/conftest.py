@@ -2,5 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.mosquitto",
+    "tests.fixtures.opcua",
     "tests.fixtures.serial_pair",
+    "tests.fixtures.victoria",
 ]

@@ -479,7 +479,8 @@ def test_odd_shapes_get_plain_messages(tmp_path: Path, monkeypatch: pytest.Monke
         "site.yaml:1: the file must be a mapping (key: value lines); got a list"
     ]
     assert _errors_of(tmp_path, monkeypatch, "site: s\ngateway: g\non: 1\ndevices: [foo]\n") == [
-        "site.yaml:3: unknown key 'on' (known keys: site, gateway, mqtt, outbox, profiles_dir, devices)",
+        "site.yaml:3: unknown key 'on' (known keys: site, gateway, mqtt, outbox, influx, ingest, "
+        "energy, alarms, health, profiles_dir, devices)",
         "site.yaml:4 devices[0]: each entry of devices must be a mapping (key: value lines); "
         "got 'foo'",
     ]
@@ -526,5 +527,5 @@ def test_shipped_site_configs_check(name: str) -> None:
     """The configs the README points at load and plan as written."""
     root = Path(__file__).resolve().parents[1]
     loaded = load_config(root / "configs" / name, environ={"MQTT_PASSWORD": "not-a-secret"})
-    assert len(loaded.devices) == 5
-    assert all(d.profile.points for d in loaded.devices)
+    assert len(loaded.devices) == (6 if name == "demo.yaml" else 5)  # the demo has a PLC on OPC UA
+    assert all(d.profile.points if d.profile else d.device.points for d in loaded.devices)

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -437,3 +438,42 @@ async def test_tls_with_a_wrong_ca_is_refused(
     messages = [r.getMessage() for r in caplog.records if r.name == SINK_LOGGER]
     assert len(messages) == 1
     assert messages[0].startswith(f"cannot connect to {secure.tls_url}: certificate verify failed")
+
+
+async def test_subscribe_receives_on_the_loop_and_resubscribes_after_a_reconnect(
+    mosquitto_fresh: Mosquitto, unique_prefix: str
+) -> None:
+    broker = mosquitto_fresh
+    received: list[tuple[str, bytes, bool]] = []
+    loop_thread = threading.get_ident()
+
+    def on_message(topic: str, payload: bytes) -> None:
+        received.append((topic, payload, threading.get_ident() == loop_thread))
+
+    async def delivered(payload: bytes) -> None:
+        # Until the SUBACK there is no telling the subscription exists: publish until one lands.
+        deadline = time.monotonic() + 5
+        while True:
+            await asyncio.to_thread(
+                publish_once, broker.host, broker.port, f"{unique_prefix}/cmd/a", payload
+            )
+            retry_at = time.monotonic() + 0.2
+            while time.monotonic() < retry_at:
+                if any(p == payload for _, p, _ in received):
+                    return
+                await asyncio.sleep(0.01)  # polling a condition, bounded by the deadline
+            assert time.monotonic() < deadline, f"{payload!r} never arrived"
+
+    sink = make_sink(broker.url)
+    sink.subscribe(f"{unique_prefix}/cmd/#", on_message)
+    sink.subscribe(f"{unique_prefix}/other", lambda _t, _p: received.append(("x", b"", False)))
+    async with running(sink):
+        assert await sink.wait_connected(5)
+        await delivered(b"first")
+        broker.restart()
+        assert await sink.wait_disconnected(5)
+        assert await sink.wait_connected(5)
+        await delivered(b"after restart")
+    assert {t for t, _, _ in received} == {f"{unique_prefix}/cmd/a"}
+    assert all(on_loop for _, _, on_loop in received)
+    assert received[-1][1] == b"after restart"

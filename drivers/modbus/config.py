@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.modbus.codec import Order, PointType, Table, register_count
-from drivers.options.alarms import AlarmRule
+from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
-from drivers.options.report import ReportOptions
+from drivers.options.report import BatchOptions, ReportOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 MAX_REGISTERS = 125  # FC03/FC04 protocol limit
@@ -127,7 +127,7 @@ class ModbusPoint(_Model):
     description: str | None = None
     # Read by the agent's stages (drivers/options/), never by the driver.
     energy: EnergyOptions | None = None
-    alarms: tuple[AlarmRule, ...] = ()
+    alarms: PointAlarms = ()
     report: ReportOptions | None = None
 
     @model_validator(mode="after")
@@ -287,7 +287,9 @@ class ModbusProfile(_Model):
     max_gap: Annotated[int, Field(ge=0, le=MAX_REGISTERS)] = 10
     max_registers: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] = MAX_REGISTERS
     unreadable: tuple[Unreadable, ...] = ()
+    report: ReportOptions | None = None  # default of the points (drivers/options/report.py)
     points: Annotated[tuple[ModbusPoint, ...], Field(min_length=1)]
+    alarms: DeviceAlarms = ()  # for every device of the profile: comm_loss, rules by point
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusProfile:
@@ -312,6 +314,9 @@ class ModbusDevice(_Model):
     max_gap: Annotated[int, Field(ge=0, le=MAX_REGISTERS)] | None = None
     max_registers: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] | None = None
     unreadable: tuple[Unreadable, ...] = ()
+    report: ReportOptions | None = None  # default of the points, over the profile's
+    batch: BatchOptions | None = None  # several polls per data message (schema v2)
+    alarms: DeviceAlarms = ()  # added to the profile's; same name (and point) replaces it
     enabled: bool = True
 
     @field_validator("url")

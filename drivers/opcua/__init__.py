@@ -1,0 +1,1 @@
+"""OPC UA driver: config models, node references, certificates, quality mapping, driver."""

@@ -1,0 +1,91 @@
+"""The gateway's health, as `/healthz` reports it: is the uplink up, do the devices answer?
+
+A gateway is unhealthy when its MQTT uplink has been down longer than the site's
+`health.uplink_down_s`, or when more than `health.max_devices_down_share` of its devices
+have each been down longer than `health.device_down_s`. Short outages pass: a supervisor
+that restarts the agent on every broker hiccup would only lose the readings in memory.
+
+Times are the loop's monotonic clock, the one the poller stamps `Unit.down_since` with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edge_agent.health_config import HealthConfig
+from edge_agent.mqtt_sink import MqttSink
+from edge_agent.poller import Unit
+
+
+class UplinkClock:
+    """Since when the MQTT sink has been disconnected (from start, until it connects)."""
+
+    def __init__(self, sink: MqttSink) -> None:
+        self.sink = sink
+        self.down_since: float | None = asyncio.get_running_loop().time()
+
+    def down_for(self) -> float | None:
+        """Seconds the uplink has been down, or None while it is up."""
+        if self.sink.connected or self.down_since is None:
+            return None
+        return asyncio.get_running_loop().time() - self.down_since
+
+    async def run_watch(self) -> None:
+        """Follow the sink's connection until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.sink.wait_connected()
+            self.down_since = None
+            await self.sink.wait_disconnected()
+            self.down_since = loop.time()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The verdict and what it rests on; `problems` is empty when healthy."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    uplink_down_s: float | None = None
+    devices_down: list[str] = field(default_factory=list)  # down longer than device_down_s
+    devices: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, the body of /healthz."""
+        return {
+            "ok": self.ok,
+            "problems": self.problems,
+            "uplink_down_s": None if self.uplink_down_s is None else round(self.uplink_down_s, 3),
+            "devices_down": self.devices_down,
+            "devices": self.devices,
+        }
+
+
+def check_health(
+    config: HealthConfig, *, uplink_down_s: float | None, units: Sequence[Unit], now: float
+) -> HealthReport:
+    """Judge the gateway against the thresholds (see the module docstring)."""
+    problems: list[str] = []
+    if uplink_down_s is not None and uplink_down_s > config.uplink_down_s:
+        problems.append(
+            f"MQTT uplink down for {uplink_down_s:.0f} s (limit {config.uplink_down_s:g} s)"
+        )
+    down = [
+        u.driver.name
+        for u in units
+        if u.stats.up is False and now - u.down_since > config.device_down_s
+    ]
+    if units and len(down) / len(units) > config.max_devices_down_share:
+        problems.append(
+            f"{len(down)} of {len(units)} devices down for more than {config.device_down_s:g} s "
+            f"(limit {config.max_devices_down_share:.0%} of devices): {', '.join(down)}"
+        )
+    return HealthReport(
+        ok=not problems,
+        problems=problems,
+        uplink_down_s=uplink_down_s,
+        devices_down=down,
+        devices=len(units),
+    )

@@ -1,0 +1,82 @@
+"""The `influx:` and `ingest:` blocks of a site config: where the ingest service writes, and how.
+
+    influx: {url: "http://127.0.0.1:8086", token: "${INFLUX_TOKEN}", org: plant, bucket: edge}
+    ingest: {group: edge-ingest, store: data/edge.sqlite}
+
+With an `influx:` block the ingest writes through influxdb-client to the server's
+/api/v2/write (InfluxDB 1.8+/2.x/3, VictoriaMetrics); without one it writes into the
+embedded SQLite store at `ingest.store`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+# An MQTT shared-subscription group name: one topic level, no wildcards.
+GROUP_PATTERN = r"^[A-Za-z0-9_.-]+$"
+# Measurement names become metric-name prefixes in VictoriaMetrics: keep them plain.
+MEASUREMENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SITE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+TOPIC_PATTERN = r"^[^#+\s]+$"
+
+
+class InfluxConfig(BaseModel):
+    """A time-series server that speaks the InfluxDB v2 write API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    token: SecretStr | None = None  # through ${ENV}; InfluxDB 1.8 takes "user:password"
+    org: Annotated[str, Field(min_length=1)]
+    bucket: Annotated[str, Field(min_length=1)]
+    gzip: bool = True
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # InfluxDB keeps string fields; VictoriaMetrics stores them as 0, so they are off by default.
+    string_values: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"influx URL must be http://host:port or https://..., got {url!r}")
+        if parts.username or parts.password:
+            raise ValueError("put credentials in influx.token (through ${ENV}), not the URL")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}") from exc
+        return url
+
+
+class IngestConfig(BaseModel):
+    """How the ingest service subscribes, batches and acknowledges."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Workers with the same group share one MQTT v5 subscription ($share/<group>/...).
+    group: Annotated[str, Field(pattern=GROUP_PATTERN, max_length=64)] = "edge-ingest"
+    # Stable per worker so the broker keeps its session across restarts; default
+    # edge-ingest-{group}-{hostname}[-{worker}].
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    # "3.1.1" for brokers without MQTT 5 (the demo's amqtt): a plain subscription, so one
+    # worker only. A broker that refuses a v5 CONNECT properly gets 3.1.1 by itself.
+    protocol: Literal["5", "3.1.1"] = "5"
+    sites: tuple[Annotated[str, Field(pattern=SITE_PATTERN)], ...] | None = None  # None: all
+    store: Path = Path("edge-data.sqlite")  # embedded store, relative to the config file
+    measurement: Annotated[str, Field(pattern=MEASUREMENT_PATTERN)] = "edge"
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 5000  # points per write
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2  # oldest point's max wait
+    # Batches written at the same time; acknowledgements still go out in arrival order.
+    write_concurrency: Annotated[int, Field(ge=1, le=16)] = 2
+    # Messages received and not yet acknowledged (MQTT v5 Receive Maximum): the bound on
+    # what a store outage holds back in memory; the broker queues the rest.
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
+    session_expiry_s: Annotated[int, Field(ge=0)] = 86400
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # store retry cap
+    deadletter_topic: Annotated[str, Field(pattern=TOPIC_PATTERN)] | None = None
+    max_future_s: Annotated[float, Field(ge=0)] = 300.0  # later timestamps are rejected

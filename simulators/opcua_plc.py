@@ -1,0 +1,190 @@
+"""The simulated PLC's process signals: what an OPC UA plant PLC exposes, seeded and repeatable.
+
+Address space (namespace `urn:plant:plc` unless told otherwise), under Objects/PLC1:
+
+    Tank1/Temperature   s=Tank1.Temperature   Double  degC   60 ± 8, slow swing
+    Tank1/Pressure      s=Tank1.Pressure      Double  bar    2.5 ± 0.2
+    Tank2/Temperature   s=Tank2.Temperature   Double  degC   45 ± 5
+    Line1/Flow          s=Line1.Flow          Double  m3/h   12 ± 3 while Pump1 runs, else 0
+    Line1/Pressure      s=Line1.Pressure      Double  bar    4 ± 0.3 while Pump1 runs, else 0.2
+    Pump1/Run           i=1002                Boolean        on 40 s, off 20 s
+    Pump1/RunHours      s=Pump1.RunHours      Double  h      grows only while running
+    Motor1/Run          i=1003                Boolean        on 50 s, off 10 s
+    Motor1/Current      s=Motor1.Current      Double  A      14.5 ± 0.8 while running, else 0
+    Motor1/RunHours     s=Motor1.RunHours     Double  h
+    GasDetector1/LEL    s=GasDetector1.LEL    Double  %LEL   1-3, a 22 %LEL peak every 2 min
+    GasDetector1/Alarm  s=GasDetector1.Alarm  Boolean        LEL >= 10
+    Counter             i=1001                Int32          10 counts per second
+    Status              s=PLC1.Status         String         "RUN"
+
+Every value is a pure function of (seed, t), so two simulators with one seed and one
+clock serve the same values; run hours integrate the run pattern in closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+PLC_NAMESPACE = "urn:plant:plc"
+
+Kind = Literal["double", "bool", "int32", "string"]
+Sample = float | int | bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One variable of the PLC: where it sits, its node id, type and pattern."""
+
+    folder: str  # object under PLC1 ("" for PLC1 itself)
+    name: str  # browse name
+    identifier: str | int  # s= or i= identifier in the PLC namespace
+    kind: Kind
+    unit: str | None
+    eu_range: tuple[float, float] | None
+    pattern: Callable[[float], Sample]
+
+    @property
+    def node(self) -> str:
+        """The identifier part of the node id, `s=...` or `i=...`."""
+        return (
+            f"i={self.identifier}" if isinstance(self.identifier, int) else f"s={self.identifier}"
+        )
+
+
+def _running(t: float, on_s: float, off_s: float, phase: float) -> bool:
+    return (t + phase) % (on_s + off_s) < on_s
+
+
+def _run_hours(t: float, on_s: float, off_s: float, phase: float, start_h: float) -> float:
+    """Hours spent running from t=0 to t, in closed form (starting hours plus the integral)."""
+
+    def until(x: float) -> float:
+        period = on_s + off_s
+        cycles, rest = divmod(x, period)
+        return cycles * on_s + min(rest, on_s)
+
+    return start_h + (until(t + phase) - until(phase)) / 3600.0
+
+
+def plc_signals(seed: int = 0) -> tuple[Signal, ...]:
+    """The PLC's signals; `seed` shifts phases so two PLCs differ."""
+    ph = (seed * 7919) % 997 / 997.0  # 0..1, stable per seed
+
+    def swing(mean: float, amp: float, period: float, k: float = 0.0) -> Callable[[float], float]:
+        return lambda t: mean + amp * math.sin(2 * math.pi * (t / period + ph + k))
+
+    def pump_on(t: float) -> bool:
+        return _running(t, 40.0, 20.0, ph * 60)
+
+    def motor_on(t: float) -> bool:
+        return _running(t, 50.0, 10.0, ph * 60 + 17)
+
+    def lel(t: float) -> float:
+        peak = max(0.0, math.sin(2 * math.pi * (t / 120.0 + ph))) ** 16
+        return 2.0 + math.sin(2 * math.pi * t / 13.0) + 20.0 * peak
+
+    return (
+        Signal(
+            "Tank1",
+            "Temperature",
+            "Tank1.Temperature",
+            "double",
+            "degC",
+            (0, 150),
+            swing(60.0, 8.0, 90.0),
+        ),
+        Signal(
+            "Tank1",
+            "Pressure",
+            "Tank1.Pressure",
+            "double",
+            "bar",
+            (0, 10),
+            swing(2.5, 0.2, 37.0, 0.3),
+        ),
+        Signal(
+            "Tank2",
+            "Temperature",
+            "Tank2.Temperature",
+            "double",
+            "degC",
+            (0, 150),
+            swing(45.0, 5.0, 75.0, 0.6),
+        ),
+        Signal(
+            "Line1",
+            "Flow",
+            "Line1.Flow",
+            "double",
+            "m3/h",
+            (0, 50),
+            lambda t: swing(12.0, 3.0, 23.0)(t) if pump_on(t) else 0.0,
+        ),
+        Signal(
+            "Line1",
+            "Pressure",
+            "Line1.Pressure",
+            "double",
+            "bar",
+            (0, 10),
+            lambda t: swing(4.0, 0.3, 19.0)(t) if pump_on(t) else 0.2,
+        ),
+        Signal("Pump1", "Run", 1002, "bool", None, None, pump_on),
+        Signal(
+            "Pump1",
+            "RunHours",
+            "Pump1.RunHours",
+            "double",
+            "h",
+            None,
+            lambda t: _run_hours(t, 40.0, 20.0, ph * 60, 1200.0 + seed % 100),
+        ),
+        Signal("Motor1", "Run", 1003, "bool", None, None, motor_on),
+        Signal(
+            "Motor1",
+            "Current",
+            "Motor1.Current",
+            "double",
+            "A",
+            (0, 40),
+            lambda t: swing(14.5, 0.8, 11.0)(t) if motor_on(t) else 0.0,
+        ),
+        Signal(
+            "Motor1",
+            "RunHours",
+            "Motor1.RunHours",
+            "double",
+            "h",
+            None,
+            lambda t: _run_hours(t, 50.0, 10.0, ph * 60 + 17, 8400.0 + seed % 50),
+        ),
+        Signal("GasDetector1", "LEL", "GasDetector1.LEL", "double", "%LEL", (0, 100), lel),
+        Signal(
+            "GasDetector1",
+            "Alarm",
+            "GasDetector1.Alarm",
+            "bool",
+            None,
+            None,
+            lambda t: lel(t) >= 10.0,
+        ),
+        Signal("", "Counter", 1001, "int32", None, None, lambda t: int(t * 10) % 2**31),
+        Signal("", "Status", "PLC1.Status", "string", None, None, lambda t: "RUN"),
+    )
+
+
+def extra_signal(identifier: str | int, index: int) -> Signal:
+    """A generic Double for a node a config names that the PLC model does not have."""
+    name = str(identifier)
+    return Signal(
+        "Extra",
+        name,
+        identifier,
+        "double",
+        None,
+        None,
+        lambda t: round(100.0 + 10.0 * math.sin(2 * math.pi * (t / 30.0 + index / 7.0)), 6),
+    )

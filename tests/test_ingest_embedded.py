@@ -1,0 +1,181 @@
+"""The embedded default: no `influx:` block, readings land in SQLite (real Mosquitto/amqtt)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import main
+from edge_agent.embedded_broker import embedded_broker
+from edge_agent.embedded_store import EmbeddedStore, StoredPoint, count_readings, read_points
+from edge_agent.ingest import Ingest, store_path
+from edge_agent.ingest_schema import decode_data, parse_topic
+from tests.fixtures.mosquitto import Mosquitto
+from tests.ingest_support import (
+    make_messages,
+    poll_values,
+    publish,
+    publish_all,
+    running,
+    unique_site,
+    until,
+    write_site,
+)
+
+pytestmark = pytest.mark.timeout(60)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_every_reading_lands_in_sqlite_once(
+    tmp_path: Path, mosquitto: Mosquitto, unique_prefix: str
+) -> None:
+    site = unique_site()
+    loaded = write_site(
+        tmp_path / "site.yaml",
+        broker_url=mosquitto.url,
+        prefix=unique_prefix,
+        site=site,
+        ingest="{store: data/edge.sqlite, flush_interval_s: 0.05}",
+    )
+    path = store_path(loaded)
+    assert path == tmp_path / "data" / "edge.sqlite"
+    messages = make_messages(unique_prefix, site, seqs=range(1, 21))
+    replay = make_messages(
+        unique_prefix, site, seqs=range(1, 11), ts0_ms=messages[0].ts_ms - 1000, historical=True
+    )
+    ingest = Ingest(loaded, worker="sqlite")
+    async with running(ingest):
+        await publish(mosquitto.url, messages)
+        await until(lambda: ingest.stats.stored_messages == 20, "20 messages stored")
+        await publish(mosquitto.url, replay)  # the same readings again
+        await until(lambda: ingest.stats.stored_messages == 30, "the replay stored")
+        await until(lambda: ingest.client.stats.acked == 30, "30 acknowledged")
+
+    assert count_readings(path) == 20 * 6  # one row per point per reading
+    rows = read_points(path, site=site, device="meter-1")
+    by_point: dict[str, list[StoredPoint]] = {}
+    for row in rows:
+        by_point.setdefault(row.point, []).append(row)
+    times = [m.ts_ms for m in messages]
+    for point, rows_of in by_point.items():
+        assert [r.ts_ms for r in rows_of] == times, point
+        assert {(r.site, r.gateway, r.device, r.profile) for r in rows_of} == {
+            (site, "gw-01", "meter-1", "chint-dtsu666")
+        }
+    expected = [poll_values(m.seq)[0] for m in messages]
+    assert [r.value for r in by_point["voltage_a"]] == [v[0] for v in expected]
+    assert {r.unit for r in by_point["voltage_a"]} == {"V"}
+    assert [r.value for r in by_point["energy_import"]] == [float(v[1]) for v in expected]
+    assert [r.value for r in by_point["relay"]] == [float(v[2]) for v in expected]
+    assert {r.unit for r in by_point["relay"]} == {None}
+    # strings are kept here (VictoriaMetrics would store 0)
+    assert [(r.value, r.text) for r in by_point["state"]] == [(None, v[3]) for v in expected]
+    assert {(r.value, r.quality, r.reason) for r in by_point["pf_total"]} == {
+        (None, "bad", "exception 02 (illegal data address)")
+    }
+    assert [(r.value, r.quality, r.reason) for r in by_point["current_a"]] == [
+        (v[5], "uncertain", "stale") for v in expected
+    ]
+
+
+async def test_on_the_demo_broker_the_ingest_uses_mqtt_3(
+    tmp_path: Path, unique_prefix: str
+) -> None:
+    site = unique_site()
+    async with embedded_broker("127.0.0.1", 0) as url:
+        loaded = write_site(
+            tmp_path / "site.yaml",
+            broker_url=url,
+            prefix=unique_prefix,
+            site=site,
+            ingest='{protocol: "3.1.1", flush_interval_s: 0.05}',
+        )
+        messages = make_messages(unique_prefix, site, seqs=range(1, 6))
+        ingest = Ingest(loaded, worker="amqtt")
+        assert ingest.client.topic_filters == (f"{unique_prefix}/+/+/+/data",)
+        async with running(ingest):
+            await publish(url, messages)
+            await until(lambda: ingest.client.stats.acked == 5, "5 acknowledged")
+    assert ingest.client.protocol == "3.1.1"
+    rows = read_points(store_path(loaded), point="voltage_a")
+    assert [r.ts_ms for r in rows] == [m.ts_ms for m in messages]
+
+
+def test_the_ingest_command_runs_until_interrupted(
+    tmp_path: Path, mosquitto: Mosquitto, unique_prefix: str
+) -> None:
+    site = unique_site()
+    write_site(tmp_path / "site.yaml", broker_url=mosquitto.url, prefix=unique_prefix, site=site)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "ingest", str(tmp_path / "site.yaml")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the log says when it is connected
+            if "ingest connected" in line:
+                break
+        else:
+            pytest.fail(f"the ingest exited early with {proc.wait()}")
+        messages = make_messages(unique_prefix, site, seqs=range(1, 4))
+        publish_all(mosquitto.url, messages)
+        store = tmp_path / "edge-data.sqlite"
+        deadline = time.monotonic() + 10
+        while not (store.exists() and count_readings(store) == 18):
+            assert time.monotonic() < deadline, "3 messages not in the store after 10 s"
+            time.sleep(0.05)  # a poll interval, not a synchronisation
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert count_readings(tmp_path / "edge-data.sqlite") == 18
+
+
+def test_the_demo_runs_agent_and_ingest_on_the_embedded_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "demo.sqlite"
+    assert main(["demo", "--seconds", "4", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    rows = count_readings(store)
+    assert rows > 0
+    assert f"ingest: {rows:,} readings in {store}" in out
+    incomer = read_points(store, device="main-incomer", point="voltage_a")
+    assert incomer and {(r.profile, r.unit, r.quality) for r in incomer} == {
+        ("chint-dtsu666", "V", "good")
+    }
+
+
+def test_a_reopened_store_overwrites_the_same_readings(tmp_path: Path) -> None:
+    site = unique_site()
+    sent = make_messages("f", site, seqs=range(1, 6))
+    now_ms = time.time_ns() // 1_000_000
+    sources = [parse_topic(m.topic, "f") for m in sent]
+    messages = [
+        decode_data(source, m.payload, now_ms=now_ms, max_future_ms=0)
+        for source, m in zip(sources, sent, strict=True)
+        if source is not None
+    ]
+    assert len(messages) == 5
+    path = tmp_path / "edge.sqlite"
+    first = EmbeddedStore(path)
+    assert first.write_sync(messages) == 30
+    first.close_sync()
+    again = EmbeddedStore(path)  # a restart: series ids come from the file
+    assert again.write_sync(messages[2:]) == 18
+    again.close_sync()
+    assert count_readings(path) == 30
+    series = {(r.point, r.unit) for r in read_points(path)}
+    assert len(series) == 6

@@ -1,0 +1,162 @@
+"""Hot reload: a changed config's devices apply without losing a reading.
+
+The in-process test calls Agent.reload_file(); the subprocess test goes through the real
+signal path (`edge-agent reload` sends SIGHUP to the pid the running agent recorded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.config import load_config
+from simulators.site import SimDeviceSpec, load_profile, serve
+from tests.fixtures.mosquitto import Mosquitto, Subscriber
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = load_profile(ROOT / "configs" / "profiles" / "chint-dtsu666.yaml")
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _site(path: Path, *, broker: Mosquitto, prefix: str, devices: list[dict[str, Any]]) -> Path:
+    lines = [
+        "site: plant-a",
+        "gateway: gw-01",
+        f'mqtt: {{url: "{broker.url}", prefix: "{prefix}"}}',
+        "outbox: {path: outbox.sqlite}",
+        "devices:",
+        *(f"  - {orjson.dumps(d).decode()}" for d in devices),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _device(name: str, url: str, device_id: int, interval_s: float = 0.05) -> dict[str, Any]:
+    return {"name": name, "driver": "modbus", "url": url, "device_id": device_id,
+            "profile": "chint-dtsu666", "interval_s": interval_s}
+
+
+def _data(sub: Subscriber) -> list[dict[str, Any]]:
+    return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith("/data")]
+
+
+async def _until(predicate: Callable[[], bool], *, timeout_s: float = 20.0, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)  # polling a condition, bounded by the deadline
+
+
+def _specs() -> list[SimDeviceSpec]:
+    return [
+        SimDeviceSpec(name=n, url="tcp://127.0.0.1:0", profile=PROFILE, device_id=i + 1)
+        for i, n in enumerate(["a", "b", "c"])
+    ]
+
+
+def _count(sub: Subscriber, device: str) -> int:
+    return sum(1 for d in _data(sub) if d["device"] == device)
+
+
+async def test_reload_adds_removes_and_restarts_only_what_changed(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve(_specs()) as sim:
+        url = {n: sim.device(n).url for n in "abc"}
+        site = _site(tmp_path / "site.yaml", broker=mosquitto, prefix=unique_prefix,
+                     devices=[_device("a", url["a"], 1), _device("b", url["b"], 2)])
+        agent = Agent(load_config(site))
+        sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+        task = asyncio.create_task(agent.run())
+        try:
+            await _until(lambda: _count(sub, "a") >= 5 and _count(sub, "b") >= 5, what="a, b")
+            unit_a = agent.units[0]
+            assert unit_a.driver.name == "a"
+
+            # 1. An invalid edit is refused and changes nothing.
+            site.write_text(site.read_text().replace("interval_s", "intervall_s", 1))
+            assert await agent.reload_file() is None
+            assert "unknown key 'intervall_s'" in caplog.text
+            assert agent.units[0] is unit_a
+
+            # 2. Remove b, add c, leave a alone.
+            _site(site, broker=mosquitto, prefix=unique_prefix,
+                  devices=[_device("a", url["a"], 1), _device("c", url["c"], 3)])
+            plan = await agent.reload_file()
+            assert plan is not None
+            assert (plan.added, plan.removed, plan.changed) == (("c",), ("b",), ())
+            assert plan.keep == ("tcp:a",) and plan.stop == ("tcp:b",)
+            assert agent.units[0] is unit_a  # untouched: same unit, same schedule
+            b_seen = _count(sub, "b")
+            await _until(lambda: _count(sub, "c") >= 5, what="c after the reload")
+            polls_a = unit_a.stats.polls
+            await _until(lambda: unit_a.stats.polls >= polls_a + 5, what="a to keep polling")
+            assert _count(sub, "b") <= b_seen + 1  # at most a poll that was already emitted
+
+            # 3. Change a's interval: only a's line restarts.
+            _site(site, broker=mosquitto, prefix=unique_prefix,
+                  devices=[_device("a", url["a"], 1, 0.02), _device("c", url["c"], 3)])
+            plan = await agent.reload_file()
+            assert plan is not None and plan.changed == ("a",) and plan.keep == ("tcp:c",)
+            assert next(u for u in agent.units if u.driver.name == "a").interval_s == 0.02
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=20)
+        last = agent.seq
+        await _until(
+            lambda: {d["seq"] for d in _data(sub)} >= set(range(1, last + 1)),
+            what="every sequence number",
+        )
+        statuses = [m for m in sub.messages if m.topic.endswith("/b/status")]
+        assert statuses[-1].payload == b""  # the removed device's retained status is cleared
+
+
+async def test_sighup_under_load_loses_no_reading(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with serve(_specs()) as sim:
+        url = {n: sim.device(n).url for n in "abc"}
+        site = _site(tmp_path / "site.yaml", broker=mosquitto, prefix=unique_prefix,
+                     devices=[_device("a", url["a"], 1, 0.01), _device("b", url["b"], 2, 0.01)])
+        sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+        log = (tmp_path / "agent.log").open("wb")
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", str(site)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            await _until(lambda: len(_data(sub)) >= 100, what="load")
+            _site(site, broker=mosquitto, prefix=unique_prefix,
+                  devices=[_device("a", url["a"], 1, 0.01), _device("c", url["c"], 3, 0.01)])
+            reload = subprocess.run(
+                [sys.executable, "-m", "edge_agent.cli", "reload", str(site)],
+                cwd=ROOT, capture_output=True, text=True, timeout=30,
+            )
+            assert reload.returncode == 0, reload.stderr
+            assert f"asked agent {agent.pid} to reload" in reload.stdout
+            await _until(lambda: _count(sub, "c") >= 50, what="c under load")
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(20) == 0
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+            log.close()
+    text = (tmp_path / "agent.log").read_text()
+    assert "config reloaded: 1 devices added, 1 removed, 0 changed" in text
+    seqs = {d["seq"] for d in _data(sub)}
+    await _until(lambda: {d["seq"] for d in _data(sub)} >= set(range(1, max(seqs) + 1)),
+                 what="no gap in seq")
+    assert not (tmp_path / "edge-agent.pid").exists()
