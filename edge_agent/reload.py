@@ -39,9 +39,9 @@ class ReloadPlan:
         return not (self.stop or self.start)
 
 
-def line_members(lines: dict[str, Sequence[str]], devices: Sequence[DeviceSetup]) -> dict[
-    str, tuple[DeviceSetup, ...]
-]:
+def line_members(
+    lines: dict[str, Sequence[str]], devices: Sequence[DeviceSetup]
+) -> dict[str, tuple[DeviceSetup, ...]]:
     """Line key -> the setups of its devices, in line order."""
     by_name = {d.device.name: d for d in devices}
     return {key: tuple(by_name[n] for n in names) for key, names in lines.items()}
@@ -64,9 +64,7 @@ def plan_reload(
     new_devices = {d.device.name: d for d in new.devices}
     added = tuple(n for n in new_devices if n not in old_devices)
     removed = tuple(n for n in old_devices if n not in new_devices)
-    changed = tuple(
-        n for n in new_devices if n in old_devices and old_devices[n] != new_devices[n]
-    )
+    changed = tuple(n for n in new_devices if n in old_devices and old_devices[n] != new_devices[n])
     old_rest = old.site.model_dump(exclude={"devices"})
     new_rest = new.site.model_dump(exclude={"devices"})
     needs_restart = tuple(k for k in new_rest if old_rest.get(k) != new_rest[k])

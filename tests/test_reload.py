@@ -43,8 +43,14 @@ def _site(path: Path, *, broker: Mosquitto, prefix: str, devices: list[dict[str,
 
 
 def _device(name: str, url: str, device_id: int, interval_s: float = 0.05) -> dict[str, Any]:
-    return {"name": name, "driver": "modbus", "url": url, "device_id": device_id,
-            "profile": "chint-dtsu666", "interval_s": interval_s}
+    return {
+        "name": name,
+        "driver": "modbus",
+        "url": url,
+        "device_id": device_id,
+        "profile": "chint-dtsu666",
+        "interval_s": interval_s,
+    }
 
 
 def _data(sub: Subscriber) -> list[dict[str, Any]]:
@@ -71,13 +77,20 @@ def _count(sub: Subscriber, device: str) -> int:
 
 
 async def test_reload_adds_removes_and_restarts_only_what_changed(
-    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path,
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with serve(_specs()) as sim:
         url = {n: sim.device(n).url for n in "abc"}
-        site = _site(tmp_path / "site.yaml", broker=mosquitto, prefix=unique_prefix,
-                     devices=[_device("a", url["a"], 1), _device("b", url["b"], 2)])
+        site = _site(
+            tmp_path / "site.yaml",
+            broker=mosquitto,
+            prefix=unique_prefix,
+            devices=[_device("a", url["a"], 1), _device("b", url["b"], 2)],
+        )
         agent = Agent(load_config(site))
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
         task = asyncio.create_task(agent.run())
@@ -93,8 +106,12 @@ async def test_reload_adds_removes_and_restarts_only_what_changed(
             assert agent.units[0] is unit_a
 
             # 2. Remove b, add c, leave a alone.
-            _site(site, broker=mosquitto, prefix=unique_prefix,
-                  devices=[_device("a", url["a"], 1), _device("c", url["c"], 3)])
+            _site(
+                site,
+                broker=mosquitto,
+                prefix=unique_prefix,
+                devices=[_device("a", url["a"], 1), _device("c", url["c"], 3)],
+            )
             plan = await agent.reload_file()
             assert plan is not None
             assert (plan.added, plan.removed, plan.changed) == (("c",), ("b",), ())
@@ -107,8 +124,12 @@ async def test_reload_adds_removes_and_restarts_only_what_changed(
             assert _count(sub, "b") <= b_seen + 1  # at most a poll that was already emitted
 
             # 3. Change a's interval: only a's line restarts.
-            _site(site, broker=mosquitto, prefix=unique_prefix,
-                  devices=[_device("a", url["a"], 1, 0.02), _device("c", url["c"], 3)])
+            _site(
+                site,
+                broker=mosquitto,
+                prefix=unique_prefix,
+                devices=[_device("a", url["a"], 1, 0.02), _device("c", url["c"], 3)],
+            )
             plan = await agent.reload_file()
             assert plan is not None and plan.changed == ("a",) and plan.keep == ("tcp:c",)
             assert next(u for u in agent.units if u.driver.name == "a").interval_s == 0.02
@@ -129,34 +150,50 @@ async def test_sighup_under_load_loses_no_reading(
 ) -> None:
     async with serve(_specs()) as sim:
         url = {n: sim.device(n).url for n in "abc"}
-        site = _site(tmp_path / "site.yaml", broker=mosquitto, prefix=unique_prefix,
-                     devices=[_device("a", url["a"], 1, 0.01), _device("b", url["b"], 2, 0.01)])
+        site = _site(
+            tmp_path / "site.yaml",
+            broker=mosquitto,
+            prefix=unique_prefix,
+            devices=[_device("a", url["a"], 1, 0.01), _device("b", url["b"], 2, 0.01)],
+        )
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
         log = (tmp_path / "agent.log").open("wb")
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "run", str(site)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        agent = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "edge_agent.cli", "run", str(site)),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
-            await _until(lambda: len(_data(sub)) >= 100, what="load")
-            _site(site, broker=mosquitto, prefix=unique_prefix,
-                  devices=[_device("a", url["a"], 1, 0.01), _device("c", url["c"], 3, 0.01)])
-            reload = subprocess.run(
-                [sys.executable, "-m", "edge_agent.cli", "reload", str(site)],
-                cwd=ROOT, capture_output=True, text=True, timeout=30,
+            await _until(lambda: len(_data(sub)) >= 100, what="load", timeout_s=40)
+            _site(
+                site,
+                broker=mosquitto,
+                prefix=unique_prefix,
+                devices=[_device("a", url["a"], 1, 0.01), _device("c", url["c"], 3, 0.01)],
             )
-            assert reload.returncode == 0, reload.stderr
-            assert f"asked agent {agent.pid} to reload" in reload.stdout
-            await _until(lambda: _count(sub, "c") >= 50, what="c under load")
+            reload = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "edge_agent.cli", "reload", str(site)),
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(reload.communicate(), 30)
+            assert reload.returncode == 0, err
+            assert f"asked agent {agent.pid} to reload" in out.decode()
+            await _until(lambda: _count(sub, "c") >= 50, what="c under load", timeout_s=40)
             agent.send_signal(signal.SIGTERM)
-            assert agent.wait(20) == 0
+            assert await asyncio.wait_for(agent.wait(), 30) == 0
         finally:
-            if agent.poll() is None:
+            if agent.returncode is None:
                 agent.kill()
+                await agent.wait()
             log.close()
     text = (tmp_path / "agent.log").read_text()
     assert "config reloaded: 1 devices added, 1 removed, 0 changed" in text
     seqs = {d["seq"] for d in _data(sub)}
-    await _until(lambda: {d["seq"] for d in _data(sub)} >= set(range(1, max(seqs) + 1)),
-                 what="no gap in seq")
+    await _until(
+        lambda: {d["seq"] for d in _data(sub)} >= set(range(1, max(seqs) + 1)), what="no gap in seq"
+    )
     assert not (tmp_path / "edge-agent.pid").exists()
