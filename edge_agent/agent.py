@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from drivers.modbus.config import ModbusDevice
+from drivers.dlt645.config import Dlt645Device, Dlt645Profile
+from drivers.dlt645.driver import Dlt645Driver
+from drivers.dlt645.line import Dlt645Line
+from drivers.modbus.config import ModbusDevice, ModbusProfile
 from drivers.modbus.connection import ModbusConnection
 from drivers.modbus.driver import ModbusDriver
 from drivers.opcua.config import OpcUaDevice
@@ -81,6 +84,7 @@ def build_lines(devices: tuple[DeviceSetup, ...]) -> list[Line]:
     enabled = [d for d in devices if d.device.enabled]
     lines: dict[str, Line] = {}
     connections: dict[str, ModbusConnection] = {}
+    meter_lines: dict[str, Dlt645Line] = {}
     for index, setup in enumerate(enabled):
         device = setup.device
         if isinstance(device, OpcUaDevice):
@@ -97,7 +101,28 @@ def build_lines(devices: tuple[DeviceSetup, ...]) -> list[Line]:
             )
             lines[f"opcua:{device.name}"] = Line(f"opcua:{device.name}", [unit])
             continue
-        assert setup.profile is not None
+        if isinstance(device, Dlt645Device):
+            assert isinstance(setup.profile, Dlt645Profile)
+            key = device.endpoint.bus_key
+            if key not in meter_lines:
+                # The meter line keeps its own frame gap between any two transactions.
+                gap = max(
+                    d.device.frame_gap_s
+                    for d in enabled
+                    if isinstance(d.device, Dlt645Device) and d.device.endpoint.bus_key == key
+                )
+                meter_lines[key] = Dlt645Line(device.endpoint, name=key, frame_gap_s=gap)
+            phase = device.interval_s * index / max(1, len(enabled))
+            lines.setdefault(key, Line(key, [])).units.append(
+                Unit(
+                    Dlt645Driver(device, setup.profile, line=meter_lines[key]),
+                    device.interval_s,
+                    backoff_max_s=device.backoff_max_s,
+                    phase_s=phase,
+                )
+            )
+            continue
+        assert isinstance(setup.profile, ModbusProfile)
         endpoint = device.endpoint
         key = endpoint.bus_key or f"tcp:{device.name}"
         if endpoint.bus_key:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drivers.dlt645.config import Dlt645Device
 from drivers.opcua.config import OpcUaDevice
 from drivers.reading import DeviceUnreachable
 from edge_agent import __version__
@@ -267,7 +268,8 @@ def _reload(loaded: LoadedConfig) -> int:
 
 
 async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
-    from edge_agent.simulation import opcua_specs, sim_specs
+    from edge_agent.simulation import dlt645_specs, opcua_specs, sim_specs
+    from simulators.dlt645_site import serve as serve_meters
     from simulators.opcua_server import serve_opcua
     from simulators.site import run_simulators
 
@@ -275,7 +277,7 @@ async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
     task = asyncio.create_task(
         run_simulators(sim_specs(loaded), control=control, ready=ready), name="simulators"
     )
-    async with serve_opcua(opcua_specs(loaded)) as plcs:
+    async with serve_opcua(opcua_specs(loaded)) as plcs, serve_meters(dlt645_specs(loaded)):
         await ready.wait()
         for d in loaded.devices:
             device = d.device
@@ -284,6 +286,8 @@ async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
                 print(f"serving {device.name} (OPC UA PLC, {sim.spec.namespace}) at {sim.url}")
                 if sim.server_certificate is not None:
                     print(f"  its certificate: {sim.certificate_file} (copy it to trust it)")
+            elif isinstance(device, Dlt645Device):
+                print(f"serving {device.name} (DL/T 645 {device.address}) at {device.url}")
             else:
                 where = f"{device.url} id {device.device_id}"
                 print(f"serving {device.name} ({d.profile_name}) at {where}")
@@ -296,7 +300,8 @@ async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
     from edge_agent.embedded_broker import embedded_broker
     from edge_agent.ingest_demo import run_demo_ingest
     from edge_agent.live_view import run_live_view
-    from edge_agent.simulation import opcua_specs, sim_specs
+    from edge_agent.simulation import dlt645_specs, opcua_specs, sim_specs
+    from simulators.dlt645_site import run_dlt645_simulators
     from simulators.opcua_server import run_opcua_simulators
     from simulators.site import run_simulators
 
@@ -313,7 +318,12 @@ async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
             # Not awaited: an OPC UA server takes a second to start, and until then the
             # agent treats it as any device that does not answer yet.
             tg.create_task(run_opcua_simulators(opcua_specs(demo)), name="opcua-simulators")
+            meters_ready = asyncio.Event()
+            tg.create_task(
+                run_dlt645_simulators(dlt645_specs(demo), ready=meters_ready), name="dlt645"
+            )
             await ready.wait()
+            await meters_ready.wait()
             agent = Agent(demo)
             tg.create_task(agent.run(), name="agent")
             footer = [

@@ -27,6 +27,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from drivers.dlt645.config import Dlt645Device, Dlt645Profile
+from drivers.dlt645.driver import Dlt645Driver
 from drivers.modbus.config import (
     NAME_PATTERN,
     ModbusDevice,
@@ -77,10 +79,11 @@ INLINE = "inline"  # profile_name of a device whose points are in the site file
 
 # Further drivers join as `ModbusDevice | OpcUaDevice | ...`; pydantic picks the member by
 # the `driver` key and reports errors in that member only.
-DeviceConfig = Annotated[ModbusDevice | OpcUaDevice, Field(discriminator=DISCRIMINATOR)]
+AnyDevice = ModbusDevice | OpcUaDevice | Dlt645Device
+DeviceConfig = Annotated[AnyDevice, Field(discriminator=DISCRIMINATOR)]
 
 _CLASH_ERROR = "device_clash"
-_DEVICE: TypeAdapter[ModbusDevice | OpcUaDevice] = TypeAdapter(DeviceConfig)
+_DEVICE: TypeAdapter[AnyDevice] = TypeAdapter(DeviceConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +138,14 @@ def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[DeviceC
 
 
 def _modbus_only(
-    devices: Sequence[tuple[int, ModbusDevice | OpcUaDevice]],
+    devices: Sequence[tuple[int, AnyDevice]],
 ) -> list[tuple[int, ModbusDevice]]:
     """The Modbus entries: only they have a line and a device_id that can clash."""
     return [(i, d) for i, d in devices if isinstance(d, ModbusDevice)]
 
 
 def device_clashes(
-    devices: Sequence[tuple[int, ModbusDevice | OpcUaDevice]],
+    devices: Sequence[tuple[int, AnyDevice]],
 ) -> list[DeviceClash]:
     """Entries (index, device) reusing an earlier entry's name or line and device_id."""
     names = duplicate_names([(index, device.name) for index, device in devices])
@@ -168,9 +171,7 @@ class SiteConfig(BaseModel):
 
     @field_validator("devices")
     @classmethod
-    def _distinct(
-        cls, devices: tuple[ModbusDevice | OpcUaDevice, ...]
-    ) -> tuple[ModbusDevice | OpcUaDevice, ...]:
+    def _distinct(cls, devices: tuple[AnyDevice, ...]) -> tuple[AnyDevice, ...]:
         clashes = device_clashes(list(enumerate(devices)))
         if clashes:
             summary = "; ".join(f"devices[{c.index}]: {c.message}" for c in clashes)
@@ -182,8 +183,8 @@ class SiteConfig(BaseModel):
 class DeviceSetup:
     """A device entry with the profile it reads through (OPC UA devices have none)."""
 
-    device: ModbusDevice | OpcUaDevice
-    profile: ModbusProfile | None
+    device: AnyDevice
+    profile: ModbusProfile | Dlt645Profile | None
     profile_name: str  # "inline" for inline points
 
 
@@ -242,8 +243,9 @@ class _Profile:
     path: Path
     users: list[str] = field(default_factory=list)
     doc: Document | None = None
-    profile: ModbusProfile | None = None
+    profile: ModbusProfile | Dlt645Profile | None = None
     issues: list[ConfigIssue] = field(default_factory=list)
+    dlt645: bool = False  # a DL/T 645 meter model (data identifiers), not a register map
 
 
 def _used_by(users: Sequence[str]) -> str:
@@ -261,6 +263,13 @@ def _load_profile(entry: _Profile, environ: Mapping[str, str]) -> None:
     entry.issues.extend(doc.issues)
     if doc.data is None:
         entry.issues.append(doc.issue((), "the profile is empty; it needs at least points:"))
+        return
+    if entry.dlt645:
+        meter, meter_errors = validate(Dlt645Profile, doc)
+        entry.issues.extend(issues_from(meter_errors, doc, Dlt645Profile))
+        entry.issues[:] = _unshadowed(entry.issues, doc)
+        if not entry.issues:
+            entry.profile = meter
         return
     profile, errors = validate(ModbusProfile, doc)
     located = _point_issues(
@@ -301,7 +310,7 @@ def _unreadable_covers(
     doc: Document, device_loc: Loc, device: ModbusDevice, entry: _Profile
 ) -> list[ConfigIssue]:
     """The device's own unreadable ranges against the points of its profile file."""
-    assert entry.profile is not None and entry.doc is not None
+    assert isinstance(entry.profile, ModbusProfile) and entry.doc is not None
     issues: list[ConfigIssue] = []
     for k, u in enumerate(device.unreadable):
         for index, p in enumerate(entry.profile.points):
@@ -346,19 +355,19 @@ def _site_errors(
 
 def _check_devices(
     doc: Document,
-) -> tuple[list[tuple[int, ModbusDevice | OpcUaDevice]], list[ConfigIssue]]:
+) -> tuple[list[tuple[int, AnyDevice]], list[ConfigIssue]]:
     """The device entries valid on their own, and every issue of the site file's models."""
     issues: list[ConfigIssue] = []
     raw_devices = doc.at(("devices",))
     count = len(raw_devices) if isinstance(raw_devices, list) else 0
     inline_located: dict[int, list[ConfigIssue]] = {}
-    valid: list[tuple[int, ModbusDevice | OpcUaDevice]] = []
+    valid: list[tuple[int, AnyDevice]] = []
     for i in range(count):
         loc: Loc = ("devices", i)
         # Checked here as well as by the model, to place each issue at its point.
         inline_located[i] = (
             []
-            if doc.at((*loc, DISCRIMINATOR)) == "opcua"  # OPC UA points are not registers
+            if doc.at((*loc, DISCRIMINATOR)) in ("opcua", "dlt645")  # not registers
             else _point_issues(
                 doc,
                 _valid_items(doc, (*loc, "points"), ModbusPoint),
@@ -404,12 +413,85 @@ def _find_profiles(
             issues.append(doc.issue(("devices", i, "profile"), _unknown_profile(name, dirs)))
             continue
         user = doc.at(("devices", i, "name"))
-        entry = profiles.setdefault(found.resolve(), _Profile(found))
+        dlt645 = doc.at(("devices", i, DISCRIMINATOR)) == "dlt645"
+        entry = profiles.setdefault(found.resolve(), _Profile(found, dlt645=dlt645))
         entry.users.append(user if isinstance(user, str) else f"devices[{i}]")
         wanted[i] = entry
     for entry in profiles.values():
         _load_profile(entry, environ)
     return wanted, issues
+
+
+def _meter_setup(
+    doc: Document,
+    index: int,
+    device: Dlt645Device,
+    entry: _Profile | None,
+    issues: list[ConfigIssue],
+) -> DeviceSetup | None:
+    """A DL/T 645 meter with its identifiers, or None after recording why not."""
+    if device.profile is None:
+        profile, name = device.inline_profile(), INLINE
+    elif entry is None or not isinstance(entry.profile, Dlt645Profile):
+        if entry is not None and entry.profile is not None:
+            issues.append(
+                doc.issue(
+                    ("devices", index, "profile"),
+                    f"{device.profile!r} is not a DL/T 645 "
+                    "profile (its points need di:, not address:)",
+                )
+            )
+        return None
+    else:
+        profile, name = entry.profile, device.profile
+    try:
+        Dlt645Driver(device, profile)  # compiles the plan; opens nothing
+    except ValueError as exc:
+        issues.append(doc.issue(("devices", index), str(exc)))
+        return None
+    return DeviceSetup(device, profile, name)
+
+
+def _line_sharing_issues(
+    doc: Document, valid: Sequence[tuple[int, AnyDevice]]
+) -> list[ConfigIssue]:
+    """Meters on one line need distinct addresses; a serial path speaks one protocol."""
+    issues: list[ConfigIssue] = []
+    meters: dict[str, list[tuple[int, Dlt645Device]]] = {}
+    modbus_lines = {
+        d.endpoint.bus_key for _, d in valid if isinstance(d, ModbusDevice) and d.enabled
+    }
+    for i, d in valid:
+        if isinstance(d, Dlt645Device) and d.enabled:
+            meters.setdefault(d.endpoint.bus_key, []).append((i, d))
+    for key, on_line in meters.items():
+        if key in modbus_lines:
+            issues.append(
+                doc.issue(
+                    ("devices", on_line[0][0], "url"),
+                    f"{key} is also a Modbus line; one serial line speaks one protocol",
+                )
+            )
+        seen: dict[str, int] = {}
+        for i, d in on_line:
+            if d.address in seen:
+                issues.append(
+                    doc.issue(
+                        ("devices", i, "address"),
+                        f"address {d.address} is already used on {key} by "
+                        f"devices[{seen[d.address]}]",
+                    )
+                )
+            seen.setdefault(d.address, i)
+            if "AA" in d.address and len(on_line) > 1:
+                issues.append(
+                    doc.issue(
+                        ("devices", i, "address"),
+                        f"wildcard address {d.address} on {key}, which has "
+                        f"{len(on_line)} meters: every meter would answer",
+                    )
+                )
+    return issues
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -420,7 +502,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
         raise ConfigError([doc.issue((), "the file is empty; a site needs site, gateway, devices")])
     site, _ = validate(SiteConfig, doc)
     valid, device_issues = _check_devices(doc)
-    issues = [*doc.issues, *device_issues]
+    issues = [*doc.issues, *device_issues, *_line_sharing_issues(doc, valid)]
 
     site_dir = path.parent
     profiles_dir = doc.at(("profiles_dir",))
@@ -436,11 +518,24 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
             # Certificate paths are relative to the site file; the driver gets them absolute.
             setups.append(DeviceSetup(device.resolved(site_dir.resolve()), None, INLINE))
             continue
+        if isinstance(device, Dlt645Device):
+            meter = _meter_setup(doc, i, device, wanted.get(i), issues)
+            if meter is not None:
+                setups.append(meter)
+            continue
         if device.profile is None:
             profile, profile_name = device.inline_profile(), INLINE
         else:
             entry = wanted.get(i)
             if entry is None or entry.profile is None:
+                continue
+            if not isinstance(entry.profile, ModbusProfile):
+                issues.append(
+                    doc.issue(
+                        ("devices", i, "profile"),
+                        f"{device.profile!r} is a DL/T 645 profile, not a Modbus register map",
+                    )
+                )
                 continue
             covers = _unreadable_covers(doc, ("devices", i), device, entry)
             if covers:

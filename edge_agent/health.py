@@ -24,22 +24,23 @@ class UplinkClock:
 
     def __init__(self, sink: MqttSink) -> None:
         self.sink = sink
-        self.down_since: float | None = asyncio.get_running_loop().time()
+        self.clock = asyncio.get_running_loop().time  # also callable from other threads
+        self.down_since: float | None = self.clock()
 
     def down_for(self) -> float | None:
         """Seconds the uplink has been down, or None while it is up."""
-        if self.sink.connected or self.down_since is None:
+        down_since = self.down_since
+        if self.sink.connected or down_since is None:
             return None
-        return asyncio.get_running_loop().time() - self.down_since
+        return self.clock() - down_since
 
     async def run_watch(self) -> None:
         """Follow the sink's connection until cancelled."""
-        loop = asyncio.get_running_loop()
         while True:
             await self.sink.wait_connected()
             self.down_since = None
             await self.sink.wait_disconnected()
-            self.down_since = loop.time()
+            self.down_since = self.clock()
 
 
 @dataclass(frozen=True, slots=True)

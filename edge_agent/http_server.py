@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -58,7 +59,7 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Route = Callable[[], Response]
+Route = Callable[[], Response | Awaitable[Response]]
 
 
 class HttpServer:
@@ -98,7 +99,7 @@ class HttpServer:
                     headers=(("Allow", "GET, HEAD"),),
                 )
             else:
-                response = self._route(target.split("?", 1)[0])
+                response = await self._route(target.split("?", 1)[0])
             writer.write(_encode(response, with_body=method != "HEAD"))
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -110,12 +111,13 @@ class HttpServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    def _route(self, path: str) -> Response:
+    async def _route(self, path: str) -> Response:
         route = self.routes.get(path)
         if route is None:
             return _plain(HTTPStatus.NOT_FOUND)
         try:
-            return route()
+            response = route()
+            return await response if inspect.isawaitable(response) else response
         except Exception:
             log.exception("http: %s failed", path)
             return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
@@ -214,8 +216,12 @@ class AgentHttp:
             HTTPStatus.OK, orjson.dumps(status_doc(self.agent, health=self.health())), JSON
         )
 
-    def _metrics(self) -> Response:
-        return Response(HTTPStatus.OK, self.metrics.render(), PROMETHEUS_TEXT)
+    async def _metrics(self) -> Response:
+        self.metrics.instrument()  # on the loop: it may wrap drivers
+        # Rendering 500 devices takes ~0.2 s of pure Python: in a thread, the pollers only
+        # share the interpreter with it instead of waiting for it.
+        body = await asyncio.to_thread(self.metrics.render)
+        return Response(HTTPStatus.OK, body, PROMETHEUS_TEXT)
 
     def _healthz(self) -> Response:
         report = self.health()

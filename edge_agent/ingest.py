@@ -37,7 +37,13 @@ from edge_agent.embedded_store import EmbeddedStore
 from edge_agent.ingest_deadletter import RejectLog, deadletter_topic, envelope
 from edge_agent.ingest_influx import InfluxStore
 from edge_agent.ingest_mqtt import Delivery, IngestClient
-from edge_agent.ingest_schema import DataMessage, Rejected, decode_data, parse_topic
+from edge_agent.ingest_schema import (
+    ENERGY_TOPIC,
+    DataMessage,
+    Rejected,
+    decode_messages,
+    parse_topic,
+)
 from edge_agent.ingest_store import PointStore, StoreBatch, StoreRejected, StoreUnavailable
 from edge_agent.mqtt_sink import backoff_delays
 
@@ -81,8 +87,12 @@ class _Batch:
 
 
 def topic_filters(prefix: str, sites: Sequence[str] | None) -> list[str]:
-    """The data topics of every site under `prefix`, or of the listed ones."""
-    return [f"{prefix}/{site}/+/+/data" for site in (sites or ["+"])]
+    """The data and energy topics of every site under `prefix`, or of the listed ones."""
+    return [
+        topic
+        for site in (sites or ["+"])
+        for topic in (f"{prefix}/{site}/+/+/data", f"{prefix}/{site}/+/{ENERGY_TOPIC}")
+    ]
 
 
 def default_client_id(group: str, worker: str | None = None) -> str:
@@ -196,7 +206,8 @@ class Ingest:
             try:
                 if source is None:
                     raise Rejected("not_data", "not a data topic")
-                message = decode_data(
+                # One message per poll; a batched (v2) delivery holds several.
+                messages = decode_messages(
                     source, delivery.payload, now_ms=now_ms, max_future_ms=self._max_future_ms
                 )
             except Rejected as rejected:
@@ -210,8 +221,8 @@ class Ingest:
             if batch is None or batch.store.points >= config.batch_size:
                 batch = _Batch(started=loop_time)
                 self._batches.append(batch)
-            batch.store.messages.append(message)
-            batch.store.points += len(message.points)
+            batch.store.messages.extend(messages)
+            batch.store.points += sum(len(message.points) for message in messages)
             batch.entries.append(entry)
         stats.unacked = len(self._unacked)
         if self._batches:

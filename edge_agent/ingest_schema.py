@@ -100,14 +100,23 @@ class DataMessage:
     points: list[Point]
 
 
+ENERGY_TOPIC = "energy"  # derived series of the energy stage, ingested like readings
+
+
 def parse_topic(topic: str, prefix: str) -> Source | None:
-    """`{prefix}/{site}/{gateway}/{device}/data` -> Source; None for any other topic."""
+    """`{prefix}/{site}/{gateway}/{device}/data` or `{prefix}/{site}/{gateway}/energy` -> Source.
+
+    Derived energy series name their meter (or hierarchy node) in the payload, not the
+    topic: their Source has device "" until decode_data reads it. None for other topics.
+    """
     if not topic.startswith(prefix) or topic[len(prefix) : len(prefix) + 1] != "/":
         return None
     parts = topic[len(prefix) + 1 :].split("/")
-    if len(parts) != 4 or parts[3] != "data":
-        return None
-    return Source(topic, parts[0], parts[1], parts[2])
+    if len(parts) == 4 and parts[3] == "data":
+        return Source(topic, parts[0], parts[1], parts[2])
+    if len(parts) == 3 and parts[2] == ENERGY_TOPIC:
+        return Source(topic, parts[0], parts[1], "")
+    return None
 
 
 def reason_code(reason: str | None) -> int:
@@ -164,6 +173,11 @@ def decode_data(source: Source, payload: bytes, *, now_ms: int, max_future_ms: i
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION or type(version) is not int:
         raise Rejected("schema_version", f"schema_version {_shown(version)}, expected 1")
+    if source.device == "":  # an energy message: the device is in the payload
+        named = doc.get("device")
+        source = Source(
+            source.topic, source.site, source.gateway, named if type(named) is str else "?"
+        )
     for name in (source.site, source.gateway, source.device):
         if not _valid_name(name):
             raise Rejected("topic_mismatch", f"topic level {name!r} is not a valid name")
@@ -332,3 +346,54 @@ class LineEncoder:
                 fields.append(f"reason={reason_code(reason)}i")
             out.append(f"{before}{name}{after}{unit_tag} {','.join(fields)}{ts}")
         return len(message.points)
+
+
+BATCH_SCHEMA_VERSION = 2  # several polls of a device in one message (edge_agent/batching.py)
+_BATCH_HEAD = b'{"schema_version":2,'
+
+
+def decode_messages(
+    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int
+) -> list[DataMessage]:
+    """A data message as DataMessages: one for v1, one per poll for a batched v2 message.
+
+    Each poll of a batch is checked exactly as a v1 message with the batch's envelope and
+    the poll's own `ts_ms` and `points`, so both forms store the same rows.
+    """
+    if not payload.startswith(_BATCH_HEAD):
+        try:
+            return [decode_data(source, payload, now_ms=now_ms, max_future_ms=max_future_ms)]
+        except Rejected as rejected:
+            if rejected.kind != "schema_version":
+                raise
+            try:  # a v2 message whose keys came in another order
+                return _decode_batch(source, payload, now_ms=now_ms, max_future_ms=max_future_ms)
+            except Rejected as batch_rejected:
+                if batch_rejected.kind == "schema_version":
+                    raise rejected from None
+                raise
+    return _decode_batch(source, payload, now_ms=now_ms, max_future_ms=max_future_ms)
+
+
+def _decode_batch(
+    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int
+) -> list[DataMessage]:
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("malformed_json", str(exc)) from None
+    if type(doc) is not dict or doc.get("schema_version") != BATCH_SCHEMA_VERSION:
+        raise Rejected("schema_version", "not a batched (version 2) message")
+    polls = doc.pop("polls", None)
+    if type(polls) is not list or not polls:
+        raise Rejected("bad_field", "polls must be a non-empty array")
+    if "points" in doc:
+        raise Rejected("bad_field", "a batched message has polls, not points")
+    doc["schema_version"] = SCHEMA_VERSION
+    messages = []
+    for k, poll in enumerate(polls):
+        if type(poll) is not dict or set(poll) != {"ts_ms", "points"}:
+            raise Rejected("bad_field", f"polls[{k}] must be an object of ts_ms and points")
+        one = orjson.dumps({**doc, "ts_ms": poll["ts_ms"], "points": poll["points"]})
+        messages.append(decode_data(source, one, now_ms=now_ms, max_future_ms=max_future_ms))
+    return messages

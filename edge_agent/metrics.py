@@ -29,7 +29,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -152,6 +158,8 @@ class AgentMetrics:
 
     def __init__(self, agent: Agent, *, uplink_down_for: Callable[[], float | None]) -> None:
         self.agent = agent
+        # `_created` series double the counters' lines and nothing here reads them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram(
@@ -186,7 +194,7 @@ class AgentMetrics:
             ["device", "direction"],
             registry=r,
         )
-        r.register(AgentCollector(agent, uplink_down_for=uplink_down_for))
+        r.register(AgentCollector(agent, uplink_down_for=uplink_down_for, clock=_loop_clock()))
         ProcessCollector(registry=r)
         # Label sets in use per device, so a device that leaves takes its series along.
         self._series: dict[str, set[tuple[Counter | Histogram, tuple[str, ...]]]] = {}
@@ -223,17 +231,27 @@ class AgentMetrics:
         return wrapped
 
     def render(self) -> bytes:
-        """The text exposition of every metric."""
-        self.instrument()
+        """The text exposition of every metric.
+
+        Safe to call from a worker thread (the HTTP route does, so a large gateway's
+        scrape does not hold up its pollers): it only reads the agent's state.
+        """
         return generate_latest(self.registry)
 
 
 class AgentCollector(Collector):
-    """Reads the agent's own counters at scrape time."""
+    """Reads the agent's own counters at scrape time (from any thread)."""
 
-    def __init__(self, agent: Agent, *, uplink_down_for: Callable[[], float | None]) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        uplink_down_for: Callable[[], float | None],
+        clock: Callable[[], float],
+    ) -> None:
         self.agent = agent
         self.uplink_down_for = uplink_down_for
+        self.clock = clock  # the agent loop's clock, which Unit.down_since is on
 
     def collect(self) -> Iterable[Metric]:
         """Every family; see the README's metrics table."""
@@ -253,7 +271,7 @@ class AgentCollector(Collector):
 
     def _devices(self) -> Iterator[Metric]:
         units = self.agent.units
-        now = asyncio.get_running_loop().time() if _in_loop() else None
+        now = self.clock()
         families = {
             "polls": CounterMetricFamily("edge_agent_polls", "Polls attempted.", labels=["device"]),
             "answered": CounterMetricFamily(
@@ -293,7 +311,7 @@ class AgentCollector(Collector):
             families["backoff"].add_metric([name], s.skipped_backoff)
             if s.up is not None:
                 up.add_metric([name], 1 if s.up else 0)
-                gone = 0.0 if s.up or now is None else max(0.0, now - unit.down_since)
+                gone = 0.0 if s.up else max(0.0, now - unit.down_since)
                 down.add_metric([name], gone)
         yield from families.values()
         yield up
@@ -416,9 +434,9 @@ def alarm_stage(agent: Agent) -> AlarmStage | None:
     return next((s for s in agent.stages if isinstance(s, AlarmStage)), None)
 
 
-def _in_loop() -> bool:
+def _loop_clock() -> Callable[[], float]:
+    """The running loop's clock (callable from other threads), or the monotonic clock."""
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop().time
     except RuntimeError:
-        return False
-    return True
+        return time.monotonic

@@ -12,6 +12,9 @@ The layout is fixed (golden tests compare it), so change it deliberately.
 
 from __future__ import annotations
 
+from drivers.dlt645.config import Dlt645Device, Dlt645Profile
+from drivers.dlt645.driver import Dlt645Driver
+from drivers.modbus.config import ModbusProfile
 from drivers.modbus.plan import Request, build_plan
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.plan import describe_device, read_requests
@@ -45,7 +48,22 @@ def render_plan(loaded: LoadedConfig) -> str:
             points += len(device.points)
             requests += read_requests(device)
             continue
-        assert setup.profile is not None
+        if isinstance(device, Dlt645Device):
+            assert isinstance(setup.profile, Dlt645Profile)
+            meter = Dlt645Driver(device, setup.profile).plan  # compiles only; opens nothing
+            state = "" if device.enabled else ", disabled"
+            lines.append(
+                f"{device.name}: {device.url} address {device.address}, "
+                f"profile {setup.profile_name}, every {device.interval_s:g} s{state}"
+            )
+            lines.extend(f"  {line}" for line in meter.describe())
+            if not device.enabled:
+                disabled += 1
+                continue
+            points += len(meter.points)
+            requests += len(meter.requests)
+            continue
+        assert isinstance(setup.profile, ModbusProfile)
         plan = build_plan(device, setup.profile)
         state = "" if device.enabled else ", disabled"
         lines.append(

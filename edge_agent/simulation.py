@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import zlib
 
-from drivers.modbus.config import ModbusDevice
+from drivers.dlt645.config import Dlt645Device
+from drivers.modbus.config import ModbusDevice, ModbusProfile
 from drivers.opcua.config import OpcUaDevice, SecurityMode
 from drivers.opcua.nodeid import NodeRef
 from edge_agent.config import LoadedConfig
+from simulators.dlt645_site import Dlt645MeterSpec
 from simulators.opcua_server import OpcUaSimSpec
 from simulators.site import SimDeviceSpec
 
@@ -24,7 +26,21 @@ def sim_specs(loaded: LoadedConfig) -> list[SimDeviceSpec]:
             seed=zlib.crc32(d.device.name.encode()),
         )
         for d in loaded.devices
-        if isinstance(d.device, ModbusDevice) and d.profile is not None
+        if isinstance(d.device, ModbusDevice) and isinstance(d.profile, ModbusProfile)
+    ]
+
+
+def dlt645_specs(loaded: LoadedConfig) -> list[Dlt645MeterSpec]:
+    """One simulated meter per DL/T 645 device (a wildcard address gets 00 digits)."""
+    return [
+        Dlt645MeterSpec(
+            name=d.device.name,
+            url=d.device.url,
+            address=d.device.address.replace("AA", "00"),
+            seed=zlib.crc32(d.device.name.encode()),
+        )
+        for d in loaded.devices
+        if isinstance(d.device, Dlt645Device)
     ]
 
 

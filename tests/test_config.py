@@ -527,5 +527,5 @@ def test_shipped_site_configs_check(name: str) -> None:
     """The configs the README points at load and plan as written."""
     root = Path(__file__).resolve().parents[1]
     loaded = load_config(root / "configs" / name, environ={"MQTT_PASSWORD": "not-a-secret"})
-    assert len(loaded.devices) == (6 if name == "demo.yaml" else 5)  # the demo has a PLC on OPC UA
+    assert len(loaded.devices) == (7 if name == "demo.yaml" else 5)  # + OPC UA PLC, DL/T 645 meter
     assert all(d.profile.points if d.profile else d.device.points for d in loaded.devices)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from edge_agent.cli import main
@@ -98,7 +99,10 @@ async def test_on_the_demo_broker_the_ingest_uses_mqtt_3(
         )
         messages = make_messages(unique_prefix, site, seqs=range(1, 6))
         ingest = Ingest(loaded, worker="amqtt")
-        assert ingest.client.topic_filters == (f"{unique_prefix}/+/+/+/data",)
+        assert ingest.client.topic_filters == (
+            f"{unique_prefix}/+/+/+/data",
+            f"{unique_prefix}/+/+/energy",
+        )
         async with running(ingest):
             await publish(url, messages)
             await until(lambda: ingest.client.stats.acked == 5, "5 acknowledged")
@@ -179,3 +183,39 @@ def test_a_reopened_store_overwrites_the_same_readings(tmp_path: Path) -> None:
     assert count_readings(path) == 30
     series = {(r.point, r.unit) for r in read_points(path)}
     assert len(series) == 6
+
+
+async def test_energy_series_are_ingested_like_readings(
+    tmp_path: Path, mosquitto: Mosquitto, unique_prefix: str
+) -> None:
+    """The energy stage's topic names its meter in the payload; the ingest stores it."""
+    site = unique_site()
+    loaded = write_site(
+        tmp_path / "site.yaml", broker_url=mosquitto.url, prefix=unique_prefix, site=site
+    )
+    doc = {
+        "schema_version": 1,
+        "type": "interval",
+        "gateway": "gw-01",
+        "device": "main-incomer",
+        "seq": 7,
+        "ts_ms": 1_764_000_000_000,
+        "historical": False,
+        "points": {
+            "interval.energy_import": {"value": 31.25, "unit": "kWh", "quality": "good"},
+            "interval.energy_import.completeness": {"value": 1.0, "unit": None, "quality": "good"},
+        },
+    }
+    wrong = {**doc, "device": "no such/device"}
+    topic = f"{unique_prefix}/{site}/gw-01/energy"
+    ingest = Ingest(loaded, worker="energy")
+    async with running(ingest):
+        await publish(mosquitto.url, [(topic, orjson.dumps(doc)), (topic, orjson.dumps(wrong))])
+        await until(lambda: ingest.client.stats.acked == 2, "both acknowledged")
+    rows = read_points(store_path(loaded), site=site, device="main-incomer")
+    assert sorted((r.point, r.value, r.unit, r.ts_ms) for r in rows) == [
+        ("interval.energy_import", 31.25, "kWh", 1_764_000_000_000),
+        ("interval.energy_import.completeness", 1.0, None, 1_764_000_000_000),
+    ]
+    assert ingest.stats.stored_messages == 1  # a device name no topic could carry: dead letter
+    assert dict(ingest.rejects.counts) == {"topic_mismatch": 1}

@@ -255,7 +255,10 @@ async def test_two_workers_share_the_load_without_duplicates_or_gaps(
 
     a = Ingest(loaded, worker="a", on_written=recorder("a"))
     b = Ingest(loaded, worker="b", on_written=recorder("b"))
-    assert a.client.topic_filters == (f"$share/g-{site}/{unique_prefix}/+/+/+/data",)
+    assert a.client.topic_filters == (
+        f"$share/g-{site}/{unique_prefix}/+/+/+/data",
+        f"$share/g-{site}/{unique_prefix}/+/+/energy",
+    )
     async with running(a), running(b):
         await publish(mosquitto.url, messages)
         await until(lambda: len(written["a"]) + len(written["b"]) >= 200, "200 messages written")

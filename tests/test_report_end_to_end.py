@@ -1,13 +1,13 @@
-"""Report by exception end to end: simulators -> agent -> real Mosquitto -> subscriber.
+"""Report by exception end to end: simulators -> agent -> Mosquitto -> subscriber, ingest.
 
-A recording stage sees what the edge read (every poll, as stages do); the subscriber sees
-what went up. Replaying the uplink as sample-and-hold at each edge poll must give, for every
-point, the edge's quality and reason, a value within its deadband, and nothing older than
-its heartbeat; an energy total from the thinned uplink must equal the edge's.
+A recording stage sees what the edge read (every poll, as stages do); a subscriber and the
+ingest (into its embedded store) see what went up. Replaying the uplink, and the ingest's
+stored series, as sample-and-hold at each edge poll must give, for every point, the edge's
+quality and reason, a value within its deadband, and nothing older than its heartbeat;
+an energy total from the thinned uplink must equal the edge's.
 
-The ingest (edge_agent/ingest*.py) and the energy stage (edge_agent/energy*.py) had not
-landed when this was written; the reference total is computed here from the counter
-readings the edge saw.
+The reference energy total is computed here from the counter readings the edge saw (the
+energy stage, edge_agent/energy*.py, was still in progress when this was written).
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ import yaml
 from drivers.reading import Poll, Quality, Value
 from edge_agent.agent import Agent
 from edge_agent.config import load_config
+from edge_agent.embedded_store import read_points
+from edge_agent.ingest import Ingest, store_path
 from edge_agent.live_view import render
 from edge_agent.report_filter import ReportFilter
 from simulators.faults import FaultKind
 from simulators.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.ingest_support import running as ingesting
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "configs" / "profiles"
@@ -122,6 +125,25 @@ def _replay(edge: list[Poll], uplink: list[dict[str, Any]], *, pct: float) -> tu
             checked += 1
     assert not by_ts, f"uplink messages of polls the edge never saw: {sorted(by_ts)}"
     return checked, sent, sum(len(p.values) for p in edge)
+
+
+INGEST = "ingest: {store: data/edge.sqlite, flush_interval_s: 0.05, session_expiry_s: 0}\n"
+
+
+def _stored(path: Path, device: str) -> list[dict[str, Any]]:
+    """The ingest's stored rows of a device, as one {ts_ms, points} entry per timestamp."""
+    by_ts: dict[int, dict[str, Any]] = {}
+    for row in read_points(path, device=device):
+        point = {
+            "value": row.text if row.text is not None else row.value,
+            "quality": row.quality,
+        }
+        if row.reason is not None:
+            point["reason"] = row.reason
+        by_ts.setdefault(row.ts_ms, {"ts_ms": row.ts_ms, "points": {}})["points"][row.point] = (
+            point
+        )
+    return [by_ts[ts] for ts in sorted(by_ts)]
 
 
 def _energy_total(series: list[Value]) -> float:

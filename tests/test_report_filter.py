@@ -26,7 +26,13 @@ from drivers.reading import PointSpec, Poll, Quality, Value
 from edge_agent.config import load_config
 from edge_agent.payload import DeviceEncoder
 from edge_agent.poller import Unit, run_line
-from edge_agent.report_filter import PointRule, ReportFilter, build_report_filter, report_rules
+from edge_agent.report_filter import (
+    PointRule,
+    ReportFilter,
+    build_report_filter,
+    rebuild_report_filter,
+    report_rules,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = orjson.loads((ROOT / "edge_agent/schemas/data-v1.schema.json").read_bytes())
@@ -473,6 +479,8 @@ points:
       energy: {{kind: electricity, direction: import}}}}
   - {{name: energy_export, address: 8, type: float32, unit: kWh,
       energy: {{kind: electricity, direction: export}}, report: {{deadband: 0.1}}}}
+  - {{name: energy_total_a, address: 10, type: float32, unit: kWh}}
+  - {{name: reactive_energy_a, address: 12, type: float32, unit: kvarh}}
 """
 
 
@@ -496,6 +504,9 @@ def test_rules_come_from_point_device_and_profile(tmp_path: Path) -> None:
     # Counters keep only the heartbeat of the defaults, unless the point says more.
     assert meter["energy_import"] == PointRule(59_500_000_000, 30 * S, 0, 0.0, 0.0)
     assert meter["energy_export"] == PointRule(59_500_000_000, 30 * S, 0, 0.1, 0.0)
+    # ... and so do points in an energy unit that the profile did not mark `energy:`.
+    assert meter["energy_total_a"] == meter["energy_import"]
+    assert meter["reactive_energy_a"] == meter["energy_import"]
     plc = rules["plc"]
     assert plc["run"] is None  # no options: every poll
     assert plc["speed"] == PointRule(299_500_000_000, 150 * S, 0, 5.0, 0.0)
@@ -534,6 +545,34 @@ def test_a_bad_option_is_a_config_error_with_its_line(tmp_path: Path) -> None:
         load_config(path)
     text = str(err.value)
     assert "site.yaml:9 devices[0].report.max_interval_s" in text
+
+
+def test_a_reload_keeps_what_unchanged_devices_last_published(tmp_path: Path) -> None:
+    path = _site(tmp_path)
+    f = build_report_filter(load_config(path))
+    assert f is not None
+    meter = tuple(PointSpec(n) for n in ("voltage_a", "current_a"))
+    plc = (PointSpec("speed"),)
+    assert f.select(Poll("meter", T0, meter, [230.0, 10.0])) is not None
+    assert f.select(Poll("plc", T0, plc, [100])) is not None
+    # Same config: nothing to send again for either device.
+    same = rebuild_report_filter(f, load_config(path))
+    assert same is not None and same is not f
+    assert same.select(Poll("meter", T0 + S, meter, [230.0, 10.0])) is None
+    assert same.select(Poll("plc", T0 + S, plc, [100])) is None
+    # The plc's deadband changed: it starts afresh; the meter keeps its state.
+    path.write_text(path.read_text().replace("{deadband: 5}", "{deadband: 1}"))
+    changed = rebuild_report_filter(same, load_config(path))
+    assert changed is not None
+    assert changed.select(Poll("meter", T0 + 2 * S, meter, [230.0, 10.0])) is None
+    assert changed.select(Poll("plc", T0 + 2 * S, plc, [100])) is not None
+    assert changed.counts["meter"].polls == 3 and changed.counts["plc"].polls == 1
+    # No options left: no filter.
+    path.write_text(
+        "site: s\ngateway: g\ndevices:\n"
+        "  - {name: m, driver: modbus, url: 'tcp://127.0.0.1:5020', profile: chint-dtsu666}\n"
+    )
+    assert rebuild_report_filter(changed, load_config(path)) is None
 
 
 # -- the real scheduler on a virtual clock ----------------------------------------------------

@@ -35,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.dlt645.formats import DataFormat, FieldKind, parse_format
 from drivers.dlt645.frame import BROADCAST_ADDRESS, MAX_PREAMBLE, address_bytes
 from drivers.dlt645.identifiers import lookup, parse_di
+from drivers.options.alarms import PointAlarms
+from drivers.options.energy import EnergyOptions
+from drivers.options.report import ReportOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DEFAULT_BAUDRATE = 2400
@@ -160,6 +163,10 @@ class Dlt645Point(_Model):
     unit: Annotated[str, Field(max_length=16)] | None = None  # default: the table's
     scale: float = 1.0
     description: str | None = None
+    # Read by the agent's stages (drivers/options/), never by the driver.
+    energy: EnergyOptions | None = None
+    alarms: PointAlarms = ()
+    report: ReportOptions | None = None
 
     @field_validator("di", mode="before")
     @classmethod

@@ -28,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from drivers.modbus.config import NAME_PATTERN
 from drivers.opcua.certificates import normalise_fingerprint
 from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node, parse_path
+from drivers.options.alarms import DeviceAlarms, PointAlarms
+from drivers.options.energy import EnergyOptions
+from drivers.options.report import ReportOptions
 
 DEFAULT_PORT = 4840
 MAX_QUEUE = 10_000
@@ -167,6 +170,10 @@ class OpcUaPoint(_Model):
     decimals: Annotated[int, Field(ge=0, le=12)] | None = None
     unit: Annotated[str, Field(max_length=16)] | None = None
     description: str | None = None
+    # Read by the agent's stages (drivers/options/), never by the driver.
+    energy: EnergyOptions | None = None
+    alarms: PointAlarms = ()
+    report: ReportOptions | None = None
 
     @field_validator("node")
     @classmethod
@@ -219,6 +226,8 @@ class OpcUaDevice(_Model):
     session_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
     max_items_per_request: Annotated[int, Field(ge=1, le=100_000)] = 1000
     points: Annotated[tuple[OpcUaPoint, ...], Field(min_length=1)]
+    report: ReportOptions | None = None  # default of the points (drivers/options/report.py)
+    alarms: DeviceAlarms = ()  # comm_loss and rules by point, as for Modbus devices
     enabled: bool = True
 
     @field_validator("url")
