@@ -169,7 +169,7 @@ def _went_down(
     stats.up, stats.reason = False, reason
     name = unit.driver.name
     log.warning(
-        "%s: no answer (%s); retrying with backoff up to %.0f s", name, reason, unit.backoff_max_s
+        "%s: no answer (%s); retrying with backoff up to %g s", name, reason, unit.backoff_max_s
     )
     poll = Poll.all_bad(name, unit.driver.points, ts_ns=time.time_ns(), reason=reason)
     stats.last_poll = poll

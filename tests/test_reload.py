@@ -159,7 +159,7 @@ async def test_sighup_under_load_loses_no_reading(
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
         log = (tmp_path / "agent.log").open("wb")
         agent = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "edge_agent.cli", "run", str(site)),
+            *(sys.executable, "-m", "edge_agent.cli", "run", str(site), "--http", "off"),
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,

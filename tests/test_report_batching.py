@@ -20,6 +20,8 @@ from drivers.options.report import BatchOptions
 from drivers.reading import PointSpec, Poll, Quality
 from edge_agent.batching import Batcher, build_batcher
 from edge_agent.config import load_config
+from edge_agent.ingest_schema import DataMessage, Rejected, Source, decode_messages
+from edge_agent.payload import DeviceEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 V2 = jsonschema.Draft202012Validator(
@@ -37,6 +39,7 @@ class Recorder:
     def __init__(self) -> None:
         self.seq = 100
         self.sent: list[tuple[int, str, dict[str, Any], str, int]] = []
+        self.payloads: list[bytes] = []
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -46,6 +49,7 @@ class Recorder:
         doc = orjson.loads(payload)
         V2.validate(doc)
         self.sent.append((seq, topic, doc, device, readings))
+        self.payloads.append(payload)
 
     def polls(self) -> list[tuple[int, dict[str, Any]]]:
         return [(p["ts_ms"], p["points"]) for _, _, doc, _, _ in self.sent for p in doc["polls"]]
@@ -170,3 +174,84 @@ def test_batch_options_come_from_the_device(tmp_path: Path) -> None:
     site.write_text(site.read_text().replace("max_age_s: 15", "max_age_s: 0"))
     with pytest.raises(Exception, match=r"site.yaml:5 devices\[0\].batch.max_age_s"):
         load_config(site)
+
+
+# -- the ingest takes both forms ----------------------------------------------------------------
+
+SOURCE = Source("f/s/gw/d/data", "s", "gw", "d")
+NOW_MS = (T0 + 3600 * S) // 1_000_000
+
+
+def _decode(payload: bytes) -> list[DataMessage]:
+    return decode_messages(SOURCE, payload, now_ms=NOW_MS, max_future_ms=300_000)
+
+
+@pytest.mark.looptime
+async def test_the_ingest_unpacks_a_batch_into_the_polls_it_holds() -> None:
+    batcher, out = _batcher(max_polls=3, max_age_s=600)
+    polls = [
+        _poll(0, 1.5),
+        Poll("d", T0 + S, (POINTS[0],), [2.5]),
+        _poll(2, 3.5, {1: (Quality.UNCERTAIN, "stale")}),
+    ]
+    for poll in polls:
+        batcher.add(poll)
+    (payload,) = out.payloads
+    messages = _decode(payload)
+    encoder = DeviceEncoder(gateway="gw", device="d", points=POINTS)
+    singles = [_decode(encoder.encode(p, seq=101))[0] for p in polls]
+    assert messages == singles  # the same rows as three v1 messages
+    assert [m.ts_ms for m in messages] == [(T0 + k * S) // 1_000_000 for k in range(3)]
+    # Keys in another order are still a v2 message.
+    doc = orjson.loads(payload)
+    reordered = orjson.dumps({"polls": doc.pop("polls"), **doc})
+    assert _decode(reordered) == messages
+    # v1 goes through as before.
+    assert _decode(encoder.encode(polls[0], seq=7))[0].seq == 7
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"polls": []}, "bad_field"),
+        ({"polls": [{"ts_ms": 1}]}, "bad_field"),
+        ({"points": {}}, "bad_field"),
+        ({"schema_version": 3}, "schema_version"),
+        ({"device": "other"}, "topic_mismatch"),
+        (
+            {
+                "polls": [
+                    {"ts_ms": 5, "points": {"v": {"value": 1.0, "unit": None, "quality": "good"}}}
+                ]
+            },
+            "bad_timestamp",
+        ),
+        (
+            {
+                "polls": [
+                    {
+                        "ts_ms": NOW_MS,
+                        "points": {"v": {"value": None, "unit": None, "quality": "good"}},
+                    }
+                ]
+            },
+            "bad_value",
+        ),
+    ],
+)
+def test_the_ingest_rejects_a_broken_batch(change: dict[str, Any], kind: str) -> None:
+    doc = {
+        "schema_version": 2,
+        "gateway": "gw",
+        "device": "d",
+        "seq": 5,
+        "ts_ms": NOW_MS,
+        "historical": False,
+        "polls": [
+            {"ts_ms": NOW_MS, "points": {"v": {"value": 1.0, "unit": "V", "quality": "good"}}}
+        ],
+        **change,
+    }
+    with pytest.raises(Rejected) as rejected:
+        _decode(orjson.dumps(doc))
+    assert rejected.value.kind == kind

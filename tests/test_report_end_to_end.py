@@ -140,9 +140,7 @@ def _stored(path: Path, device: str) -> list[dict[str, Any]]:
         }
         if row.reason is not None:
             point["reason"] = row.reason
-        by_ts.setdefault(row.ts_ms, {"ts_ms": row.ts_ms, "points": {}})["points"][row.point] = (
-            point
-        )
+        by_ts.setdefault(row.ts_ms, {"ts_ms": row.ts_ms, "points": {}})["points"][row.point] = point
     return [by_ts[ts] for ts in sorted(by_ts)]
 
 
@@ -191,10 +189,12 @@ async def test_thinned_uplink_represents_the_edge_signal(
         site = tmp_path / "site.yaml"
         site.write_text(
             "site: plant-a\ngateway: gw-01\n"
-            f'mqtt: {{url: "{mosquitto.url}", prefix: "{unique_prefix}"}}\n'
+            f'mqtt: {{url: "{mosquitto.url}", prefix: "{unique_prefix}"}}\n{INGEST}'
             "devices:\n" + "".join(f"  - {json.dumps(d)}\n" for d in devices)
         )
-        agent = Agent(load_config(site))
+        loaded = load_config(site)
+        agent = Agent(loaded)
+        ingest = Ingest(loaded, worker=unique_prefix.replace("/", "-"))
         thinned = agent.uplink_filter
         assert isinstance(thinned, ReportFilter)
         recorder = Recorder()
@@ -206,7 +206,7 @@ async def test_thinned_uplink_represents_the_edge_signal(
             return sum(1 for p in edge.get(name, []) if bad is None or bool(p.issues) == bad)
 
         started = time.monotonic()
-        async with running(agent):
+        async with ingesting(ingest), running(agent):
             await _until(lambda: polls("meter") >= 25, what="25 meter polls")
             # Quality change: every request of the meter answers exception 02, then not.
             sim.device("meter").faults.set(FaultKind.EXCEPTION, code=2)
@@ -214,9 +214,12 @@ async def test_thinned_uplink_represents_the_edge_signal(
             sim.device("meter").faults.clear()
             good = polls("meter", bad=False)
             await _until(lambda: polls("meter", bad=False) >= good + 25, what="good again")
-        elapsed = time.monotonic() - started
-
-        expected = sum(c.messages for c in thinned.counts.values())
+            elapsed = time.monotonic() - started
+            expected = sum(c.messages for c in thinned.counts.values())
+            await _until(
+                lambda: ingest.stats.stored_messages >= expected,
+                what=f"{expected} messages stored by the ingest",
+            )
         await _until(
             lambda: sum(1 for m in sub.messages if m.topic.endswith("/data")) >= expected,
             what=f"{expected} data messages at the subscriber",
@@ -232,6 +235,10 @@ async def test_thinned_uplink_represents_the_edge_signal(
     for name in ("meter", "plc"):
         uplink = [d for d in docs if d["device"] == name]
         checked, sent, polled = _replay(edge[name], uplink, pct=PCT[name])
+        # The ingest stored the same thinned series: the same checks hold on its rows.
+        stored = _stored(store_path(loaded), name)
+        assert len(stored) == len(uplink)
+        assert _replay(edge[name], stored, pct=PCT[name]) == (checked, sent, polled)
         counts = thinned.counts[name]
         assert (counts.readings_polled, counts.readings_published) == (polled, sent)
         assert counts.messages == len(uplink)
@@ -309,18 +316,26 @@ async def test_batched_and_thinned_uplink_carries_the_same_signal(
         site = tmp_path / "site.yaml"
         site.write_text(
             "site: plant-a\ngateway: gw-01\n"
-            f'mqtt: {{url: "{mosquitto.url}", prefix: "{unique_prefix}"}}\n'
+            f'mqtt: {{url: "{mosquitto.url}", prefix: "{unique_prefix}"}}\n{INGEST}'
             f"devices:\n  - {json.dumps(device)}\n"
         )
-        agent = Agent(load_config(site))
+        loaded = load_config(site)
+        agent = Agent(loaded)
+        ingest = Ingest(loaded, worker=unique_prefix.replace("/", "-"))
         assert agent.batcher is not None and isinstance(agent.uplink_filter, ReportFilter)
         recorder = Recorder()
         agent.stages.append(recorder)
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
-        async with running(agent):
-            await _until(lambda: len(recorder.polls.get("meter", [])) >= 30, what="30 polls")
-        counts = agent.uplink_filter.counts["meter"]
-        batches, _ = agent.batcher.sent("meter")
+        async with ingesting(ingest):
+            async with running(agent):
+                await _until(lambda: len(recorder.polls.get("meter", [])) >= 30, what="30 polls")
+            counts = agent.uplink_filter.counts["meter"]
+            batches, _ = agent.batcher.sent("meter")
+            # The ingest unpacks each batch into its polls, each stored at its own time.
+            await _until(
+                lambda: ingest.stats.stored_messages >= counts.messages,
+                what=f"{counts.messages} polls stored by the ingest",
+            )
         await _until(
             lambda: sum(1 for m in sub.messages if m.topic.endswith("/data")) >= batches,
             what=f"{batches} batches at the subscriber",
@@ -339,6 +354,9 @@ async def test_batched_and_thinned_uplink_carries_the_same_signal(
     assert len(polls) == counts.messages
     checked, sent, polled = _replay(recorder.polls["meter"], polls, pct=PCT["meter"])
     assert checked == polled == counts.readings_polled
+    stored = _stored(store_path(loaded), "meter")
+    assert [x["ts_ms"] for x in stored] == [p["ts_ms"] for p in polls]
+    assert _replay(recorder.polls["meter"], stored, pct=PCT["meter"]) == (checked, sent, polled)
     assert sent == counts.readings_published < polled
     messages, sent_bytes = agent.batcher.sent("meter")
     assert sent_bytes == sum(len(m.payload) for m in sub.messages if m.topic.endswith("/data"))

@@ -547,6 +547,48 @@ def test_a_bad_option_is_a_config_error_with_its_line(tmp_path: Path) -> None:
     assert "site.yaml:9 devices[0].report.max_interval_s" in text
 
 
+OTHER_DRIVERS = """\
+site: plant-a
+gateway: gw-01
+devices:
+  - name: plc
+    driver: opcua
+    url: opc.tcp://127.0.0.1:4840
+    security: {mode: None}
+    interval_s: 2.0
+    report: {deadband: 0.5, max_interval_s: 60}
+    points:
+      - {name: tank_temp, node: "nsu=urn:plant:plc;s=Tank1.Temperature", mode: subscribe,
+         deadband: {abs: 0.1}, unit: degC}
+      - {name: flow_total, node: "nsu=urn:plant:plc;s=Flow.Total", unit: m3,
+         energy: {kind: water}}
+      - {name: setpoint, node: "nsu=urn:plant:plc;s=Tank1.Setpoint", report: {deadband: 2}}
+  - name: meter-645
+    driver: dlt645
+    url: rtu+tcp://127.0.0.1:5030
+    address: "000000123456"
+    interval_s: 5.0
+    report: {deadband_pct: 1, max_interval_s: 600}
+    points:
+      - {name: import_kwh, di: "00010000"}
+      - {name: voltage_a, di: "02010100", unit: V}
+"""
+
+
+def test_opc_ua_and_dlt645_points_take_the_same_rules(tmp_path: Path) -> None:
+    """One stage for every driver: the options of OPC UA and DL/T 645 points compile alike
+    (an OPC UA server-side deadband only decides what the server sends; ours still applies)."""
+    (tmp_path / "site.yaml").write_text(OTHER_DRIVERS)
+    rules = report_rules(load_config(tmp_path / "site.yaml"))
+    plc, meter = rules["plc"], rules["meter-645"]
+    assert plc["tank_temp"] == PointRule(59 * S, 30 * S, 0, 0.5, 0.0)
+    assert plc["flow_total"] == PointRule(59 * S, 30 * S, 0, 0.0, 0.0)  # a counter
+    assert plc["setpoint"] == PointRule(59 * S, 30 * S, 0, 2.0, 0.0)
+    # import_kwh takes the table's unit (kWh): guarded as a counter without saying so.
+    assert meter["import_kwh"] == PointRule(597_500_000_000, 300 * S, 0, 0.0, 0.0)
+    assert meter["voltage_a"] == PointRule(597_500_000_000, 300 * S, 0, 0.0, 0.01)
+
+
 def test_a_reload_keeps_what_unchanged_devices_last_published(tmp_path: Path) -> None:
     path = _site(tmp_path)
     f = build_report_filter(load_config(path))

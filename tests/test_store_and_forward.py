@@ -155,7 +155,17 @@ async def test_broker_outage_is_replayed_in_order_and_flagged_historical(
 
 def _spawn_agent(site: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "--log-level", "INFO", "run", str(site)],
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "--log-level",
+            "INFO",
+            "run",
+            str(site),
+            "--http",
+            "off",
+        ],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=log.open("ab"),

@@ -37,7 +37,7 @@ from drivers.dlt645.frame import BROADCAST_ADDRESS, MAX_PREAMBLE, address_bytes
 from drivers.dlt645.identifiers import lookup, parse_di
 from drivers.options.alarms import PointAlarms
 from drivers.options.energy import EnergyOptions
-from drivers.options.report import ReportOptions
+from drivers.options.report import BatchOptions, ReportOptions
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DEFAULT_BAUDRATE = 2400
@@ -277,6 +277,7 @@ class Dlt645Profile(_Model):
     description: str | None = None
     source: str | None = None
     points: Annotated[tuple[Dlt645Point, ...], Field(min_length=1)]
+    report: ReportOptions | None = None  # default of the points (drivers/options/report.py)
 
     @model_validator(mode="after")
     def _consistent(self) -> Dlt645Profile:
@@ -298,6 +299,8 @@ class Dlt645Device(_Model):
     preamble: Annotated[int, Field(ge=0, le=MAX_PREAMBLE)] = 4  # FEH wake-up bytes
     profile: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
     points: tuple[Dlt645Point, ...] | None = None
+    report: ReportOptions | None = None  # default of the points, over the profile's
+    batch: BatchOptions | None = None  # several polls per data message (schema v2)
     enabled: bool = True
 
     @field_validator("url")

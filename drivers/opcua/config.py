@@ -30,7 +30,7 @@ from drivers.opcua.certificates import normalise_fingerprint
 from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node, parse_path
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
-from drivers.options.report import ReportOptions
+from drivers.options.report import BatchOptions, ReportOptions
 
 DEFAULT_PORT = 4840
 MAX_QUEUE = 10_000
@@ -227,6 +227,7 @@ class OpcUaDevice(_Model):
     max_items_per_request: Annotated[int, Field(ge=1, le=100_000)] = 1000
     points: Annotated[tuple[OpcUaPoint, ...], Field(min_length=1)]
     report: ReportOptions | None = None  # default of the points (drivers/options/report.py)
+    batch: BatchOptions | None = None  # several polls per data message (schema v2)
     alarms: DeviceAlarms = ()  # comm_loss and rules by point, as for Modbus devices
     enabled: bool = True
 
