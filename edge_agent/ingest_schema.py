@@ -384,7 +384,10 @@ def _decode_batch(
         raise Rejected("malformed_json", str(exc)) from None
     if type(doc) is not dict or doc.get("schema_version") != BATCH_SCHEMA_VERSION:
         raise Rejected("schema_version", "not a batched (version 2) message")
-    polls = doc.pop("polls", None)
+    if "polls" not in doc:
+        # A v1 message with the wrong version, rather than a broken batch.
+        raise Rejected("schema_version", "schema_version 2 without polls, expected 1")
+    polls = doc.pop("polls")
     if type(polls) is not list or not polls:
         raise Rejected("bad_field", "polls must be a non-empty array")
     if "points" in doc:

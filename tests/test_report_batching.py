@@ -215,6 +215,7 @@ async def test_the_ingest_unpacks_a_batch_into_the_polls_it_holds() -> None:
     [
         ({"polls": []}, "bad_field"),
         ({"polls": [{"ts_ms": 1}]}, "bad_field"),
+        ({"polls": None}, "bad_field"),
         ({"points": {}}, "bad_field"),
         ({"schema_version": 3}, "schema_version"),
         ({"device": "other"}, "topic_mismatch"),
@@ -255,3 +256,13 @@ def test_the_ingest_rejects_a_broken_batch(change: dict[str, Any], kind: str) ->
     with pytest.raises(Rejected) as rejected:
         _decode(orjson.dumps(doc))
     assert rejected.value.kind == kind
+
+
+@pytest.mark.parametrize("head_first", [True, False])
+def test_version_2_without_polls_is_a_wrong_version_not_a_broken_batch(head_first: bool) -> None:
+    doc = {"gateway": "gw", "device": "d", "seq": 5, "ts_ms": NOW_MS, "historical": False}
+    doc = {"schema_version": 2, **doc} if head_first else {**doc, "schema_version": 2}
+    doc["points"] = {"v": {"value": 1.0, "unit": "V", "quality": "good"}}
+    with pytest.raises(Rejected) as rejected:
+        _decode(orjson.dumps(doc))
+    assert rejected.value.kind == "schema_version"
