@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
@@ -300,30 +301,15 @@ async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
     from edge_agent.embedded_broker import embedded_broker
     from edge_agent.ingest_demo import run_demo_ingest
     from edge_agent.live_view import run_live_view
-    from edge_agent.simulation import dlt645_specs, opcua_specs, sim_specs
-    from simulators.dlt645_site import run_dlt645_simulators
-    from simulators.opcua_server import run_opcua_simulators
-    from simulators.site import run_simulators
 
     # The table is the demo's output; routine log lines would scroll it away.
     logging.getLogger().setLevel(logging.WARNING)
-    async with embedded_broker("127.0.0.1", 0) as url:
+    async with embedded_broker("127.0.0.1", 0) as url, _simulator_process(loaded.path):
         site = loaded.site.model_copy(
             update={"mqtt": loaded.site.mqtt.model_copy(update={"url": url})}
         )
         demo = dataclasses.replace(loaded, site=site)
-        ready = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(run_simulators(sim_specs(demo), ready=ready), name="simulators")
-            # Not awaited: an OPC UA server takes a second to start, and until then the
-            # agent treats it as any device that does not answer yet.
-            tg.create_task(run_opcua_simulators(opcua_specs(demo)), name="opcua-simulators")
-            meters_ready = asyncio.Event()
-            tg.create_task(
-                run_dlt645_simulators(dlt645_specs(demo), ready=meters_ready), name="dlt645"
-            )
-            await ready.wait()
-            await meters_ready.wait()
             agent = Agent(demo)
             tg.create_task(agent.run(), name="agent")
             footer = [
@@ -332,6 +318,43 @@ async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
             ]
             tg.create_task(run_demo_ingest(demo, store=store, footer=footer), name="ingest")
             tg.create_task(run_live_view(agent, footer=footer), name="live-view")
+
+
+@contextlib.asynccontextmanager
+async def _simulator_process(config: Path) -> AsyncIterator[None]:
+    """`edge-agent simulate CONFIG` as a child process, ready when this yields.
+
+    In a process of their own the simulators (an OPC UA server costs a second or two of
+    CPU to start) run on the other core instead of stalling the agent's polls.
+    """
+    with socket.socket() as probe:  # a free loopback port for the fault-switch API
+        probe.bind(("127.0.0.1", 0))
+        control = f"127.0.0.1:{probe.getsockname()[1]}"
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "edge_agent.cli", "--log-level", "ERROR"),
+        *("simulate", str(config), "--control", control),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while not (line := await proc.stdout.readline()).startswith(b"fault switches"):
+                if not line:
+                    raise RuntimeError(f"the simulators exited with {await proc.wait()}")
+        drain = asyncio.create_task(proc.stdout.read(), name="simulator-output")
+        yield
+        drain.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 async def _ingest(loaded: LoadedConfig, *, worker: str | None) -> None:
