@@ -105,3 +105,25 @@ async def test_two_meters_on_one_line_publish_what_they_serve(
                         "quality": "good",
                     },
                 }
+
+
+def test_simulated_meters_follow_the_site_tou_calendar() -> None:
+    """`simulate` gives DL/T 645 meters the tariff of the demo's calendar (issue 10, item 4)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from edge_agent.simulation import dlt645_specs
+
+    loaded = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    (spec,) = dlt645_specs(loaded)
+    assert spec.tariff_at is not None
+    shanghai = ZoneInfo("Asia/Shanghai")
+    # example-tou, July: 03:00 valley (4), 08:30 flat (3), 10:00 peak (2), 21:00 sharp (1)
+    at = {
+        h: spec.tariff_at(dt.datetime(2026, 7, 15, h, m, tzinfo=shanghai))
+        for h, m in ((3, 0), (8, 30), (10, 0), (21, 0))
+    }
+    assert at == {3: 4, 8: 3, 10: 2, 21: 1}
+    # The same instant seen from UTC gives the same tariff: the calendar is local time.
+    utc = dt.datetime(2026, 7, 15, 13, 0, tzinfo=dt.UTC)  # 21:00 in Shanghai
+    assert spec.tariff_at(utc) == 1
