@@ -45,6 +45,7 @@ from drivers.reading import DeviceUnreachable, PointSpec, Poll
 from edge_agent import __version__
 from edge_agent.alarm_stage import AlarmStage
 from edge_agent.poller import PolledDriver, Unit, UnitStats
+from edge_agent.report_filter import ReportFilter
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -260,6 +261,45 @@ class AgentCollector(Collector):
         yield from self._outbox()
         yield from self._mqtt()
         yield from self._alarms()
+        yield from self._uplink()
+
+    def _uplink(self) -> Iterator[Metric]:
+        """Readings polled against published, and uplink messages and bytes, per device."""
+        agent = self.agent
+        thinned = agent.uplink_filter
+        counts = thinned.counts if isinstance(thinned, ReportFilter) else {}
+        families = {
+            "polled": CounterMetricFamily(
+                "edge_agent_uplink_readings_polled", "Readings polled.", labels=["device"]
+            ),
+            "published": CounterMetricFamily(
+                "edge_agent_uplink_readings_published",
+                "Readings sent up in data messages (report by exception thins them).",
+                labels=["device"],
+            ),
+            "messages": CounterMetricFamily(
+                "edge_agent_uplink_messages", "Data messages encoded.", labels=["device"]
+            ),
+            "bytes": CounterMetricFamily(
+                "edge_agent_uplink_bytes", "Data message payload bytes.", labels=["device"]
+            ),
+        }
+        for unit in agent.units:
+            name = unit.driver.name
+            encoder = agent.encoders.get(name)
+            if encoder is None:
+                continue
+            c = counts.get(name)
+            readings = unit.stats.good_polls * len(unit.driver.points)
+            messages, sent = encoder.messages, encoder.bytes
+            if agent.batcher is not None and agent.batcher.batches(name):
+                batched, batched_bytes = agent.batcher.sent(name)
+                messages, sent = messages + batched, sent + batched_bytes
+            families["polled"].add_metric([name], c.readings_polled if c else readings)
+            families["published"].add_metric([name], c.readings_published if c else readings)
+            families["messages"].add_metric([name], messages)
+            families["bytes"].add_metric([name], sent)
+        yield from families.values()
 
     def _agent(self) -> Iterator[Metric]:
         site = self.agent.loaded.site

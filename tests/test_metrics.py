@@ -210,6 +210,16 @@ async def test_metrics_count_what_the_agent_did_and_healthz_follows_outages(
             assert m.value("edge_agent_wire_bytes_total", device="meter-1", direction="rx") == (
                 answered * wire.response_bytes
             )
+            # Uplink (issue 11): without report options every reading polled goes up.
+            points = len(meter.driver.points)
+            assert m.value("edge_agent_uplink_readings_polled_total", device="meter-1") == (
+                answered * points
+            )
+            assert m.value("edge_agent_uplink_readings_published_total", device="meter-1") == (
+                answered * points
+            )
+            assert m.value("edge_agent_uplink_messages_total", device="meter-1") == answered
+            assert m.value("edge_agent_uplink_bytes_total", device="meter-1") > 100 * answered
             # The dead device: every failed poll counted under its reason, nothing answered.
             failed = m.value("edge_agent_polls_failed_total", device="dead")
             errors = m.matching("edge_agent_poll_errors_total", device="dead")
