@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from edge_agent.alarm_state import AlarmStatus
+from edge_agent.sqlite_file import move_aside, open_checked
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,12 @@ class AlarmStore:
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-            for suffix in ("", "-wal", "-shm"):
-                part = Path(f"{self.path}{suffix}")
-                if part.exists():
-                    part.rename(Path(f"{aside}{suffix}"))
+            aside = move_aside(self.path)
             log.error("alarm store %s is corrupt (%s); moved it to %s", self.path, exc, aside)
             self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            check = db.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError:
-            db.close()
-            raise
-        return db
+        return open_checked(self.path, synchronous=self.synchronous, schema=_SCHEMA)
 
     def close(self) -> None:
         """Close; idempotent."""

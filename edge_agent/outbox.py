@@ -32,6 +32,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.sqlite_file import move_aside, open_checked
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -161,29 +163,16 @@ class Outbox:
             )
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.config.synchronous.upper()}")
-            check = db.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError:
-            db.close()
-            raise
-        return db
+        return open_checked(self.path, synchronous=self.config.synchronous, schema=_SCHEMA)
 
     def _move_aside(self, exc: Exception) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            part = Path(f"{self.path}{suffix}")
-            if part.exists():
-                part.rename(Path(f"{aside}{suffix}"))
+        aside = move_aside(self.path)
         self.stats.corrupt_files += 1
         log.error(
-            "outbox %s is corrupt (%s); moved it to %s and started a new one", self.path, exc, aside
+            "outbox %s is corrupt (%s); moved it to %s and started a new one",
+            self.path,
+            exc,
+            aside,
         )
 
     def _load_stats(self) -> None:
