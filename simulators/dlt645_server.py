@@ -37,6 +37,7 @@ from drivers.dlt645.frame import (
     address_bytes,
     address_matches,
 )
+from drivers.fd_writer import FdWriter
 from simulators.dlt645_meter import Dlt645Meter, corrupt
 from simulators.modbus_device import Action
 from simulators.modbus_server import ReplyQueue
@@ -86,7 +87,7 @@ class Dlt645SerialLine:
         self._port: Any = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._out = bytearray()
+        self._writer: FdWriter | None = None
         self._replies: ReplyQueue | None = None
         self._broken = False
 
@@ -111,6 +112,9 @@ class Dlt645SerialLine:
         self._fd = self._port.fileno()
         os.set_blocking(self._fd, False)
         self._loop = asyncio.get_running_loop()
+        self._writer = FdWriter(
+            self._loop, self._fd, on_error=lambda exc: self._fail(f"write failed: {exc}")
+        )
         self._replies = ReplyQueue(self._loop, self._write, self._cannot_close)
         self._loop.add_reader(self._fd, self._on_readable)
         log.info("simulating DL/T 645 %s on %s", ", ".join(m.name for m in self.meters), self.url)
@@ -135,33 +139,8 @@ class Dlt645SerialLine:
             answer_frames(self.meters, frames, self._replies, closable=False)
 
     def _write(self, data: bytes) -> None:
-        assert self._loop is not None
-        if self._out:
-            self._out += data
-            return
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self._fail(f"write failed: {exc}")
-            return
-        if sent < len(data):
-            self._out += data[sent:]
-            self._loop.add_writer(self._fd, self._on_writable)
-
-    def _on_writable(self) -> None:
-        assert self._loop is not None
-        try:
-            sent = os.write(self._fd, self._out)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._fail(f"write failed: {exc}")
-            return
-        del self._out[:sent]
-        if not self._out:
-            self._loop.remove_writer(self._fd)
+        assert self._writer is not None
+        self._writer.write(data)
 
     def _fail(self, reason: str) -> None:
         if not self._broken:
@@ -169,7 +148,8 @@ class Dlt645SerialLine:
             log.warning("serial line %s stopped: %s", self.endpoint.path, reason)
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        if self._writer is not None:
+            self._writer.stop()
 
     async def close(self) -> None:
         """Stop answering and close the port."""
@@ -177,7 +157,8 @@ class Dlt645SerialLine:
             return
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        if self._writer is not None:
+            self._writer.stop()
         if self._replies is not None:
             self._replies.cancel()
         self._port.close()

@@ -30,6 +30,7 @@ from typing import Any
 
 import serial
 
+from drivers.fd_writer import FdWriter
 from drivers.modbus.config import Endpoint
 from simulators.modbus_device import Action, SimDevice
 from simulators.modbus_frames import (
@@ -362,7 +363,7 @@ class SerialLine:
         self._port: Any = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._out = bytearray()
+        self._writer: FdWriter | None = None
         self._replies: ReplyQueue | None = None
         self._broken = False
 
@@ -387,6 +388,9 @@ class SerialLine:
         self._fd = self._port.fileno()
         os.set_blocking(self._fd, False)
         self._loop = asyncio.get_running_loop()
+        self._writer = FdWriter(
+            self._loop, self._fd, on_error=lambda exc: self._fail(f"write failed: {exc}")
+        )
         self._replies = ReplyQueue(self._loop, self._write, self._cannot_close)
         self._loop.add_reader(self._fd, self._on_readable)
         log.info("simulating %s on %s", ", ".join(d.name for d in self.devices.values()), self.url)
@@ -411,33 +415,8 @@ class SerialLine:
             _serve_rtu(self.devices, frames, self._replies, closable=False)
 
     def _write(self, data: bytes) -> None:
-        assert self._loop is not None
-        if self._out:  # a write is already waiting for the tty to drain
-            self._out += data
-            return
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self._fail(f"write failed: {exc}")
-            return
-        if sent < len(data):
-            self._out += data[sent:]
-            self._loop.add_writer(self._fd, self._on_writable)
-
-    def _on_writable(self) -> None:
-        assert self._loop is not None
-        try:
-            sent = os.write(self._fd, self._out)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._fail(f"write failed: {exc}")
-            return
-        del self._out[:sent]
-        if not self._out:
-            self._loop.remove_writer(self._fd)
+        assert self._writer is not None
+        self._writer.write(data)
 
     def _fail(self, reason: str) -> None:
         if not self._broken:
@@ -445,7 +424,8 @@ class SerialLine:
             log.warning("serial line %s stopped: %s", self.endpoint.path, reason)
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        if self._writer is not None:
+            self._writer.stop()
 
     async def close(self) -> None:
         """Stop answering and close the port."""
@@ -453,7 +433,8 @@ class SerialLine:
             return
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        if self._writer is not None:
+            self._writer.stop()
         if self._replies is not None:
             self._replies.cancel()
         self._port.close()

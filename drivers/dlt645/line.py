@@ -48,6 +48,7 @@ from drivers.dlt645.frame import (
     read_next_request,
     read_request,
 )
+from drivers.fd_writer import FdWriter
 from drivers.reading import DeviceUnreachable
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class Dlt645Line:
         self._fd = -1
         self._tcp: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._out = bytearray()
+        self._writer: FdWriter | None = None
         self._broken: str | None = None
         self._last_rx = 0.0
         self._quiet_until = 0.0
@@ -147,6 +148,7 @@ class Dlt645Line:
             except Exception as exc:  # SerialException, OSError, termios.error, ValueError
                 raise DeviceUnreachable(self.name, f"cannot open line: {exc}") from exc
             self._port, self._fd = port, fd
+            self._writer = FdWriter(loop, fd, on_error=self._write_failed)
             loop.add_reader(fd, self._on_readable)
             return
         try:
@@ -166,7 +168,6 @@ class Dlt645Line:
         if self._port is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._fd)
-                self._loop.remove_writer(self._fd)
             try:
                 self._port.close()
             except Exception:  # already gone (USB adapter unplugged)
@@ -175,7 +176,9 @@ class Dlt645Line:
         if self._tcp is not None:
             tcp, self._tcp = self._tcp, None
             tcp.abort()
-        self._out.clear()
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         self._frames.clear()
         self._parser.reset()
         self._broken = None
@@ -213,41 +216,19 @@ class Dlt645Line:
     def _stop_io(self) -> None:
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+        if self._writer is not None:
+            self._writer.stop()
+
+    def _write_failed(self, exc: OSError) -> None:
+        self._stop_io()
+        self._lost(f"connection lost: {exc.strerror or exc}")
 
     def _write(self, data: bytes) -> None:
         if self._tcp is not None:
             self._tcp.write(data)
             return
-        assert self._loop is not None
-        if self._out:
-            self._out += data
-            return
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self._stop_io()
-            self._lost(f"connection lost: {exc.strerror or exc}")
-            return
-        if sent < len(data):
-            self._out += data[sent:]
-            self._loop.add_writer(self._fd, self._on_writable)
-
-    def _on_writable(self) -> None:
-        assert self._loop is not None
-        try:
-            sent = os.write(self._fd, self._out)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._stop_io()
-            self._lost(f"connection lost: {exc.strerror or exc}")
-            return
-        del self._out[:sent]
-        if not self._out:
-            self._loop.remove_writer(self._fd)
+        assert self._writer is not None
+        self._writer.write(data)
 
     # -- transactions ----------------------------------------------------------------------
 
