@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS readings (
     text TEXT,
     quality INTEGER NOT NULL,
     reason INTEGER REFERENCES reasons (id),
-    PRIMARY KEY (series, ts_ms)
+    -- Time first: a batch of live readings lands at the end of the tree (a few pages per
+    -- commit) instead of one page per series; queries name a period anyway.
+    PRIMARY KEY (ts_ms, series)
 ) WITHOUT ROWID;
 CREATE VIEW IF NOT EXISTS points AS
     SELECT s.site, s.gateway, s.device, s.point, NULLIF(s.unit, '') AS unit, s.profile,
