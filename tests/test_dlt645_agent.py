@@ -7,7 +7,6 @@ each data message must be exactly what the simulated meters serve.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from simulators.dlt645_site import Dlt645MeterSpec, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,13 +31,6 @@ POINTS = [
 def _data(sub: Subscriber, device: str) -> list[dict[str, Any]]:
     docs = [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith("/data")]
     return [d for d in docs if d["device"] == device]
-
-
-async def _until(predicate: Callable[[], bool], *, what: str, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)  # polling a condition, bounded by the deadline
 
 
 async def test_two_meters_on_one_line_publish_what_they_serve(
@@ -84,7 +77,7 @@ async def test_two_meters_on_one_line_publish_what_they_serve(
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
         task = asyncio.create_task(agent.run())
         try:
-            await _until(
+            await until(
                 lambda: len(_data(sub, "m1")) >= 2 and len(_data(sub, "m2")) >= 2, what="data"
             )
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from edge_agent.poller import Unit
 from simulators.faults import FaultKind
 from simulators.site import SimDeviceSpec, SimSite, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.waiting import until
 
 PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
 SCHEMA = json.loads(
@@ -78,14 +78,6 @@ def _data(sub: Subscriber, device: str | None = None) -> list[dict[str, Any]]:
     return [d for d in docs if device is None or d["device"] == device]
 
 
-async def _until(predicate: Callable[[], bool], *, timeout_s: float = 10.0, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling a condition, bounded by the deadline
-
-
 def _expect_served(doc: dict[str, Any], sim: SimSite) -> None:
     served = sim.device(doc["device"]).served_values()
     got = {name: p["value"] for name, p in doc["points"].items()}
@@ -120,7 +112,7 @@ async def test_tcp_every_profile_decodes_exactly(
         )
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
         async with running(Agent(loaded)):
-            await _until(
+            await until(
                 lambda: all(len(_data(sub, n)) >= 2 for n in names), what="2 polls per device"
             )
         base = f"{unique_prefix}/plant-a/gw-01"
@@ -200,7 +192,7 @@ async def test_rtu_bus_over_a_pty_pair_and_rtu_over_tcp(
         assert sorted(len(line.units) for line in agent.lines) == [1, 2]
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
         async with running(agent):
-            await _until(
+            await until(
                 lambda: all(len(_data(sub, n)) >= 3 for n in ("m1", "m2", "plc")),
                 what="3 polls of each RTU unit",
             )
@@ -249,7 +241,7 @@ async def test_faults_are_data_and_never_delay_other_devices(
         agent = Agent(loaded)
         base = f"{unique_prefix}/plant-a/gw-01"
         async with running(agent):
-            await _until(lambda: all(len(_data(sub, n)) >= 3 for n in names), what="first polls")
+            await until(lambda: all(len(_data(sub, n)) >= 3 for n in names), what="first polls")
 
             # 1. Exception answer: only the affected point is bad; the device stays up.
             doc = _data(sub, "a")[-1]
@@ -271,7 +263,7 @@ async def test_faults_are_data_and_never_delay_other_devices(
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             sim.device("b").faults.set(FaultKind.NO_ANSWER)
-            await _until(lambda: _unit(agent, "b").stats.failures >= 4, what="b to time out 4x")
+            await until(lambda: _unit(agent, "b").stats.failures >= 4, what="b to time out 4x")
             window = loop.time() - t0
             for n in ("a", "c"):
                 made = _unit(agent, n).stats.polls - polls_before[n]
@@ -285,16 +277,16 @@ async def test_faults_are_data_and_never_delay_other_devices(
             # 3. b answers again: up once more, good values again.
             sim.device("b").faults.clear()
             n_b = len(_data(sub, "b"))
-            await _until(lambda: len(_data(sub, "b")) >= n_b + 2, what="b to answer again")
+            await until(lambda: len(_data(sub, "b")) >= n_b + 2, what="b to answer again")
             _expect_served(_data(sub, "b")[-1], sim)
 
             # 4. Dropped connection: c reconnects by itself.
             sim.device("c").faults.set(FaultKind.DROP)
-            await _until(lambda: _unit(agent, "c").stats.up is False, what="c to drop")
+            await until(lambda: _unit(agent, "c").stats.up is False, what="c to drop")
             sim.device("c").faults.clear()
-            await _until(lambda: _unit(agent, "c").stats.up is True, what="c to reconnect")
+            await until(lambda: _unit(agent, "c").stats.up is True, what="c to reconnect")
             n_c = len(_data(sub, "c"))
-            await _until(lambda: len(_data(sub, "c")) >= n_c + 1, what="c's next good poll")
+            await until(lambda: len(_data(sub, "c")) >= n_c + 1, what="c's next good poll")
             _expect_served(_data(sub, "c")[-1], sim)
 
         states = {

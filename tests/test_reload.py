@@ -10,7 +10,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from simulators.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = load_profile(ROOT / "configs" / "profiles" / "chint-dtsu666.yaml")
@@ -57,14 +57,6 @@ def _data(sub: Subscriber) -> list[dict[str, Any]]:
     return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith("/data")]
 
 
-async def _until(predicate: Callable[[], bool], *, timeout_s: float = 20.0, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling a condition, bounded by the deadline
-
-
 def _specs() -> list[SimDeviceSpec]:
     return [
         SimDeviceSpec(name=n, url="tcp://127.0.0.1:0", profile=PROFILE, device_id=i + 1)
@@ -95,7 +87,7 @@ async def test_reload_adds_removes_and_restarts_only_what_changed(
         sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
         task = asyncio.create_task(agent.run())
         try:
-            await _until(lambda: _count(sub, "a") >= 5 and _count(sub, "b") >= 5, what="a, b")
+            await until(lambda: _count(sub, "a") >= 5 and _count(sub, "b") >= 5, what="a, b")
             unit_a = agent.units[0]
             assert unit_a.driver.name == "a"
 
@@ -118,9 +110,9 @@ async def test_reload_adds_removes_and_restarts_only_what_changed(
             assert plan.keep == ("tcp:a",) and plan.stop == ("tcp:b",)
             assert agent.units[0] is unit_a  # untouched: same unit, same schedule
             b_seen = _count(sub, "b")
-            await _until(lambda: _count(sub, "c") >= 5, what="c after the reload")
+            await until(lambda: _count(sub, "c") >= 5, what="c after the reload")
             polls_a = unit_a.stats.polls
-            await _until(lambda: unit_a.stats.polls >= polls_a + 5, what="a to keep polling")
+            await until(lambda: unit_a.stats.polls >= polls_a + 5, what="a to keep polling")
             assert _count(sub, "b") <= b_seen + 1  # at most a poll that was already emitted
 
             # 3. Change a's interval: only a's line restarts.
@@ -137,7 +129,7 @@ async def test_reload_adds_removes_and_restarts_only_what_changed(
             task.cancel()
             await asyncio.wait({task}, timeout=20)
         last = agent.seq
-        await _until(
+        await until(
             lambda: {d["seq"] for d in _data(sub)} >= set(range(1, last + 1)),
             what="every sequence number",
         )
@@ -166,7 +158,7 @@ async def test_sighup_under_load_loses_no_reading(
             stderr=subprocess.STDOUT,
         )
         try:
-            await _until(lambda: len(_data(sub)) >= 100, what="load", timeout_s=40)
+            await until(lambda: len(_data(sub)) >= 100, what="load", timeout_s=40)
             _site(
                 site,
                 broker=mosquitto,
@@ -182,7 +174,7 @@ async def test_sighup_under_load_loses_no_reading(
             out, err = await asyncio.wait_for(reload.communicate(), 30)
             assert reload.returncode == 0, err
             assert f"asked agent {agent.pid} to reload" in out.decode()
-            await _until(lambda: _count(sub, "c") >= 50, what="c under load", timeout_s=40)
+            await until(lambda: _count(sub, "c") >= 50, what="c under load", timeout_s=40)
             agent.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(agent.wait(), 30) == 0
         finally:
@@ -193,7 +185,7 @@ async def test_sighup_under_load_loses_no_reading(
     text = (tmp_path / "agent.log").read_text()
     assert "config reloaded: 1 devices added, 1 removed, 0 changed" in text
     seqs = {d["seq"] for d in _data(sub)}
-    await _until(
+    await until(
         lambda: {d["seq"] for d in _data(sub)} >= set(range(1, max(seqs) + 1)), what="no gap in seq"
     )
     assert not (tmp_path / "edge-agent.pid").exists()

@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import load_config
 from simulators.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, free_port
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = load_profile(ROOT / "configs" / "profiles" / "chint-dtsu666.yaml")
@@ -59,14 +59,6 @@ def _write_site(
 
 def _data(sub: Subscriber) -> list[dict[str, Any]]:
     return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith("/data")]
-
-
-async def _until(predicate: Callable[[], bool], *, timeout_s: float = 20.0, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling a condition, bounded by the deadline
 
 
 @asynccontextmanager
@@ -112,14 +104,14 @@ async def test_broker_outage_is_replayed_in_order_and_flagged_historical(
             clean_session=False,
         )
         async with _running(agent):
-            await _until(lambda: len(_data(sub)) >= 10, what="live data")
+            await until(lambda: len(_data(sub)) >= 10, what="live data")
             broker.stop()
             await agent.sink.wait_disconnected(10)
             seq_down = agent.seq
-            await _until(lambda: agent.outbox.stats.messages >= 40, what="a backlog")
+            await until(lambda: agent.outbox.stats.messages >= 40, what="a backlog")
             seq_up = agent.seq
             broker.start()
-            await _until(
+            await until(
                 lambda: (
                     agent.sink.connected
                     and agent.outbox.stats.messages == 0
@@ -127,9 +119,9 @@ async def test_broker_outage_is_replayed_in_order_and_flagged_historical(
                 ),
                 what="the backlog to drain",
             )
-            await _until(lambda: agent.seq >= seq_up + 10, what="live data after the outage")
+            await until(lambda: agent.seq >= seq_up + 10, what="live data after the outage")
         last = agent.seq
-        await _until(
+        await until(
             lambda: {d["seq"] for d in _data(sub)} >= set(range(1, last + 1)),
             what="every sequence number at the subscriber",
         )
@@ -193,7 +185,7 @@ async def test_sigkill_during_a_burst_loses_nothing_accepted(
         log = tmp_path / "agent.log"
         agent = _spawn_agent(site, log)
         try:
-            await _until(lambda: len(_data(sub)) >= 200, what="a burst of data")
+            await until(lambda: len(_data(sub)) >= 200, what="a burst of data")
             agent.send_signal(signal.SIGKILL)
             assert agent.wait(10) == -signal.SIGKILL
         finally:
@@ -205,7 +197,7 @@ async def test_sigkill_during_a_burst_loses_nothing_accepted(
         seen_before = len(_data(sub))
         agent = _spawn_agent(site, log)
         try:
-            await _until(lambda: len(_data(sub)) >= seen_before + 200, what="data after restart")
+            await until(lambda: len(_data(sub)) >= seen_before + 200, what="data after restart")
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(20) == 0, log.read_text()[-2000:]
         finally:
@@ -216,7 +208,7 @@ async def test_sigkill_during_a_burst_loses_nothing_accepted(
         remaining = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
     assert remaining == 0  # a clean stop drains what the broker acknowledges
     assert last > killed_at
-    await _until(
+    await until(
         lambda: {d["seq"] for d in _data(sub)} >= set(range(1, last + 1)),
         what="every sequence number",
     )
@@ -245,7 +237,7 @@ async def test_a_full_outbox_drops_the_oldest_and_says_so(
         )
         agent = Agent(load_config(site))
         async with _running(agent):
-            await _until(lambda: agent.outbox.stats.dropped >= 50, what="overflow")
+            await until(lambda: agent.outbox.stats.dropped >= 50, what="overflow")
             stats = agent.outbox.stats
             assert stats.bytes <= 65536
             rows = agent.outbox.rows_after(0, before_id=10**9, limit=10**6)
