@@ -36,6 +36,7 @@ from edge_agent.mqtt_sink import MqttSink, Will
 from edge_agent.outbox import Outbox
 from edge_agent.payload import DeviceEncoder
 from edge_agent.plan_listing import render_issues
+from edge_agent.platform_uplink import with_uplink
 from edge_agent.poller import Unit, run_line
 from edge_agent.reload import ReloadPlan, plan_reload
 from edge_agent.report_filter import build_report_filter, rebuild_report_filter
@@ -204,7 +205,8 @@ class Agent:
         self._reloading = asyncio.Lock()  # two quick SIGHUPs apply one after the other
         self._line_tasks: dict[str, asyncio.Task[None]] = {}
         self.uplink_filter: UplinkFilter | None = None
-        self.stages.extend(build_energy_stages(loaded, self.outlet))
+        energy_outlet = with_uplink(loaded, self.outlet, self.stages)  # `uplink:` block
+        self.stages.extend(build_energy_stages(loaded, energy_outlet))
         self.stages.extend(
             build_alarm_stages(loaded, self.outlet, sink=self.sink, forwarder=self.forwarder)
         )

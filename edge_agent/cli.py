@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.dlt645.config import Dlt645Device
 from drivers.opcua.config import OpcUaDevice
 from drivers.reading import DeviceUnreachable
-from edge_agent import __version__
+from edge_agent import __version__, grafana_push, platform_uplink_cli
 from edge_agent.config import ConfigError, LoadedConfig, load_config
 from edge_agent.diagnose_cli import DIAGNOSE_COMMANDS, add_diagnose_parsers, run_diagnose
 from edge_agent.log_format import configure_logging
@@ -124,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     browse.add_argument("--depth", type=int, default=4, help="levels to walk (default 4)")
     browse.add_argument("--all", action="store_true", help="include the standard Server object")
     add_diagnose_parsers(sub)
+    grafana_push.add_parser(sub)
+    platform_uplink_cli.add_parser(sub)
     return p
 
 
@@ -166,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_until_signal(_demo(loaded, store=args.store), seconds=args.seconds)
     if args.command == "ingest":
         return _run_until_signal(_ingest(loaded, worker=args.worker))
+    if args.command == "grafana":
+        return grafana_push.run(loaded, args)
+    if args.command == "uplink":
+        return platform_uplink_cli.run(loaded, args)
     if args.command == "report":
         from edge_agent.energy_report import run_report
 

@@ -58,6 +58,7 @@ from edge_agent.health_config import HealthConfig
 from edge_agent.ingest_config import InfluxConfig, IngestConfig
 from edge_agent.mqtt_config import MqttConfig
 from edge_agent.outbox import OutboxConfig
+from edge_agent.platform_uplink_config import UplinkConfig
 
 __all__ = [
     "REPOSITORY_PROFILES",
@@ -166,6 +167,7 @@ class SiteConfig(BaseModel):
     energy: EnergyConfig = EnergyConfig()  # the energy stage's clock, tariff, hierarchy
     alarms: AlarmsConfig = AlarmsConfig()  # flood/chatter thresholds of the alarm stage
     health: HealthConfig = HealthConfig()  # when /healthz fails (edge-agent run --http)
+    uplink: UplinkConfig | None = None  # 能耗在线监测 platform endpoints (platform_uplink.py)
     profiles_dir: Path | None = None  # relative to the site file
     devices: Annotated[tuple[DeviceConfig, ...], Field(min_length=1)]
 

@@ -10,6 +10,11 @@ Later capabilities (reports, dashboards) read it with plain SQL, through the `po
     points    (view) site, gateway, device, point, unit, profile, ts_ms, value, text,
               quality ('good'|'uncertain'|'bad'), reason
 
+    alarm_transitions  one row per alarm transition (ingest_alarms.py), every field of
+              the message incl. message, operator, comment, reason; value REAL or
+              text TEXT; PRIMARY KEY (site, gateway, alarm_id, ts_ms)  -- WITHOUT ROWID
+    alarm_current (view) the latest transition of each alarm: its state now
+
 Same schema decisions as the time-series store (ingest_schema): one series per point,
 `value` only for good and uncertain points (numbers and booleans as 0/1), quality 0/1/2.
 Unlike VictoriaMetrics it keeps string values (`text`) and the full reason text.
@@ -25,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.ingest_alarms import AlarmMessage
 from edge_agent.ingest_schema import DataMessage, Source
 from edge_agent.ingest_store import StoreBatch, StoreUnavailable
 
@@ -64,7 +70,43 @@ CREATE VIEW IF NOT EXISTS points AS
            CASE r.quality WHEN 0 THEN 'good' WHEN 1 THEN 'uncertain' ELSE 'bad' END AS quality,
            x.text AS reason
     FROM readings r JOIN series s ON s.id = r.series LEFT JOIN reasons x ON x.id = r.reason;
+CREATE TABLE IF NOT EXISTS alarm_transitions (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    alarm_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    point TEXT,
+    alarm TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    transition INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    state TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    acked INTEGER NOT NULL,
+    latched INTEGER NOT NULL,
+    value REAL,
+    text TEXT,
+    unit TEXT,
+    quality TEXT NOT NULL,
+    message TEXT NOT NULL,
+    operator TEXT,
+    comment TEXT,
+    reason TEXT,
+    historical INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway, alarm_id, ts_ms)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS alarm_current AS
+    SELECT * FROM (
+        SELECT t.*, row_number() OVER (
+            PARTITION BY site, gateway, alarm_id ORDER BY ts_ms DESC, seq DESC) AS latest
+        FROM alarm_transitions t)
+    WHERE latest = 1;
 """
+_INSERT_ALARM = "INSERT OR REPLACE INTO alarm_transitions VALUES (" + ", ".join("?" * 26) + ")"
 
 _INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?)"
 Row = tuple[int, int, float | int | None, str | None, int, int | None]
@@ -122,7 +164,7 @@ class EmbeddedStore:
         if self._executor is None:
             await self.open()
         try:
-            await self._run(self.write_sync, batch.messages)
+            await self._run(self.write_sync, batch.messages, batch.alarms)
         except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: retry later
             raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
@@ -157,8 +199,9 @@ class EmbeddedStore:
         if db is not None:
             db.close()
 
-    def write_sync(self, messages: list[DataMessage]) -> int:
-        """Insert every point of `messages` in one transaction; returns rows written."""
+    def write_sync(self, messages: list[DataMessage], alarms: Sequence[AlarmMessage] = ()) -> int:
+        """Insert every point of `messages` and every transition of `alarms` in one
+        transaction; returns rows written."""
         if self._db is None:
             self._open_sync()
         db = self._db
@@ -167,6 +210,8 @@ class EmbeddedStore:
         try:
             rows = list(self._rows(db, messages))
             db.executemany(_INSERT, rows)
+            if alarms:
+                db.executemany(_INSERT_ALARM, map(_alarm_row, alarms))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -175,7 +220,7 @@ class EmbeddedStore:
             self._reasons.clear()
             self._known = _known_series(db)
             raise
-        return len(rows)
+        return len(rows) + len(alarms)
 
     def _rows(self, db: sqlite3.Connection, messages: list[DataMessage]) -> Iterator[Row]:
         series = self._series
@@ -228,6 +273,17 @@ class EmbeddedStore:
         return int(rid)
 
 
+def _alarm_row(m: AlarmMessage) -> tuple[object, ...]:
+    s = m.source
+    value, text = (None, m.value) if type(m.value) is str else (m.value, None)
+    return (
+        s.site, s.gateway, m.id, m.ts_ms, s.device, m.point, m.alarm, m.kind, m.priority,
+        m.seq, m.transition, m.event, m.previous, m.state, m.active, m.acked, m.latched,
+        value, text, m.unit, m.quality, m.message, m.operator, m.comment, m.reason,
+        m.historical,
+    )  # fmt: skip
+
+
 def _known_series(db: sqlite3.Connection) -> dict[tuple[str, str, str, str, str], int]:
     return {
         (site, gateway, device, point, unit): sid
@@ -265,5 +321,22 @@ def count_readings(path: Path) -> int:
     try:
         (count,) = db.execute("SELECT count(*) FROM readings").fetchone()
         return int(count)
+    finally:
+        db.close()
+
+
+def read_alarms(
+    path: Path, *, site: str | None = None, current: bool = False
+) -> list[dict[str, object]]:
+    """Rows of `alarm_transitions` (or of the `alarm_current` view), by site, gateway and
+    (ts_ms, seq), as dicts by column name (for reports and tests)."""
+    table = "alarm_current" if current else "alarm_transitions"
+    sql = f"SELECT * FROM {table}" + (" WHERE site = ?" if site is not None else "")
+    sql += " ORDER BY site, gateway, ts_ms, seq"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cursor = db.execute(sql, [site] if site is not None else [])
+        names = [d[0] for d in cursor.description]
+        return [{k: v for k, v in zip(names, row, strict=True) if k != "latest"} for row in cursor]
     finally:
         db.close()

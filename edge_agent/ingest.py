@@ -34,6 +34,7 @@ from pathlib import Path
 
 from edge_agent.config import LoadedConfig
 from edge_agent.embedded_store import EmbeddedStore
+from edge_agent.ingest_alarms import ALARMS_TOPIC, AlarmMessage, decode_alarm, parse_alarm_topic
 from edge_agent.ingest_deadletter import RejectLog, deadletter_topic, envelope
 from edge_agent.ingest_influx import InfluxStore
 from edge_agent.ingest_mqtt import Delivery, IngestClient
@@ -64,6 +65,7 @@ class IngestStats:
     received: int = 0  # deliveries, redeliveries included
     stored_messages: int = 0
     stored_points: int = 0
+    stored_alarms: int = 0  # alarm transitions written
     batches: int = 0
     write_failures: int = 0  # attempts that raised StoreUnavailable
     deadlettered: int = 0  # dead letters the broker acknowledged
@@ -87,11 +89,15 @@ class _Batch:
 
 
 def topic_filters(prefix: str, sites: Sequence[str] | None) -> list[str]:
-    """The data and energy topics of every site under `prefix`, or of the listed ones."""
+    """The data, energy and alarm topics of every site under `prefix`, or of the listed ones."""
     return [
         topic
         for site in (sites or ["+"])
-        for topic in (f"{prefix}/{site}/+/+/data", f"{prefix}/{site}/+/{ENERGY_TOPIC}")
+        for topic in (
+            f"{prefix}/{site}/+/+/data",
+            f"{prefix}/{site}/+/{ENERGY_TOPIC}",
+            f"{prefix}/{site}/+/{ALARMS_TOPIC}",  # transitions; not alarms/active nor /cmd
+        )
     ]
 
 
@@ -203,13 +209,28 @@ class Ingest:
             entry = _Entry(delivery)
             self._unacked.append(entry)
             source = parse_topic(delivery.topic, self.prefix)
+            alarm_source = (
+                None if source is not None else parse_alarm_topic(delivery.topic, self.prefix)
+            )
+            messages: list[DataMessage] = []
+            alarms: list[AlarmMessage] = []
             try:
-                if source is None:
+                if alarm_source is not None:
+                    alarms.append(
+                        decode_alarm(
+                            alarm_source,
+                            delivery.payload,
+                            now_ms=now_ms,
+                            max_future_ms=self._max_future_ms,
+                        )
+                    )
+                elif source is None:
                     raise Rejected("not_data", "not a data topic")
-                # One message per poll; a batched (v2) delivery holds several.
-                messages = decode_messages(
-                    source, delivery.payload, now_ms=now_ms, max_future_ms=self._max_future_ms
-                )
+                else:
+                    # One message per poll; a batched (v2) delivery holds several.
+                    messages = decode_messages(
+                        source, delivery.payload, now_ms=now_ms, max_future_ms=self._max_future_ms
+                    )
             except Rejected as rejected:
                 self._dead_letter(entry, rejected, now_ms)
                 continue
@@ -222,7 +243,8 @@ class Ingest:
                 batch = _Batch(started=loop_time)
                 self._batches.append(batch)
             batch.store.messages.extend(messages)
-            batch.store.points += sum(len(message.points) for message in messages)
+            batch.store.alarms.extend(alarms)
+            batch.store.points += sum(len(message.points) for message in messages) + len(alarms)
             batch.entries.append(entry)
         stats.unacked = len(self._unacked)
         if self._batches:
@@ -243,7 +265,9 @@ class Ingest:
     def _dead_letter(self, entry: _Entry, rejected: Rejected, now_ms: int) -> None:
         delivery = entry.delivery
         self.rejects.record(delivery.topic, rejected)
-        source = parse_topic(delivery.topic, self.prefix)
+        source = parse_topic(delivery.topic, self.prefix) or parse_alarm_topic(
+            delivery.topic, self.prefix
+        )
         topic = deadletter_topic(
             source, prefix=self.prefix, configured=self.config.deadletter_topic
         )
@@ -351,6 +375,7 @@ class Ingest:
         stats.write_seconds += loop.time() - began
         stats.batches += 1
         stats.stored_messages += len(batch.store.messages)
+        stats.stored_alarms += len(batch.store.alarms)
         stats.stored_points += batch.store.points
         if self._on_written is not None:
             try:

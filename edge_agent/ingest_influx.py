@@ -13,6 +13,9 @@ VictoriaMetrics: bucket and org are ignored; a line `edge,... value=1,quality=0i
 the series `edge_value{...}` and `edge_quality{...}`; a sample written twice for the same
 series and timestamp is kept twice unless VictoriaMetrics runs with
 `-dedup.minScrapeInterval=1ms` (InfluxDB overwrites by itself).
+
+Alarm transitions in a batch follow its readings as `{measurement}_alarm` lines
+(edge_agent/ingest_alarms.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.service.write_service import WriteService
 
+from edge_agent.ingest_alarms import alarm_line
 from edge_agent.ingest_config import InfluxConfig
 from edge_agent.ingest_schema import LineEncoder
 from edge_agent.ingest_store import StoreBatch, StoreRejected, StoreUnavailable
@@ -78,6 +82,8 @@ class InfluxStore:
         encode = self.encoder.encode
         for message in batch.messages:
             encode(message, lines)
+        measurement = self.encoder.measurement
+        lines.extend(alarm_line(alarm, measurement) for alarm in batch.alarms)
         body = "\n".join(lines).encode()
         if self.config.gzip:
             body = gzip.compress(body, compresslevel=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edge_agent.ingest_alarms import AlarmMessage
 from edge_agent.ingest_schema import DataMessage
 
 
@@ -38,7 +39,8 @@ class StoreBatch:
     """Messages written together; `encoded` lets a store keep its rendering across retries."""
 
     messages: list[DataMessage] = field(default_factory=list)
-    points: int = 0
+    points: int = 0  # readings, plus one per alarm transition
+    alarms: list[AlarmMessage] = field(default_factory=list)  # transitions (ingest_alarms.py)
     encoded: object = None
 
 

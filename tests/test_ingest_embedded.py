@@ -102,6 +102,7 @@ async def test_on_the_demo_broker_the_ingest_uses_mqtt_3(
         assert ingest.client.topic_filters == (
             f"{unique_prefix}/+/+/+/data",
             f"{unique_prefix}/+/+/energy",
+            f"{unique_prefix}/+/+/alarms",
         )
         async with running(ingest):
             await publish(url, messages)

@@ -1,0 +1,128 @@
+"""Flux queries of the generated Grafana dashboards, over the ingest's schema.
+
+The ingest writes one series per point (README "Ingest and storage"): measurement `edge`
+(`ingest.measurement`), tags site/gateway/device/point/unit/profile, fields value/quality/
+reason. Every query here filters on those names only; tests/test_grafana_dashboards.py
+checks each generated query against what a real ingest run wrote.
+
+Template variables: `site` (one), `area` (custom, its value is a regex of the area's
+meters and nodes), `device` (multi, restricted by area).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _points(points: Sequence[str]) -> str:
+    return " or ".join(f'r.point == "{p}"' for p in points) or "false"
+
+
+def base(bucket: str, measurement: str, field: str, points: Sequence[str] | None = None) -> str:
+    """Rows of one field for the selected site and devices, in the dashboard's range."""
+    lines = [
+        f'from(bucket: "{bucket}")',
+        "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
+        f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")',
+        '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ /^${device:regex}$/)',
+    ]
+    if points is not None:
+        lines.append(f"  |> filter(fn: (r) => {_points(points)})")
+    return "\n".join(lines)
+
+
+def series(bucket: str, measurement: str, points: Sequence[str]) -> str:
+    """A time series per device and point, averaged per Grafana interval."""
+    return (
+        base(bucket, measurement, "value", points)
+        + '\n  |> group(columns: ["device", "point"])'
+        + "\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
+    )
+
+
+def total_by(bucket: str, measurement: str, points: Sequence[str], column: str) -> str:
+    """The sum of the values in range, one row per `column` (e.g. point, device)."""
+    return (
+        base(bucket, measurement, "value", points)
+        + f'\n  |> group(columns: ["{column}"])'
+        + "\n  |> sum()"
+    )
+
+
+def top(bucket: str, measurement: str, points: Sequence[str], n: int = 10) -> str:
+    """The `n` largest sums per device in range."""
+    return (
+        total_by(bucket, measurement, points, "device")
+        + "\n  |> group()"
+        + f'\n  |> top(n: {n}, columns: ["_value"])'
+    )
+
+
+def daily(bucket: str, measurement: str, points: Sequence[str]) -> str:
+    """Sums per local day and point (bars), the dashboard's time zone."""
+    return (
+        base(bucket, measurement, "value", points)
+        + '\n  |> group(columns: ["point"])'
+        + '\n  |> aggregateWindow(every: 1d, fn: sum, createEmpty: false, location: {zone: "'
+        + "${__timezone}"
+        + '", offset: 0s})'
+    )
+
+
+def bad_points(bucket: str, measurement: str) -> str:
+    """Readings per device that were not good (quality > 0), per Grafana interval."""
+    return (
+        base(bucket, measurement, "quality")
+        + "\n  |> filter(fn: (r) => r._value > 0)"
+        + '\n  |> group(columns: ["device"])'
+        + "\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)"
+    )
+
+
+def reasons(bucket: str, measurement: str) -> str:
+    """Not-good readings in range by device and reason class."""
+    return (
+        base(bucket, measurement, "reason")
+        + '\n  |> group(columns: ["device", "_value"])'
+        + '\n  |> count(column: "_field")'
+        + "\n  |> group()"
+    )
+
+
+def last_seen(bucket: str, measurement: str) -> str:
+    """Seconds since the newest reading per gateway and device (a stalled uplink grows)."""
+    return (
+        base(bucket, measurement, "quality")
+        + '\n  |> group(columns: ["gateway", "device"])'
+        + "\n  |> last()"
+        + "\n  |> map(fn: (r) => ({r with _value: float(v: uint(v: now()) - uint(v: r._time))"
+        + " / 1000000000.0}))"
+        + "\n  |> group()"
+    )
+
+
+def readings_rate(bucket: str, measurement: str) -> str:
+    """Readings stored per Grafana interval per gateway."""
+    return (
+        base(bucket, measurement, "quality")
+        + '\n  |> group(columns: ["gateway"])'
+        + "\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: true)"
+    )
+
+
+def device_state(bucket: str, measurement: str) -> str:
+    """The last quality per device: 0 up, 2 the device's readings are bad (down)."""
+    return (
+        base(bucket, measurement, "quality")
+        + '\n  |> group(columns: ["device"])'
+        + "\n  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)"
+    )
+
+
+def tag_values(bucket: str, tag: str, predicate: str) -> str:
+    """A variable's values: the tag's values written in the last 30 days."""
+    return (
+        'import "influxdata/influxdb/schema"\n'
+        f'schema.tagValues(bucket: "{bucket}", tag: "{tag}", '
+        f"predicate: (r) => {predicate}, start: -30d)"
+    )

@@ -1,0 +1,292 @@
+"""The 能耗在线监测 platform uplink: interval data to HTTPS endpoints, resent until acknowledged.
+
+    energy stage ─► UplinkOutlet.send(doc) ─┬─► agent Outlet (MQTT, unchanged)
+                                            └─► interval docs ─► UplinkStore (history + queues)
+                                                                   └─► EndpointSender per endpoint
+
+Each endpoint has its own queue and its own sender task: it posts the oldest records of
+its queue (up to `batch`), in order, and drops them only when the endpoint acknowledged
+(HTTP 2xx, and the `ack_json` keys when configured); anything else (refused, 5xx, a
+negative answer, a timeout) is retried with capped backoff, the same records again, so
+nothing is lost or reordered, and one endpoint's outage never holds up another. The queue
+is in SQLite, so a restart resumes where it stopped.
+
+Payload templates (no code per province): a YAML file with `envelope` and `record`,
+`string.Template` texts where every `$name` becomes a JSON literal (strings quoted), so a
+template is plain JSON with placeholders. The envelope gets `$records` (the rendered
+records joined by commas), `$count`, `$site`, `$gateway`, `$sent_at`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import random
+import ssl
+import string
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import yaml
+
+from drivers.reading import Poll
+from edge_agent.platform_uplink_config import UplinkConfig, UplinkEndpoint
+from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
+
+log = logging.getLogger(__name__)
+
+
+class Template:
+    """A province's payload format: an envelope around records, JSON with `$placeholders`."""
+
+    def __init__(self, envelope: str, record: str) -> None:
+        self.envelope = string.Template(envelope)
+        self.record = string.Template(record)
+
+    @classmethod
+    def load(cls, path: Path) -> Template:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not {"envelope", "record"} <= set(doc):
+            raise ValueError(f"{path}: a template needs `envelope` and `record` texts")
+        template = cls(str(doc["envelope"]), str(doc["record"]))
+        template.render([_SAMPLE], site="site", gateway="gw")  # fail at start, not at 3 a.m.
+        return template
+
+    def render(self, records: Sequence[IntervalRecord], *, site: str, gateway: str) -> bytes:
+        """The request body; ValueError when a placeholder is unknown or the JSON is broken."""
+        rendered = []
+        for r in records:
+            values = {**asdict(r), "key": r.key, "manual": r.manual}
+            rendered.append(self.record.substitute(_literals(values)))
+        head = {
+            "site": site,
+            "gateway": gateway,
+            "count": len(records),
+            "sent_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        try:
+            text = self.envelope.substitute({**_literals(head), "records": ",".join(rendered)})
+        except KeyError as exc:
+            raise ValueError(f"unknown placeholder ${exc.args[0]}") from None
+        json.loads(text)  # the platform gets valid JSON or nothing
+        return text.encode()
+
+
+def _literals(values: Mapping[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v, ensure_ascii=False) for k, v in values.items()}
+
+
+_SAMPLE = IntervalRecord(
+    "s", "g", "d", "c", "electricity", "2026-01-01T00:00:00+08:00", "2026-01-01T00:15:00+08:00",
+    0, 900_000, 1.0, "kWh", "good", 1.0,
+)  # fmt: skip
+
+
+def records_of(doc: Mapping[str, Any], *, site: str, gateway: str) -> list[IntervalRecord]:
+    """The uplink records of one energy-stage message (intervals only; totals are derived)."""
+    if doc.get("type") != "interval":
+        return []
+    counter = str(doc["counter"])
+    points = doc["points"]
+    main = points.get(f"interval.{counter}", {})
+    completeness = points.get(f"interval.{counter}.completeness", {}).get("value")
+    end_ms = int(dt.datetime.fromisoformat(doc["end"]).timestamp() * 1000)
+    return [
+        IntervalRecord(
+            site=site,
+            gateway=gateway,
+            device=str(doc["device"]),
+            counter=counter,
+            kind=str(doc["kind"]),
+            start=str(doc["start"]),
+            end=str(doc["end"]),
+            start_ms=int(doc["ts_ms"]),
+            end_ms=end_ms,
+            value=main.get("value"),
+            unit=main.get("unit"),
+            quality=str(main.get("quality", "bad")),
+            completeness=completeness,
+            flags=" ".join(doc.get("flags") or ()),
+        )
+    ]
+
+
+@dataclass
+class SenderStats:
+    sent_requests: int = 0
+    acked_records: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+
+class EndpointSender:
+    """Posts one endpoint's queue, oldest first, until each batch is acknowledged."""
+
+    def __init__(
+        self,
+        store: UplinkStore,
+        endpoint: UplinkEndpoint,
+        template: Template,
+        *,
+        site: str,
+        gateway: str,
+        base: Path,
+        backoff_min_s: float = 0.5,
+        idle_check_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.endpoint = endpoint
+        self.template = template
+        self.site = site
+        self.gateway = gateway
+        self.stats = SenderStats()
+        self.wake = asyncio.Event()
+        self.backoff_min_s = backoff_min_s
+        self.idle_check_s = idle_check_s
+        ca = base / endpoint.ca_file if endpoint.ca_file is not None else None
+        self._ssl = ssl.create_default_context(cafile=str(ca) if ca else None)
+        self._failing = False
+
+    async def run(self) -> None:
+        """Until cancelled: send what is queued, wait for more."""
+        backoff = self.backoff_min_s
+        while True:
+            batch = self.store.pending(self.endpoint.name, self.endpoint.batch)
+            if not batch:
+                self.wake.clear()
+                # Woken by new records; the timeout picks up manual entries that another
+                # process (edge-agent uplink manual) queued in the file.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.idle_check_s)
+                continue
+            body = self.template.render([r for _, r in batch], site=self.site, gateway=self.gateway)
+            error = await asyncio.to_thread(self._post, body)
+            self.stats.sent_requests += 1
+            if error is None:
+                self.store.ack(self.endpoint.name, batch[-1][0])
+                self.stats.acked_records += len(batch)
+                if self._failing:
+                    log.info("uplink %s: acknowledged again", self.endpoint.name)
+                self._failing = False
+                backoff = self.backoff_min_s
+                continue
+            self.stats.failures += 1
+            self.stats.last_error = error
+            if not self._failing:  # logged once per state change
+                log.warning("uplink %s: %s; resending", self.endpoint.name, error)
+                self._failing = True
+            # Jittered so that two gateways do not retry in step; new data does not wake it.
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.endpoint.backoff_max_s)
+
+    def _post(self, body: bytes) -> str | None:
+        """None when acknowledged, else what went wrong (never raises)."""
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if self.endpoint.token is not None:
+            headers["Authorization"] = f"Bearer {self.endpoint.token.get_secret_value()}"
+        request = urllib.request.Request(self.endpoint.url, data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(
+                request, timeout=self.endpoint.timeout_s, context=self._ssl
+            ) as answer:
+                text = answer.read()
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return f"{type(reason).__name__}: {reason}"
+        wanted = self.endpoint.ack_json
+        if wanted:
+            try:
+                got = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return "answer is not JSON"
+            if not isinstance(got, dict) or any(got.get(k) != v for k, v in wanted.items()):
+                return f"not acknowledged: {text[:200]!r}"
+        return None
+
+
+class _Outlet(Protocol):
+    def send(
+        self, suffix: str, doc: Mapping[str, Any], *, device: str = "", readings: int = 1
+    ) -> int: ...
+
+
+class PlatformUplink:
+    """The uplink stage: keeps interval records and runs one sender per endpoint."""
+
+    name = "uplink"
+
+    def __init__(
+        self, config: UplinkConfig, *, site: str, gateway: str, base: Path, **sender: Any
+    ) -> None:
+        self.config = config
+        self.site = site
+        self.gateway = gateway
+        self.store = UplinkStore(base / config.path, [e.name for e in config.endpoints])
+        self.senders = [
+            EndpointSender(
+                self.store,
+                e,
+                Template.load(base / e.template),
+                site=site,
+                gateway=gateway,
+                base=base,
+                **sender,
+            )
+            for e in config.endpoints
+        ]
+
+    def observe(self, poll: Poll) -> None:
+        """Polls are not used: the uplink takes the energy stage's intervals (UplinkOutlet)."""
+
+    def record(self, records: Sequence[IntervalRecord]) -> None:
+        """Keep and queue records (measured or manual) and wake the senders."""
+        if records:
+            self.store.add(records)
+            for s in self.senders:
+                s.wake.set()
+
+    async def run(self) -> None:
+        """The senders, and a daily prune of the history."""
+        async with asyncio.TaskGroup() as group:
+            for s in self.senders:
+                group.create_task(s.run(), name=f"uplink:{s.endpoint.name}")
+            while True:
+                self.store.prune(self.config.history_days)
+                await asyncio.sleep(3600)  # a period, not a synchronisation
+
+
+class UplinkOutlet:
+    """Passes every energy message on, and gives interval messages to the uplink first."""
+
+    def __init__(self, outlet: _Outlet, uplink: PlatformUplink) -> None:
+        self.outlet = outlet
+        self.uplink = uplink
+
+    def send(
+        self, suffix: str, doc: Mapping[str, Any], *, device: str = "", readings: int = 1
+    ) -> int:
+        self.uplink.record(records_of(doc, site=self.uplink.site, gateway=self.uplink.gateway))
+        return self.outlet.send(suffix, doc, device=device, readings=readings)
+
+
+def with_uplink(loaded: Any, outlet: Any, stages: list[Any]) -> Any:
+    """The outlet for the energy stage: `outlet` itself without an `uplink:` block; else
+    an UplinkOutlet, and the uplink joins `stages` (the agent runs its senders)."""
+    config: UplinkConfig | None = getattr(loaded.site, "uplink", None)
+    if config is None:
+        return outlet
+    uplink = PlatformUplink(
+        config, site=loaded.site.site, gateway=loaded.site.gateway, base=loaded.path.parent
+    )
+    stages.append(uplink)
+    return UplinkOutlet(outlet, uplink)

@@ -1,0 +1,157 @@
+"""The uplink's SQLite file: interval history (>= 6 months) and one queue per endpoint.
+
+One file beside the outbox (edge_agent/sqlite_file.py: WAL, checked at open, moved aside
+if corrupt). A record enters the history and every endpoint's queue in one transaction,
+so an endpoint added to a queue can never miss what the history holds from then on, and
+a crash leaves either all or nothing. Queues are ordered by an autoincrement id; a row
+leaves its queue only when that endpoint acknowledged it.
+
+Every record has a key, `{site}/{gateway}/{device}/{counter}/{start}`, the same for the
+same interval whenever it is sent again (an interval cut by an agent restart is published
+twice, flagged `partial`): the platform keeps the last record of a key.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edge_agent.sqlite_file import move_aside, open_checked
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS history (
+    key TEXT PRIMARY KEY, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+    record TEXT NOT NULL, manual INTEGER NOT NULL, recorded_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS history_start ON history (start_ms);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, key TEXT NOT NULL,
+    record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_endpoint ON queue (endpoint, id);
+"""
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class IntervalRecord:
+    """One interval value of one meter (or node) and counter, as the platform gets it."""
+
+    site: str
+    gateway: str
+    device: str
+    counter: str
+    kind: str
+    start: str  # local ISO 8601, as the energy stage writes it
+    end: str
+    start_ms: int
+    end_ms: int
+    value: float | None
+    unit: str | None
+    quality: str
+    completeness: float | None
+    flags: str = ""  # space separated: gap wrap reset partial
+    manual: bool = False  # 手工填报
+
+    @property
+    def key(self) -> str:
+        return f"{self.site}/{self.gateway}/{self.device}/{self.counter}/{self.start}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> IntervalRecord:
+        return cls(**orjson.loads(data))
+
+
+CSV_COLUMNS = ["key", *(f.name for f in fields(IntervalRecord))]
+
+
+class UplinkStore:
+    """History and queues in one SQLite file; use from one thread (the agent's loop)."""
+
+    def __init__(self, path: Path, endpoints: Sequence[str], *, synchronous: str = "full") -> None:
+        self.path = path
+        self.endpoints = tuple(endpoints)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = open_checked(path, synchronous=synchronous, schema=SCHEMA)
+        except sqlite3.DatabaseError:
+            move_aside(path)
+            self.db = open_checked(path, synchronous=synchronous, schema=SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(self, records: Iterable[IntervalRecord]) -> int:
+        """Keep in the history (the latest of a key wins) and queue for every endpoint."""
+        now_ms = time.time_ns() // 1_000_000
+        n = 0
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for r in records:
+                body = r.to_json().decode()
+                db.execute(
+                    "INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?)",
+                    (r.key, r.start_ms, r.end_ms, body, int(r.manual), now_ms),
+                )
+                db.executemany(
+                    "INSERT INTO queue (endpoint, key, record) VALUES (?, ?, ?)",
+                    [(e, r.key, body) for e in self.endpoints],
+                )
+                n += 1
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n
+
+    def pending(self, endpoint: str, limit: int) -> list[tuple[int, IntervalRecord]]:
+        """The oldest `limit` unacknowledged records of an endpoint, in order."""
+        rows = self.db.execute(
+            "SELECT id, record FROM queue WHERE endpoint = ? ORDER BY id LIMIT ?",
+            (endpoint, limit),
+        ).fetchall()
+        return [(int(i), IntervalRecord.from_json(body)) for i, body in rows]
+
+    def ack(self, endpoint: str, upto_id: int) -> None:
+        """Drop an endpoint's records up to and including `upto_id` (acknowledged)."""
+        self.db.execute("DELETE FROM queue WHERE endpoint = ? AND id <= ?", (endpoint, upto_id))
+
+    def depth(self, endpoint: str) -> int:
+        row = self.db.execute("SELECT count(*) FROM queue WHERE endpoint = ?", (endpoint,))
+        return int(row.fetchone()[0])
+
+    def prune(self, days: int, now_ms: int | None = None) -> int:
+        """Delete history older than `days` (queues are never pruned: resend until acked)."""
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        cur = self.db.execute("DELETE FROM history WHERE end_ms < ?", (now - days * DAY_MS,))
+        return cur.rowcount
+
+    def history(self, start_ms: int, end_ms: int) -> list[IntervalRecord]:
+        """Records whose interval starts in [start_ms, end_ms), by start then key."""
+        rows = self.db.execute(
+            "SELECT record FROM history WHERE start_ms >= ? AND start_ms < ? "
+            "ORDER BY start_ms, key",
+            (start_ms, end_ms),
+        ).fetchall()
+        return [IntervalRecord.from_json(body) for (body,) in rows]
+
+    def export_csv(self, out: Path, start_ms: int, end_ms: int) -> int:
+        """Write the history of a period as CSV (UTF-8 with BOM, for spreadsheets)."""
+        records = self.history(start_ms, end_ms)
+        with out.open("w", newline="", encoding="utf-8-sig") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for r in records:
+                row: dict[str, Any] = {"key": r.key, **asdict(r)}
+                row["manual"] = int(r.manual)
+                writer.writerow(row)
+        return len(records)

@@ -1,0 +1,245 @@
+"""Generated Grafana dashboards: valid dashboard JSON, and queries over what the ingest wrote.
+
+The names check is against a REAL ingest run: the demo site's devices (their profiles'
+points) are polled synthetically over a local midnight and a month end, the agent's own
+encoder and energy stage turn the polls into data and energy messages, those go through a
+real Mosquitto into the real ingest and a real VictoriaMetrics (which names series
+`{measurement}_{field}` and keeps tags as labels). Every measurement, field, tag and point
+name a generated Flux query filters on must be among what was stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from drivers.reading import Poll
+from edge_agent.agent import build_lines
+from edge_agent.config import LoadedConfig, load_config
+from edge_agent.energy_stage import build_energy_stages
+from edge_agent.grafana_dashboards import DATASOURCE_UID, SCHEMA_VERSION, dashboards, write
+from edge_agent.ingest import Ingest
+from edge_agent.payload import DeviceEncoder
+from tests.fixtures.mosquitto import Mosquitto
+from tests.fixtures.victoria import Victoria
+from tests.ingest_support import publish, running, unique_site, until
+
+pytestmark = pytest.mark.timeout(90)
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "configs" / "demo.yaml"
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+
+
+def _site(tmp_path: Path, *, broker: str, prefix: str, site: str, influx: str) -> LoadedConfig:
+    """The demo config, pointed at the test's broker, store and a site name of its own."""
+    text = DEMO.read_text()
+    text = text.replace("site: demo-plant", f"site: {site}")
+    text = re.sub(r"^mqtt: .*$", f'mqtt: {{url: "{broker}", prefix: "{prefix}"}}', text, flags=re.M)
+    text = re.sub(r"^outbox: .*$", "", text, flags=re.M)
+    tariff = REPO / "configs" / "energy" / "tariffs" / "example-tou.yaml"
+    text = text.replace("tariff: example-tou", f"tariff: {tariff}")
+    text += (
+        f'influx: {{url: "{influx}", token: "${{INFLUX_TOKEN}}", org: plant, bucket: edge}}\n'
+        f"profiles_dir: {REPO / 'configs' / 'profiles'}\n"
+    )
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    return load_config(path, environ={"INFLUX_TOKEN": "t"})
+
+
+class _Outlet:
+    """The agent's Outlet envelope, kept as (topic, payload) instead of going to an outbox."""
+
+    def __init__(self, base: str, gateway: str, seq: list[int]) -> None:
+        self.base, self.gateway, self.seq = base, gateway, seq
+        self.messages: list[tuple[str, bytes]] = []
+
+    def send(
+        self, suffix: str, doc: Mapping[str, Any], *, device: str = "", readings: int = 1
+    ) -> int:
+        self.seq[0] += 1
+        body = {"gateway": self.gateway, "seq": self.seq[0], "historical": False, **doc}
+        self.messages.append((f"{self.base}/{suffix}", orjson.dumps(body)))
+        return self.seq[0]
+
+
+def _messages(loaded: LoadedConfig, prefix: str) -> list[tuple[str, bytes]]:
+    """Data and energy messages of 3 h of polls, 60 s apart, across 2026-11-01 00:00 local."""
+    site, gateway = loaded.site.site, loaded.site.gateway
+    base = f"{prefix}/{site}/{gateway}"
+    seq = [0]
+    outlet = _Outlet(base, gateway, seq)
+    (stage,) = build_energy_stages(loaded, outlet)
+    units = [u for line in build_lines(loaded.devices) for u in line.units]
+    encoders = {
+        u.driver.name: DeviceEncoder(gateway=gateway, device=u.driver.name, points=u.driver.points)
+        for u in units
+    }
+    data: list[tuple[str, bytes]] = []
+    start = dt.datetime(2026, 10, 31, 22, 0, tzinfo=SHANGHAI)
+    for k in range(181):
+        ts_ms = int((start + dt.timedelta(minutes=k)).timestamp() * 1000)
+        for u in units:
+            points = u.driver.points
+            # Counters rise steadily, everything else is a plausible constant.
+            values: list[Any] = [
+                1000.0 + 0.25 * k if "energy" in p.name else 0.95 if "pf" in p.name else 230.0
+                for p in points
+            ]
+            poll = Poll(u.driver.name, ts_ms * 1_000_000, tuple(points), values)
+            stage.observe(poll)
+            seq[0] += 1
+            encoded = encoders[u.driver.name].encode(poll, seq=seq[0])
+            data.append((f"{base}/{u.driver.name}/data", encoded))
+    return data + outlet.messages
+
+
+def _stored_names(victoria: Victoria, site: str, measurement: str) -> dict[str, set[str]]:
+    series = victoria.export(f'{{site="{site}"}}')
+    fields = {s["metric"]["__name__"].removeprefix(f"{measurement}_") for s in series}
+    names = {
+        "measurement": {
+            measurement for s in series if s["metric"]["__name__"].startswith(measurement)
+        },
+        "field": fields,
+        "tag": {k for s in series for k in s["metric"] if k != "__name__"},
+        "point": {s["metric"]["point"] for s in series},
+    }
+    return names
+
+
+# What a Flux query refers to: r.<column>, literals compared with _measurement/_field/point,
+# group() columns.
+_COLUMN = re.compile(r"\br\.(\w+)")
+_EQ = re.compile(r'\br\.(_measurement|_field|point) == "([^"]+)"')
+_GROUP = re.compile(r"group\(columns: \[([^\]]*)\]")
+_BUILTIN = {"_measurement", "_field", "_value", "_time", "_start", "_stop"}
+
+
+def _queries(board: dict[str, Any]) -> list[str]:
+    texts = [t["query"] for p in board["panels"] for t in p["targets"]]
+    texts += [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    return texts
+
+
+def test_dashboards_are_valid_grafana_json(tmp_path: Path) -> None:
+    loaded = load_config(DEMO)
+    written = write(loaded, tmp_path)
+    ds = yaml.safe_load((tmp_path / "datasources" / "edge.yaml").read_text())
+    assert ds["apiVersion"] == 1
+    (source,) = ds["datasources"]
+    assert (source["uid"], source["type"], source["jsonData"]["version"]) == (
+        DATASOURCE_UID,
+        "influxdb",
+        "Flux",
+    )
+    assert source["secureJsonData"] == {"token": "$INFLUX_TOKEN"}  # never a literal secret
+    provider = yaml.safe_load((tmp_path / "dashboards" / "edge-agent.yaml").read_text())
+    assert provider["providers"][0]["options"]["path"].startswith("/etc/grafana/provisioning/")
+
+    boards = sorted(p for p in written if p.suffix == ".json")
+    assert [p.name for p in boards] == [
+        "data-quality.json",
+        "demand.json",
+        "energy-overview.json",
+        "gateway-health.json",
+        "meter.json",
+    ]
+    uids = set()
+    for path in boards:
+        board = json.loads(path.read_text())
+        uids.add(board["uid"])
+        assert board["schemaVersion"] == SCHEMA_VERSION
+        assert board["timezone"] == "Asia/Shanghai"
+        assert isinstance(board["title"], str) and board["title"]
+        names = [v["name"] for v in board["templating"]["list"]]
+        assert names == ["site", "area", "device"], path.name
+        assert board["panels"], path.name
+        ids = [p["id"] for p in board["panels"]]
+        assert len(set(ids)) == len(ids)
+        for panel in board["panels"]:
+            assert panel["type"] in {
+                "stat",
+                "timeseries",
+                "bargauge",
+                "barchart",
+                "table",
+                "state-timeline",
+            }
+            assert set(panel["gridPos"]) == {"x", "y", "w", "h"}
+            assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+            assert panel["datasource"]["uid"] == DATASOURCE_UID
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                assert re.fullmatch(r"[A-Z]", target["refId"])
+                # Per template variable, not per device: no device name in a query.
+                assert "${device:regex}" in target["query"]
+                assert "main-incomer" not in target["query"]
+    assert len(uids) == 5
+    # The areas of the hierarchy, each standing for its meters and nodes.
+    area = json.loads((tmp_path / "dashboards/edge-agent/meter.json").read_text())
+    options = {o["text"]: o["value"] for o in area["templating"]["list"][1]["options"]}
+    assert options["utilities"] == "compressor|utilities"
+    assert "line-1-feeder" in options["workshop-1"].split("|")
+    demand = json.loads((tmp_path / "dashboards/edge-agent/demand.json").read_text())
+    steps = demand["panels"][0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == 40.0  # demo.yaml contract_demand_kw
+
+
+def test_committed_provisioning_matches_the_demo_config(tmp_path: Path) -> None:
+    """deploy/grafana is what `edge-agent grafana generate configs/demo.yaml` writes."""
+    for path in write(load_config(DEMO), tmp_path):
+        committed = REPO / "deploy" / "grafana" / path.relative_to(tmp_path)
+        assert committed.read_text() == path.read_text(), f"regenerate {committed}"
+
+
+async def test_every_query_uses_only_names_a_real_ingest_wrote(
+    tmp_path: Path, mosquitto: Mosquitto, victoria: Victoria, unique_prefix: str
+) -> None:
+    site = unique_site()
+    loaded = _site(
+        tmp_path, broker=mosquitto.url, prefix=unique_prefix, site=site, influx=victoria.url
+    )
+    messages = _messages(loaded, unique_prefix)
+    ingest = Ingest(loaded, worker="grafana")
+    async with running(ingest):
+        await publish(mosquitto.url, messages)
+        await until(
+            lambda: ingest.stats.stored_messages == len(messages),
+            f"{len(messages)} messages stored",
+            timeout_s=40,
+        )
+    assert ingest.stats.stored_messages == len(messages)
+    stored = _stored_names(victoria, site, loaded.site.ingest.measurement)
+    # The run wrote energy series of every type the dashboards use.
+    for needed in (
+        "interval.energy_import.valley",
+        "demand.energy_import",
+        "day.energy_import.tce",
+    ):
+        assert needed in stored["point"], needed
+
+    checked = 0
+    for name, board in dashboards(loaded).items():
+        for text in _queries(board):
+            for column in _COLUMN.findall(text):
+                if column not in _BUILTIN:
+                    assert column in stored["tag"], f"{name}: tag {column} never written"
+            for kind, literal in _EQ.findall(text):
+                key = {"_measurement": "measurement", "_field": "field", "point": "point"}[kind]
+                assert literal in stored[key], f"{name}: {kind} {literal!r} never written"
+                checked += 1
+            for group in _GROUP.findall(text):
+                for column in re.findall(r'"(\w+)"', group):
+                    if column not in _BUILTIN:
+                        assert column in stored["tag"], f"{name}: group by {column}"
+    assert checked > 50  # the regexes did find the filters
