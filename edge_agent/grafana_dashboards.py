@@ -278,7 +278,7 @@ def overview(cat: Catalog) -> dict[str, Any]:
     b.panel(
         "Daily electricity by TOU period",
         "barchart",
-        [q.daily(bm, ms, by_period)],
+        [q.daily(bm, ms, by_period, cat.timezone)],
         unit="kwatth",
         width=24,
         options={"stacking": "normal", "xField": "_time"},

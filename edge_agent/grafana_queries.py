@@ -58,14 +58,13 @@ def top(bucket: str, measurement: str, points: Sequence[str], n: int = 10) -> st
     )
 
 
-def daily(bucket: str, measurement: str, points: Sequence[str]) -> str:
-    """Sums per local day and point (bars), the dashboard's time zone."""
+def daily(bucket: str, measurement: str, points: Sequence[str], zone: str) -> str:
+    """Sums per local day (`zone`, the energy stage's clock) and point, for bars."""
     return (
         base(bucket, measurement, "value", points)
         + '\n  |> group(columns: ["point"])'
-        + '\n  |> aggregateWindow(every: 1d, fn: sum, createEmpty: false, location: {zone: "'
-        + "${__timezone}"
-        + '", offset: 0s})'
+        + "\n  |> aggregateWindow(every: 1d, fn: sum, createEmpty: false,"
+        + f' location: {{zone: "{zone}", offset: 0s}})'
     )
 
 

@@ -84,7 +84,7 @@ class ReceiverState:
     mode: Mode = "ok"
     hold_s: float = 5.0
     received: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # predicates re-enter
     changed: threading.Condition = field(init=False)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -103,13 +103,14 @@ class ReceiverState:
     def wait_for(self, predicate: Any, timeout_s: float) -> bool:
         """Wait until `predicate(state)` holds after some request; False on timeout."""
         with self.changed:
-            return self.changed.wait_for(lambda: predicate(self), timeout_s)
+            return bool(self.changed.wait_for(lambda: predicate(self), timeout_s))
 
 
 class PlatformReceiver:
     """The HTTPS server on a thread; `start()`/`stop()`, or use as a context manager."""
 
     def __init__(self, cert_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
         self.cert, self.key = self_signed(cert_dir, host)
         self.state = ReceiverState()
         state = self.state
@@ -159,8 +160,7 @@ class PlatformReceiver:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"https://{host}:{port}/upload"
+        return f"https://{self.host}:{self.server.server_address[1]}/upload"
 
     def start(self) -> PlatformReceiver:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
