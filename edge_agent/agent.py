@@ -32,6 +32,7 @@ from edge_agent.batching import build_batcher
 from edge_agent.config import ConfigError, DeviceSetup, LoadedConfig, load_config
 from edge_agent.energy_stage import build_energy_stages
 from edge_agent.forwarder import Forwarder
+from edge_agent.gateway_health import GatewayHealth
 from edge_agent.mqtt_sink import MqttSink, Will
 from edge_agent.outbox import Outbox
 from edge_agent.payload import DeviceEncoder
@@ -210,6 +211,7 @@ class Agent:
         self.stages.extend(
             build_alarm_stages(loaded, self.outlet, sink=self.sink, forwarder=self.forwarder)
         )
+        self.stages.append(GatewayHealth(self))  # outbox depth etc. as a stored series
         self.uplink_filter = build_report_filter(loaded)  # None without `report:` options
         self.batcher = build_batcher(loaded, topics=self._data_topics, forwarder=self.forwarder)
 

@@ -390,6 +390,17 @@ def gateway(cat: Catalog) -> dict[str, Any]:
     )
     b.panel("Readings stored per interval, per gateway", "timeseries", [q.readings_rate(bm, ms)])
     b.panel(
+        "Outbox depth (messages waiting for the broker)",
+        "timeseries",
+        [q.gateway_series(bm, ms, ["outbox_messages"])],
+    )
+    b.panel(
+        "Oldest message in the outbox",
+        "timeseries",
+        [q.gateway_series(bm, ms, ["outbox_oldest_age_s"])],
+        unit="s",
+    )
+    b.panel(
         "Device state (worst quality: 0 good, 1 uncertain, 2 bad)",
         "state-timeline",
         [q.device_state(bm, ms)],

@@ -40,6 +40,21 @@ def series(bucket: str, measurement: str, points: Sequence[str]) -> str:
     )
 
 
+def gateway_series(bucket: str, measurement: str, points: Sequence[str]) -> str:
+    """The gateways' own health series (device `_gateway`) of the selected site."""
+    return "\n".join(
+        [
+            f'from(bucket: "{bucket}")',
+            "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
+            f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "value")',
+            '  |> filter(fn: (r) => r.site == "${site}" and r.device == "_gateway")',
+            f"  |> filter(fn: (r) => {_points(points)})",
+            '  |> group(columns: ["gateway", "point"])',
+            "  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)",
+        ]
+    )
+
+
 def total_by(bucket: str, measurement: str, points: Sequence[str], column: str) -> str:
     """The sum of the values in range, one row per `column` (e.g. point, device)."""
     return (

@@ -25,8 +25,10 @@ from drivers.reading import Poll
 from edge_agent.agent import build_lines
 from edge_agent.config import LoadedConfig, load_config
 from edge_agent.energy_stage import build_energy_stages
+from edge_agent.gateway_health import GATEWAY_DEVICE, gateway_doc
 from edge_agent.grafana_dashboards import DATASOURCE_UID, SCHEMA_VERSION, dashboards, write
 from edge_agent.ingest import Ingest
+from edge_agent.outbox import OutboxStats
 from edge_agent.payload import DeviceEncoder
 from tests.fixtures.mosquitto import Mosquitto
 from tests.fixtures.victoria import Victoria
@@ -100,6 +102,14 @@ def _messages(loaded: LoadedConfig, prefix: str) -> list[tuple[str, bytes]]:
             seq[0] += 1
             encoded = encoders[u.driver.name].encode(poll, seq=seq[0])
             data.append((f"{base}/{u.driver.name}/data", encoded))
+    # The agent's own health series (GatewayHealth), once per 10 s in real life.
+    health = gateway_doc(
+        OutboxStats(), mqtt_connected=True, devices_up=len(units), devices=len(units)
+    )
+    for k in range(3):
+        outlet.send(
+            f"{GATEWAY_DEVICE}/data", {**health, "ts_ms": int(start.timestamp() * 1000) + k}
+        )
     return data + outlet.messages
 
 
@@ -181,8 +191,10 @@ def test_dashboards_are_valid_grafana_json(tmp_path: Path) -> None:
             assert panel["targets"], panel["title"]
             for target in panel["targets"]:
                 assert re.fullmatch(r"[A-Z]", target["refId"])
-                # Per template variable, not per device: no device name in a query.
-                assert "${device:regex}" in target["query"]
+                # Per template variable, not per device: no device name in a query (the
+                # gateway's own health series is one pseudo-device of every gateway).
+                query = target["query"]
+                assert "${device:regex}" in query or 'r.device == "_gateway"' in query
                 assert "main-incomer" not in target["query"]
     assert len(uids) == 5
     # The areas of the hierarchy, each standing for its meters and nodes.
