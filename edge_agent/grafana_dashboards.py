@@ -417,6 +417,15 @@ def gateway(cat: Catalog) -> dict[str, Any]:
             ]
         },
     )
+    # Alarm transitions as the ingest stores them (state codes: README "Alarm transitions").
+    b.panel("Active alarms by priority", "bargauge", [q.alarms_by_priority(bm, ms)])
+    b.panel(
+        "Alarms not normal (latest transition; state 1 unacked, 2 acked, 3 cleared unacked, "
+        "4 latched, 5 shelved, 6 out of service)",
+        "table",
+        [q.alarm_list(bm, ms)],
+        width=24,
+    )
     return b.dashboard("edge-gateway", f"{cat.site}: gateway health")
 
 

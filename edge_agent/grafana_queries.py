@@ -55,6 +55,41 @@ def gateway_series(bucket: str, measurement: str, points: Sequence[str]) -> str:
     )
 
 
+def alarm_list(bucket: str, measurement: str) -> str:
+    """Every alarm of the site whose latest transition left it not normal."""
+    return "\n".join(
+        [
+            f'from(bucket: "{bucket}")',
+            "  |> range(start: -30d)",
+            f'  |> filter(fn: (r) => r._measurement == "{measurement}_alarm"'
+            ' and r._field == "state")',
+            '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ /^${device:regex}$/)',
+            '  |> group(columns: ["id"])',
+            "  |> last()",
+            "  |> filter(fn: (r) => r._value > 0)",
+            '  |> group(columns: ["priority"])',
+        ]
+    )
+
+
+def alarms_by_priority(bucket: str, measurement: str) -> str:
+    """How many alarms are active (acknowledged or not), per priority."""
+    return "\n".join(
+        [
+            f'from(bucket: "{bucket}")',
+            "  |> range(start: -30d)",
+            f'  |> filter(fn: (r) => r._measurement == "{measurement}_alarm"'
+            ' and r._field == "state")',
+            '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ /^${device:regex}$/)',
+            '  |> group(columns: ["id"])',
+            "  |> last()",
+            "  |> filter(fn: (r) => r._value == 1 or r._value == 2)",
+            '  |> group(columns: ["priority"])',
+            "  |> count()",
+        ]
+    )
+
+
 def total_by(bucket: str, measurement: str, points: Sequence[str], column: str) -> str:
     """The sum of the values in range, one row per `column` (e.g. point, device)."""
     return (
