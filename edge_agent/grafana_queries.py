@@ -55,17 +55,23 @@ def gateway_series(bucket: str, measurement: str, points: Sequence[str]) -> str:
     )
 
 
+def _latest_alarm_states(bucket: str, measurement: str) -> list[str]:
+    """The latest state of every alarm of the selected site and devices (30 days back)."""
+    return [
+        f'from(bucket: "{bucket}")',
+        "  |> range(start: -30d)",
+        f'  |> filter(fn: (r) => r._measurement == "{measurement}_alarm" and r._field == "state")',
+        '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ /^${device:regex}$/)',
+        '  |> group(columns: ["id"])',
+        "  |> last()",
+    ]
+
+
 def alarm_list(bucket: str, measurement: str) -> str:
-    """Every alarm of the site whose latest transition left it not normal."""
+    """Every alarm whose latest transition left it not normal."""
     return "\n".join(
         [
-            f'from(bucket: "{bucket}")',
-            "  |> range(start: -30d)",
-            f'  |> filter(fn: (r) => r._measurement == "{measurement}_alarm"'
-            ' and r._field == "state")',
-            '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ /^${device:regex}$/)',
-            '  |> group(columns: ["id"])',
-            "  |> last()",
+            *_latest_alarm_states(bucket, measurement),
             "  |> filter(fn: (r) => r._value > 0)",
             '  |> group(columns: ["priority"])',
         ]
@@ -76,13 +82,7 @@ def alarms_by_priority(bucket: str, measurement: str) -> str:
     """How many alarms are active (acknowledged or not), per priority."""
     return "\n".join(
         [
-            f'from(bucket: "{bucket}")',
-            "  |> range(start: -30d)",
-            f'  |> filter(fn: (r) => r._measurement == "{measurement}_alarm"'
-            ' and r._field == "state")',
-            '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ /^${device:regex}$/)',
-            '  |> group(columns: ["id"])',
-            "  |> last()",
+            *_latest_alarm_states(bucket, measurement),
             "  |> filter(fn: (r) => r._value == 1 or r._value == 2)",
             '  |> group(columns: ["priority"])',
             "  |> count()",
