@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Sequence
-from typing import Any
-
-import serial
 
 from drivers.dlt645.config import LineEndpoint
 from drivers.dlt645.frame import (
@@ -37,10 +33,9 @@ from drivers.dlt645.frame import (
     address_bytes,
     address_matches,
 )
-from drivers.fd_writer import FdWriter
 from simulators.dlt645_meter import Dlt645Meter, corrupt
 from simulators.modbus_device import Action
-from simulators.modbus_server import ReplyQueue
+from simulators.modbus_server import ReplyQueue, TtyListener
 
 log = logging.getLogger(__name__)
 
@@ -77,93 +72,21 @@ def answer_frames(
     replies.flush()
 
 
-class Dlt645SerialLine:
-    """Meters on a tty path, read with loop.add_reader on a non-blocking fd."""
+class Dlt645SerialLine(TtyListener):
+    """DL/T 645 meters on a tty path."""
+
+    protocol = "DL/T 645"
 
     def __init__(self, endpoint: LineEndpoint, meters: Sequence[Dlt645Meter]) -> None:
-        self.endpoint = endpoint
+        super().__init__(endpoint, [m.name for m in meters])
         self.meters = list(meters)
         self.parser = FrameParser()
-        self._port: Any = None
-        self._fd = -1
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: FdWriter | None = None
-        self._replies: ReplyQueue | None = None
-        self._broken = False
 
-    @property
-    def url(self) -> str:
-        """The URL clients use."""
-        return f"rtu://{self.endpoint.path}"
-
-    async def start(self) -> None:
-        """Open the serial path and start answering."""
-        ep = self.endpoint
-        self._port = serial.serial_for_url(
-            ep.path,
-            baudrate=ep.baudrate,
-            bytesize=ep.bytesize,
-            parity=ep.parity,
-            stopbits=ep.stopbits,
-            timeout=0,
-            write_timeout=0,
-            exclusive=True,
-        )
-        self._fd = self._port.fileno()
-        os.set_blocking(self._fd, False)
-        self._loop = asyncio.get_running_loop()
-        self._writer = FdWriter(
-            self._loop, self._fd, on_error=lambda exc: self._fail(f"write failed: {exc}")
-        )
-        self._replies = ReplyQueue(self._loop, self._write, self._cannot_close)
-        self._loop.add_reader(self._fd, self._on_readable)
-        log.info("simulating DL/T 645 %s on %s", ", ".join(m.name for m in self.meters), self.url)
-
-    def _cannot_close(self) -> None:
-        raise AssertionError("a serial line is never closed by a fault")
-
-    def _on_readable(self) -> None:
-        assert self._replies is not None
-        try:
-            data = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._fail(f"read failed: {exc}")
-            return
-        if not data:
-            self._fail("the other end of the line is gone")
-            return
+    def on_bytes(self, data: bytes, replies: ReplyQueue, now: float) -> None:
+        """Frames found in the stream; answers from the addressed meters."""
         frames = self.parser.feed(data)
         if frames:
-            answer_frames(self.meters, frames, self._replies, closable=False)
-
-    def _write(self, data: bytes) -> None:
-        assert self._writer is not None
-        self._writer.write(data)
-
-    def _fail(self, reason: str) -> None:
-        if not self._broken:
-            self._broken = True
-            log.warning("serial line %s stopped: %s", self.endpoint.path, reason)
-        if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-        if self._writer is not None:
-            self._writer.stop()
-
-    async def close(self) -> None:
-        """Stop answering and close the port."""
-        if self._port is None:
-            return
-        if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-        if self._writer is not None:
-            self._writer.stop()
-        if self._replies is not None:
-            self._replies.cancel()
-        self._port.close()
-        self._port = None
-        self._fd = -1
+            answer_frames(self.meters, frames, replies, closable=False)
 
 
 class _Connection(asyncio.Protocol):

@@ -25,7 +25,7 @@ import asyncio
 import collections
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import serial
@@ -347,19 +347,18 @@ class RtuTcpListener(_Listener):
         super().__init__(endpoint, devices, rtu=True, frame_gap_s=frame_gap_s)
 
 
-class SerialLine:
-    """Modbus RTU slave(s) on a tty path, read with loop.add_reader on a non-blocking fd."""
+class TtyListener:
+    """Answers requests on a tty path (one end of a pty pair, or a real port).
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        devices: Mapping[int, SimDevice],
-        *,
-        frame_gap_s: float = FRAME_GAP_S,
-    ) -> None:
+    Reads with loop.add_reader on a non-blocking fd and hands the bytes to `on_bytes`,
+    which protocol subclasses (Modbus RTU here, DL/T 645 in dlt645_server.py) implement.
+    """
+
+    protocol = "serial"
+
+    def __init__(self, endpoint: Endpoint | Any, names: Sequence[str]) -> None:
         self.endpoint = endpoint
-        self.devices = dict(devices)
-        self.framer = RtuFramer(frame_gap_s=frame_gap_s)
+        self.names = list(names)
         self._port: Any = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -371,6 +370,10 @@ class SerialLine:
     def url(self) -> str:
         """The URL clients use."""
         return f"rtu://{self.endpoint.path}"
+
+    def on_bytes(self, data: bytes, replies: ReplyQueue, now: float) -> None:
+        """Feed received bytes to the protocol and queue its answers."""
+        raise NotImplementedError
 
     async def start(self) -> None:
         """Open the serial path and start answering."""
@@ -393,7 +396,7 @@ class SerialLine:
         )
         self._replies = ReplyQueue(self._loop, self._write, self._cannot_close)
         self._loop.add_reader(self._fd, self._on_readable)
-        log.info("simulating %s on %s", ", ".join(d.name for d in self.devices.values()), self.url)
+        log.info("simulating %s %s on %s", self.protocol, ", ".join(self.names), self.url)
 
     def _cannot_close(self) -> None:
         raise AssertionError("a serial line is never closed by a fault")
@@ -410,9 +413,7 @@ class SerialLine:
         if not data:
             self._fail("the other end of the line is gone")
             return
-        frames = self.framer.feed(data, self._loop.time())
-        if frames:
-            _serve_rtu(self.devices, frames, self._replies, closable=False)
+        self.on_bytes(data, self._replies, self._loop.time())
 
     def _write(self, data: bytes) -> None:
         assert self._writer is not None
@@ -440,3 +441,26 @@ class SerialLine:
         self._port.close()
         self._port = None
         self._fd = -1
+
+
+class SerialLine(TtyListener):
+    """Modbus RTU slave(s) on a tty path."""
+
+    protocol = "Modbus RTU"
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        devices: Mapping[int, SimDevice],
+        *,
+        frame_gap_s: float = FRAME_GAP_S,
+    ) -> None:
+        super().__init__(endpoint, [d.name for d in devices.values()])
+        self.devices = dict(devices)
+        self.framer = RtuFramer(frame_gap_s=frame_gap_s)
+
+    def on_bytes(self, data: bytes, replies: ReplyQueue, now: float) -> None:
+        """RTU frames by length and gap; answers from the addressed units."""
+        frames = self.framer.feed(data, now)
+        if frames:
+            _serve_rtu(self.devices, frames, replies, closable=False)
