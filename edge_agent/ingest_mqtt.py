@@ -345,6 +345,8 @@ class IngestClient:
             on_ack()
 
     def _subscribed(self) -> None:
+        if not self._subscribed_event.is_set():
+            logger.info("ingest subscribed to %s", ", ".join(self.topic_filters))
         self._subscribed_event.set()
 
     def _fall_back(self) -> None:

@@ -127,8 +127,8 @@ def test_the_ingest_command_runs_until_interrupted(
     )
     try:
         assert proc.stdout is not None
-        for line in proc.stdout:  # the log says when it is connected
-            if "ingest connected" in line:
+        for line in proc.stdout:  # the log says when it is subscribed
+            if "ingest subscribed" in line:  # publishing earlier would race the SUBACK
                 break
         else:
             pytest.fail(f"the ingest exited early with {proc.wait()}")
