@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         return _run_until_signal(_simulate(loaded, control=args.control))
     if args.command == "demo":
-        return _run_until_signal(_demo(loaded, store=args.store), seconds=args.seconds)
+        return _run_until_signal(_demo(loaded, store=args.store, seconds=args.seconds))
     if args.command == "ingest":
         return _run_until_signal(_ingest(loaded, worker=args.worker))
     if args.command == "grafana":
@@ -302,11 +302,14 @@ async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
         await task
 
 
-async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
-    from edge_agent.agent import Agent
+class _DemoOver(Exception):
+    """`demo --seconds` ran out: leave the task group so everything stops in order."""
+
+
+async def _demo(
+    loaded: LoadedConfig, *, store: Path | None = None, seconds: float | None = None
+) -> None:
     from edge_agent.embedded_broker import embedded_broker
-    from edge_agent.ingest_demo import run_demo_ingest
-    from edge_agent.live_view import run_live_view
 
     # The table is the demo's output; routine log lines would scroll it away.
     logging.getLogger().setLevel(logging.WARNING)
@@ -315,6 +318,18 @@ async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
             update={"mqtt": loaded.site.mqtt.model_copy(update={"url": url})}
         )
         demo = dataclasses.replace(loaded, site=site)
+        with contextlib.suppress(_DemoOver):
+            await _run_demo(demo, url=url, store=store, seconds=seconds)
+
+
+async def _run_demo(
+    demo: LoadedConfig, *, url: str, store: Path | None, seconds: float | None
+) -> None:
+    from edge_agent.agent import Agent
+    from edge_agent.ingest_demo import run_demo_ingest
+    from edge_agent.live_view import run_live_view
+
+    try:
         async with asyncio.TaskGroup() as tg:
             agent = Agent(demo)
             tg.create_task(agent.run(), name="agent")
@@ -324,6 +339,12 @@ async def _demo(loaded: LoadedConfig, *, store: Path | None = None) -> None:
             ]
             tg.create_task(run_demo_ingest(demo, store=store, footer=footer), name="ingest")
             tg.create_task(run_live_view(agent, footer=footer), name="live-view")
+            if seconds is not None:
+                # Counted from here: the simulators' start-up is not part of the run.
+                await asyncio.sleep(seconds)
+                raise _DemoOver
+    except* _DemoOver:
+        raise _DemoOver from None
 
 
 @contextlib.asynccontextmanager
