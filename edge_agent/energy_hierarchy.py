@@ -137,6 +137,17 @@ class Hierarchy:
             done.extend(self._compute(got))
         return done
 
+    def flush(self) -> list[tuple[Series, dict[str, Interval]]]:
+        """Every start still waiting for a late term, computed now (missing terms flagged).
+
+        For a replay that has reached the end of its data (the report): live, a start waits
+        for up to MAX_PENDING intervals, which is longer than the report reads past its end.
+        """
+        done: list[tuple[Series, dict[str, Interval]]] = []
+        for start in sorted(self._pending):
+            done.extend(self._compute(self._pending.pop(start)))
+        return done
+
     def _compute(
         self, got: Mapping[CounterKey, Interval]
     ) -> list[tuple[Series, dict[str, Interval]]]:

@@ -29,6 +29,7 @@ from edge_agent.energy_coefficients import load_coefficients
 from edge_agent.energy_config import EnergyConfig
 from edge_agent.energy_demand import power_factor
 from edge_agent.energy_intervals import WallClock
+from edge_agent.energy_manual import daily_rows, indicators, manual_rows, read_manual, total_rows
 from edge_agent.energy_points import energy_points
 from edge_agent.energy_source import ReadingSource
 from edge_agent.energy_stage import EnergyStage
@@ -69,6 +70,8 @@ class ReportData:
     power_factor: list[dict[str, Any]] = field(default_factory=list)
     totals: list[dict[str, Any]] = field(default_factory=list)
     completeness: list[dict[str, Any]] = field(default_factory=list)
+    manual: list[dict[str, Any]] = field(default_factory=list)  # 手工填报, as entered
+    indicators: list[dict[str, Any]] = field(default_factory=list)  # 综合能耗, per output
     readings: int = 0
 
 
@@ -118,6 +121,7 @@ def derive(
     progress(f"deriving intervals, demand and totals from {count} polls")
     for _, _, poll in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
         stage.observe(poll)
+    stage.flush()  # a meter without data must not hold back its nodes' last intervals
     return out.docs, count
 
 
@@ -176,6 +180,7 @@ def build_data(
             "load_factor": _value(d, f"{prefix}.load_factor"),
             "quality": d["points"][prefix]["quality"],
             "node": "node" in d,
+            "source": "measured",
         }
         data.daily.append(row)
         if "node" not in d and d.get("direction") in (None, "import"):
@@ -250,12 +255,36 @@ def build_data(
         )
         total |= data.coefficients
         total["node"] = rows[0]["node"]
+        total["source"] = "measured"
         data.totals.append(total)
+    manual = read_manual(loaded, start_ms, end_ms)
+    if manual:
+        progress(f"{len(manual)} manual entries (手工填报) from the uplink history")
+    data.manual = manual_rows(manual, coefficients, clock)
+    data.daily += daily_rows(data.manual, PERIODS)
+    data.totals += [t | data.coefficients for t in total_rows(data.manual, PERIODS)]
+    data.indicators = indicators(data.site, data.totals, data.manual)
     return data
 
 
 # -- output -------------------------------------------------------------------------------
 
+MANUAL_COLUMNS = [
+    "date",
+    "start",
+    "end",
+    "series",
+    "counter",
+    "kind",
+    "value",
+    "entered_unit",
+    "amount",
+    "unit",
+    "use",
+    "tce",
+    "co2_t",
+    "key",
+]
 CSV_TABLES = {
     "daily_energy.csv": (
         "daily",
@@ -273,6 +302,7 @@ CSV_TABLES = {
             "demand_max_kw",
             "load_factor",
             "quality",
+            "source",
         ],
     ),
     "demand.csv": (
@@ -298,12 +328,15 @@ CSV_TABLES = {
             "pf",
             "standard_coal",
             "grid_emission",
+            "source",
         ],
     ),
     "completeness.csv": (
         "completeness",
         ["date", "meter", "counter", "completeness", "intervals", "expected_intervals"],
     ),
+    "manual.csv": ("manual", MANUAL_COLUMNS),
+    "indicators.csv": ("indicators", ["indicator", "value", "unit", "basis"]),
 }
 
 
@@ -393,7 +426,17 @@ def render_html(data: ReportData, clock: WallClock) -> str:
     parts.append(
         _table(
             data.daily,
-            ["date", "series", "counter", "energy", "unit", *PERIODS, "completeness", "quality"],
+            [
+                "date",
+                "series",
+                "counter",
+                "energy",
+                "unit",
+                *PERIODS,
+                "completeness",
+                "quality",
+                "source",
+            ],
         )
     )
     parts.append("<h2>Maximum demand (15-minute, sliding every minute)</h2>")
@@ -457,9 +500,21 @@ def render_html(data: ReportData, clock: WallClock) -> str:
                 "demand_max_at",
                 "load_factor",
                 "pf",
+                "source",
             ],
         )
     )
+    parts.append("<h2>Comprehensive energy and output (综合能耗, 单位产品综合能耗)</h2>")
+    parts.append(_table(data.indicators, ["indicator", "value", "unit", "basis"]))
+    parts.append("<h2>Manual entries (手工填报)</h2>")
+    if data.manual:
+        parts.append(
+            "<p>Entered with <code>edge-agent uplink manual</code>, uploaded to the platform "
+            "flagged manual, and counted above like measured data (source <i>manual</i>).</p>"
+        )
+        parts.append(_table(data.manual, MANUAL_COLUMNS[:-1]))
+    else:
+        parts.append("<p>None in this period.</p>")
     parts.append("<h2>Completeness per meter</h2>")
     by_meter = list(dict.fromkeys((r["meter"], r["counter"]) for r in data.completeness))
     share = [

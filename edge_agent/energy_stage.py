@@ -222,6 +222,11 @@ class EnergyStage:
             for series, per_kind in self.hierarchy.add(key, interval):
                 self._send_series(series, per_kind)
 
+    def flush(self) -> None:
+        """End of a replay: compute the hierarchy series still waiting for late terms."""
+        for series, per_kind in self.hierarchy.flush():
+            self._send_series(series, per_kind)
+
     def _send(self, doc: dict[str, Any], device: str) -> None:
         self.outlet.send(TOPIC_SUFFIX, doc, device=device, readings=len(doc["points"]))
         self.published += 1

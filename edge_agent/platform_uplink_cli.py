@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import math
 import sys
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.config import LoadedConfig
+from edge_agent.energy_manual import canonical
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
 
 MANUAL_COLUMNS = ("device", "counter", "kind", "start", "end", "value", "unit")
@@ -58,19 +60,26 @@ def read_manual(path: Path, *, site: str, gateway: str, zone: ZoneInfo) -> list[
                 start, end = _time(row["start"], zone), _time(row["end"], zone)
                 if end <= start:
                     raise ValueError("end is not after start")
+                value = float(row["value"])
+                if not math.isfinite(value):
+                    raise ValueError(f"value {row['value']!r} is not a number")
+                kind, unit = row["kind"].strip(), row["unit"].strip() or None
+                if not kind or not row["device"].strip() or not row["counter"].strip():
+                    raise ValueError("device, counter and kind must not be empty")
+                canonical(kind, unit, value)  # a unit of the wrong quantity is refused here
                 records.append(
                     IntervalRecord(
                         site=site,
                         gateway=gateway,
                         device=row["device"].strip(),
                         counter=row["counter"].strip(),
-                        kind=row["kind"].strip(),
+                        kind=kind,
                         start=start.isoformat(),
                         end=end.isoformat(),
                         start_ms=int(start.timestamp() * 1000),
                         end_ms=int(end.timestamp() * 1000),
-                        value=float(row["value"]),
-                        unit=row["unit"].strip() or None,
+                        value=value,
+                        unit=unit,
                         quality="good",
                         completeness=None,
                         manual=True,

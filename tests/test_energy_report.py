@@ -129,6 +129,8 @@ def test_report_recomputes_the_period_from_the_embedded_store(
         "completeness.csv",
         "daily_energy.csv",
         "demand.csv",
+        "indicators.csv",
+        "manual.csv",
         "power_factor.csv",
         "report.html",
         "totals.csv",
@@ -239,3 +241,93 @@ async def test_report_reads_victoriametrics_like_the_embedded_store(
         )
     a, b = local_ms(2026, 11, 10), local_ms(2026, 11, 11)
     assert float(row["energy"]) == pytest.approx(h.energy(a, b), abs=1e-4)
+
+
+UPLINK = """\
+uplink:
+  endpoints:
+    - {name: province, url: "https://127.0.0.1:9/upload", template: @TEMPLATE@}
+"""
+
+
+def test_manual_entries_are_reported_like_measured_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """手工填报 kept by `uplink manual` counts in the report's days, totals and 综合能耗."""
+    template = Path(__file__).resolve().parents[1] / "configs/uplink/example-province.yaml"
+    site = _site() + UPLINK.replace("@TEMPLATE@", str(template))
+    (tmp_path / "site.yaml").write_text(site)
+    day = (local_ms(2026, 12, 1), local_ms(2026, 12, 2))
+    incomer = simulate(
+        seed=31,
+        start_ms=day[0] - 3_600_000,
+        end_ms=day[1] + 3_600_000,
+        poll_s=60.0,
+        resolution=0.01,
+        power_kw=lambda t: 100.0,
+        modulus=655.36,
+    )
+    EmbeddedStore(tmp_path / "store.sqlite").write_sync(
+        _messages({"incomer": {"energy_import": incomer}}, "plant-r")
+    )
+    entries = tmp_path / "entries.csv"
+    entries.write_text(
+        "device,counter,kind,start,end,value,unit\n"
+        "boiler-house,coal_in,raw_coal,2026-12-01T00:00,2026-12-02T00:00,3.2,t\n"
+        "generator,diesel_in,diesel,2026-12-01T08:00,2026-12-01T20:00,500,kg\n"
+        "plant,cement,production,2026-12-01T00:00,2026-12-02T00:00,120,t\n"
+        "plant,output_value,output_value,2026-12-01T00:00,2026-12-02T00:00,35.5,万元\n"
+        "boiler-house,coal_in,raw_coal,2026-12-02T00:00,2026-12-03T00:00,9.9,t\n",
+        encoding="utf-8",
+    )
+    assert main(["uplink", "manual", str(tmp_path / "site.yaml"), str(entries)]) == 0
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(
+        "device,counter,kind,start,end,value,unit\n"
+        "plant,steam_in,steam,2026-12-01,2026-12-02,4,t\n"
+        "plant,kwh,electricity,2026-12-01,2026-12-02,4,t\n"
+    )
+    assert main(["uplink", "manual", str(tmp_path / "site.yaml"), str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert f"{wrong}:3: unit 't' is not a unit of electricity" in err
+
+    out = tmp_path / "report"
+    args = ["report", str(tmp_path / "site.yaml"), "--out", str(out)]
+    code = main([*args, "--from", "2026-12-01", "--to", "2026-12-02"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "4 manual entries (手工填报)" in captured.err  # the 12-02 entry is outside
+    with (out / "daily_energy.csv").open() as f:
+        daily = {(r["series"], r["counter"]): r for r in csv.DictReader(f)}
+    coal, diesel = daily[("boiler-house", "coal_in")], daily[("generator", "diesel_in")]
+    assert (coal["source"], coal["date"], coal["unit"]) == ("manual", "2026-12-01", "t")
+    assert float(coal["tce"]) == pytest.approx(3.2 * 0.7143)
+    assert float(diesel["energy"]) == pytest.approx(0.5)  # kg entered, t in the table
+    assert float(diesel["tce"]) == pytest.approx(0.5 * 1.4571)
+    assert daily[("incomer", "energy_import")]["source"] == "measured"
+    assert ("plant", "cement") not in daily  # output is not energy
+    with (out / "totals.csv").open() as f:
+        totals = {(r["series"], r["counter"]): r for r in csv.DictReader(f)}
+    assert totals[("boiler-house", "coal_in")]["source"] == "manual"
+    assert totals[("boiler-house", "coal_in")]["standard_coal"] == "gbt2589-2020-equivalent"
+    with (out / "manual.csv").open() as f:
+        manual = list(csv.DictReader(f))
+    assert [(r["counter"], r["use"]) for r in manual] == [
+        ("coal_in", "energy"),
+        ("cement", "output"),
+        ("output_value", "other"),
+        ("diesel_in", "energy"),
+    ]
+    with (out / "indicators.csv").open() as f:
+        ind = {r["indicator"]: r for r in csv.DictReader(f)}
+    measured_tce = incomer.energy(*day) * 0.1229e-3  # the site series: Σ hall = incomer
+    site_tce = measured_tce + 3.2 * 0.7143 + 0.5 * 1.4571
+    comprehensive = ind["综合能耗 comprehensive energy consumption"]
+    assert float(comprehensive["value"]) == pytest.approx(site_tce, abs=1e-5)
+    assert comprehensive["basis"].startswith("site series")
+    assert float(ind["产品产量 output: cement"]["value"]) == 120.0
+    per_unit = ind["单位产品综合能耗 per unit of cement"]
+    assert float(per_unit["value"]) == pytest.approx(site_tce * 1000 / 120, abs=1e-3)
+    assert per_unit["unit"] == "kgce/t"
+    html = (out / "report.html").read_text()
+    assert "手工填报" in html and "单位产品综合能耗" in html and "35.5" in html
