@@ -27,6 +27,9 @@ from edge_agent.energy_points import energy_points
 SCHEMA_VERSION = 39  # Grafana 11.x dashboards
 DATASOURCE_UID = "edge-influxdb"
 FOLDER = "Edge agent"
+# On every generated dashboard since the first version: `grafana push --prune` deletes only
+# dashboards carrying it, so renaming it would strand what older versions pushed.
+TAG = "edge-agent"
 PERIODS = ("sharp", "peak", "flat", "valley")
 POWER_UNITS = {"W": "watt", "kW": "kwatt"}
 
@@ -166,7 +169,7 @@ class _Board:
         return {
             "uid": uid,
             "title": title,
-            "tags": ["edge-agent", self.cat.site],
+            "tags": [TAG, self.cat.site],
             "timezone": self.cat.timezone,  # days and months on the energy stage's clock
             "schemaVersion": SCHEMA_VERSION,
             "version": 1,

@@ -4,6 +4,10 @@
 data source and the dashboards on a Grafana URL with an API token (`--token-env`, default
 GRAFANA_TOKEN; never an argument, so it stays out of shell history and process lists).
 It is idempotent: what already matches is left alone, so a second run sends no write.
+
+Dashboards in the folder that carry the generator's tag but are no longer generated (a uid an
+older version or another config produced) are stale: reported, and deleted with `--prune`.
+Nothing outside the folder, and nothing in it without the tag, is ever deleted.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import LoadedConfig
-from edge_agent.grafana_dashboards import FOLDER, dashboards, datasource, write
+from edge_agent.grafana_dashboards import FOLDER, TAG, dashboards, datasource, write
 
 FOLDER_UID = "edge-agent"
 DEFAULT_OUT = Path("deploy/grafana")
+SEARCH_PAGE = 1000  # Grafana's default search limit; its maximum is 5000
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +40,11 @@ def add_parser(sub: Any) -> None:
     push.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
     push.add_argument("--token-env", default="GRAFANA_TOKEN", help="env var with the API token")
     push.add_argument("--influx-url", default=None, help="URL Grafana uses to reach InfluxDB")
+    push.add_argument(
+        "--prune",
+        action="store_true",
+        help=f"delete stale dashboards: in folder {FOLDER_UID}, tagged {TAG}, no longer generated",
+    )
 
 
 def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
@@ -48,7 +58,14 @@ def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         print(f"grafana push: set the API token in ${args.token_env}", file=sys.stderr)
         return 2
     influx_token = os.environ.get("INFLUX_TOKEN", "")
-    result = push(loaded, args.url, token, influx_token=influx_token, influx_url=args.influx_url)
+    result = push(
+        loaded,
+        args.url,
+        token,
+        influx_token=influx_token,
+        influx_url=args.influx_url,
+        prune=args.prune,
+    )
     print(f"grafana push: {result.summary()}")
     return 0
 
@@ -60,12 +77,24 @@ class PushResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # found, left in place (no --prune)
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{len(self.created)} created, {len(self.updated)} updated, "
             f"{len(self.unchanged)} unchanged"
         )
+        if self.deleted:
+            text += f", {len(self.deleted)} deleted"
+        if self.stale:
+            n = len(self.stale)
+            uids = ", ".join(s.removeprefix("dashboard ") for s in self.stale)
+            text += (
+                f"; {n} stale dashboard{'s' if n != 1 else ''} in folder {FOLDER_UID} ({uids}); "
+                "--prune deletes them"
+            )
+        return text
 
 
 def _host(url: str) -> tuple[str, int | None, str]:
@@ -87,8 +116,12 @@ def push(
     *,
     influx_token: str = "",
     influx_url: str | None = None,
+    prune: bool = False,
 ) -> PushResult:
-    """Create or update folder, data source and dashboards; unchanged objects are not sent."""
+    """Create or update folder, data source and dashboards; unchanged objects are not sent.
+
+    Stale dashboards (see the module docstring) are deleted with `prune`, else reported.
+    """
     from grafana_client.api import GrafanaApi
     from grafana_client.client import GrafanaClientError, TokenAuth
 
@@ -129,7 +162,8 @@ def push(
             api.datasource.update_datasource_by_uid(ds["uid"], {**have, **body})
             result.updated.append(f"datasource {ds['uid']}")
 
-    for board in dashboards(loaded).values():
+    boards = list(dashboards(loaded).values())
+    for board in boards:
         uid = board["uid"]
         try:
             have_board = api.dashboard.get_dashboard(uid)
@@ -154,4 +188,37 @@ def push(
             }
         )
         (result.created if have_board is None else result.updated).append(f"dashboard {uid}")
+
+    for uid in _stale(api, {board["uid"] for board in boards}):
+        if prune:
+            api.dashboard.delete_dashboard(uid)
+            result.deleted.append(f"dashboard {uid}")
+        else:
+            result.stale.append(f"dashboard {uid}")
     return result
+
+
+def _stale(api: Any, generated: set[str]) -> list[str]:
+    """Uids of our dashboards that are no longer generated, sorted."""
+    hits: dict[str, dict[str, Any]] = {}
+    page = 1
+    while True:
+        batch = api.search.search_dashboards(
+            type_="dash-db", folder_uids=[FOLDER_UID], limit=SEARCH_PAGE, page=page
+        )
+        new = {h["uid"]: h for h in batch if h.get("uid") not in hits}
+        hits.update(new)
+        # A short page is the last; a page with nothing new means `page` was ignored.
+        if len(batch) < SEARCH_PAGE or not new:
+            break
+        page += 1
+    # The search filters are checked again on every hit: a Grafana too old for folderUIDs
+    # ignores it and answers with every dashboard it has, in every folder.
+    return sorted(
+        uid
+        for uid, hit in hits.items()
+        if hit.get("type") == "dash-db"
+        and hit.get("folderUid") == FOLDER_UID
+        and TAG in (hit.get("tags") or ())
+        and uid not in generated
+    )
