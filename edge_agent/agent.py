@@ -30,7 +30,7 @@ from edge_agent import __version__
 from edge_agent.alarm_stage import build_alarm_stages
 from edge_agent.batching import build_batcher
 from edge_agent.config import ConfigError, DeviceSetup, LoadedConfig, load_config
-from edge_agent.energy_stage import build_energy_stages
+from edge_agent.energy_stage import build_energy_stages, energy_state_path
 from edge_agent.forwarder import Forwarder
 from edge_agent.gateway_health import GatewayHealth
 from edge_agent.mqtt_sink import MqttSink, Will
@@ -207,7 +207,9 @@ class Agent:
         self._line_tasks: dict[str, asyncio.Task[None]] = {}
         self.uplink_filter: UplinkFilter | None = None
         energy_outlet = with_uplink(loaded, self.outlet, self.stages)  # `uplink:` block
-        self.stages.extend(build_energy_stages(loaded, energy_outlet))
+        self.stages.extend(
+            build_energy_stages(loaded, energy_outlet, state_path=energy_state_path(loaded))
+        )
         self.stages.extend(
             build_alarm_stages(loaded, self.outlet, sink=self.sink, forwarder=self.forwarder)
         )

@@ -85,6 +85,9 @@ class EnergyConfig(_Model):
     contract_demand_kw: Annotated[float, Field(gt=0)] | None = None
     hierarchy: tuple[HierarchyNode, ...] = ()
     virtual_meters: tuple[VirtualMeter, ...] = ()
+    # How often the running state is saved (energy_state.py): at most this much of it is
+    # lost by a crash; a clean stop saves it anyway.
+    state_save_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
 
     @field_validator("timezone")
     @classmethod

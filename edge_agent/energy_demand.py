@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from edge_agent.energy_counter import MINUTE_MS, Minute
 from edge_agent.energy_intervals import WallClock
@@ -36,6 +37,11 @@ class Peak:
 
     kw: float
     end_ms: int
+
+    def __reduce__(self) -> tuple[type[Peak], tuple[Any, ...]]:
+        # Positional fields: a slotted dataclass's default pickling calls fields() per
+        # object, 40 % of saving the energy state (energy_state.py).
+        return (Peak, (self.kw, self.end_ms))
 
 
 class DemandTracker:

@@ -17,6 +17,7 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge_agent.energy_counter import MINUTE_MS, Minute
 from edge_agent.energy_tariffs import PERIODS, DayTable
@@ -82,6 +83,24 @@ class Interval:
     readings: float  # good readings (a node: its completeness, with expected 1)
     expected: float
     flags: set[str] = field(default_factory=set)  # gap, reset, wrap, partial
+
+    def __reduce__(self) -> tuple[type[Interval], tuple[Any, ...]]:
+        # Positional fields: a slotted dataclass's default pickling calls fields() per
+        # object, 40 % of saving the energy state (energy_state.py).
+        return (
+            Interval,
+            (
+                self.start_ms,
+                self.end_ms,
+                self.day,
+                self.energy,
+                self.periods,
+                self.tariff,
+                self.readings,
+                self.expected,
+                self.flags,
+            ),
+        )
 
     @property
     def completeness(self) -> float:
