@@ -13,7 +13,8 @@ unit's driver:
                    ▼
               histograms, counters ──┐
     agent.units, outbox, forwarder,  ├─► registry ─► /metrics (text format 0.0.4)
-    sink, alarm stage (AgentCollector)┘
+    sink, alarm stage, platform       │
+    uplink senders (AgentCollector) ──┘
 
 Reason labels are cut at the first ':' ("cannot open line: [Errno 2] ..." becomes
 "cannot open line") so a changing error text cannot grow the number of series.
@@ -44,6 +45,7 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.reading import DeviceUnreachable, PointSpec, Poll
 from edge_agent import __version__
 from edge_agent.alarm_stage import AlarmStage
+from edge_agent.platform_uplink import PlatformUplink
 from edge_agent.poller import PolledDriver, Unit, UnitStats
 from edge_agent.report_filter import ReportFilter
 
@@ -262,6 +264,7 @@ class AgentCollector(Collector):
         yield from self._mqtt()
         yield from self._alarms()
         yield from self._uplink()
+        yield from self._platform_uplink()
 
     def _uplink(self) -> Iterator[Metric]:
         """Readings polled against published, and uplink messages and bytes, per device."""
@@ -468,10 +471,66 @@ class AgentCollector(Collector):
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
 
+    def _platform_uplink(self) -> Iterator[Metric]:
+        """Per endpoint of the 能耗在线监测 uplink: backlog, requests, acknowledgements."""
+        uplink = platform_uplink(self.agent)
+        if uplink is None:
+            return  # no `uplink:` block
+        now = self.clock()
+        label = ["endpoint"]
+        depth = GaugeMetricFamily(
+            "edge_agent_platform_uplink_queue_depth",
+            "Records queued for the endpoint, not yet acknowledged.",
+            labels=label,
+        )
+        requests = CounterMetricFamily(
+            "edge_agent_platform_uplink_requests",
+            "Requests posted to the endpoint, acknowledged or not.",
+            labels=label,
+        )
+        acked = CounterMetricFamily(
+            "edge_agent_platform_uplink_acked_records",
+            "Records the endpoint acknowledged.",
+            labels=label,
+        )
+        failures = CounterMetricFamily(
+            "edge_agent_platform_uplink_failures",
+            "Requests not acknowledged: refused, HTTP error, negative answer, timeout.",
+            labels=label,
+        )
+        failing = GaugeMetricFamily(
+            "edge_agent_platform_uplink_failing",
+            "1 while the endpoint's last request was not acknowledged.",
+            labels=label,
+        )
+        age = GaugeMetricFamily(
+            "edge_agent_platform_uplink_last_ack_age_seconds",
+            "Seconds since the endpoint last acknowledged; before its first acknowledgement, "
+            "since it started failing (absent before either).",
+            labels=label,
+        )
+        for sender in uplink.senders:
+            name = sender.endpoint.name
+            s = sender.stats
+            depth.add_metric([name], uplink.store.depth(name))
+            requests.add_metric([name], s.sent_requests)
+            acked.add_metric([name], s.acked_records)
+            failures.add_metric([name], s.failures)
+            failing.add_metric([name], 1 if s.failing else 0)
+            since = s.last_ack_at if s.last_ack_at is not None else s.failing_since
+            if since is not None:
+                age.add_metric([name], max(0.0, now - since))
+        yield from (depth, requests, acked, failures, failing, age)
+
 
 def alarm_stage(agent: Agent) -> AlarmStage | None:
     """The agent's alarm stage, when any device has an alarm rule."""
     return next((s for s in agent.stages if isinstance(s, AlarmStage)), None)
+
+
+def platform_uplink(agent: Agent) -> PlatformUplink | None:
+    """The agent's 能耗在线监测 uplink stage, when the site has an `uplink:` block."""
+    return next((s for s in agent.stages if isinstance(s, PlatformUplink)), None)
 
 
 def _loop_clock() -> Callable[[], float]:

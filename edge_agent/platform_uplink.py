@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import http.client
 import json
 import logging
 import random
 import ssl
 import string
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -124,7 +126,15 @@ class SenderStats:
     sent_requests: int = 0
     acked_records: int = 0
     failures: int = 0
-    last_error: str = ""
+    last_error: str = ""  # kept after a recovery; `failing` says whether it is current
+    last_ack_at: float | None = None  # the agent loop's clock, for ages (Unit.down_since's)
+    last_ack_ms: int | None = None  # wall clock, for people
+    failing_since: float | None = None  # loop clock of the first failure since the last ack
+
+    @property
+    def failing(self) -> bool:
+        """The last request was not acknowledged."""
+        return self.failing_since is not None
 
 
 class EndpointSender:
@@ -153,10 +163,10 @@ class EndpointSender:
         self.idle_check_s = idle_check_s
         ca = base / endpoint.ca_file if endpoint.ca_file is not None else None
         self._ssl = ssl.create_default_context(cafile=str(ca) if ca else None)
-        self._failing = False
 
     async def run(self) -> None:
         """Until cancelled: send what is queued, wait for more."""
+        loop = asyncio.get_running_loop()
         backoff = self.backoff_min_s
         while True:
             batch = self.store.pending(self.endpoint.name, self.endpoint.batch)
@@ -173,16 +183,18 @@ class EndpointSender:
             if error is None:
                 self.store.ack(self.endpoint.name, batch[-1][0])
                 self.stats.acked_records += len(batch)
-                if self._failing:
+                self.stats.last_ack_at = loop.time()
+                self.stats.last_ack_ms = time.time_ns() // 1_000_000
+                if self.stats.failing:
                     log.info("uplink %s: acknowledged again", self.endpoint.name)
-                self._failing = False
+                self.stats.failing_since = None
                 backoff = self.backoff_min_s
                 continue
             self.stats.failures += 1
             self.stats.last_error = error
-            if not self._failing:  # logged once per state change
+            if not self.stats.failing:  # logged once per state change
                 log.warning("uplink %s: %s; resending", self.endpoint.name, error)
-                self._failing = True
+                self.stats.failing_since = loop.time()
             # Jittered so that two gateways do not retry in step; new data does not wake it.
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self.endpoint.backoff_max_s)
@@ -200,7 +212,9 @@ class EndpointSender:
                 text = answer.read()
         except urllib.error.HTTPError as exc:
             return f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
+            # HTTPException: an answer broken off or not HTTP (IncompleteRead, BadStatusLine);
+            # not an OSError, and uncaught it would end the sender and the agent with it.
             reason = getattr(exc, "reason", exc)
             return f"{type(reason).__name__}: {reason}"
         wanted = self.endpoint.ack_json
@@ -210,8 +224,16 @@ class EndpointSender:
             except orjson.JSONDecodeError:
                 return "answer is not JSON"
             if not isinstance(got, dict) or any(got.get(k) != v for k, v in wanted.items()):
-                return f"not acknowledged: {text[:200]!r}"
+                return f"not acknowledged: {self._redacted(text)[:200]!r}"
         return None
+
+    def _redacted(self, answer: bytes) -> bytes:
+        # The answer goes to the log and the status page: a platform whose refusal echoes
+        # the request's headers must not put the token there. (The other errors are an HTTP
+        # status, a socket/TLS error or the kind of broken answer, which hold no header.)
+        token = self.endpoint.token
+        secret = token.get_secret_value().encode() if token is not None else b""
+        return answer.replace(secret, b"***") if secret else answer
 
 
 class _Outlet(Protocol):

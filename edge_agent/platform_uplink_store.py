@@ -85,6 +85,11 @@ class UplinkStore:
         except sqlite3.DatabaseError:
             move_aside(path)
             self.db = open_checked(path, synchronous=synchronous, schema=SCHEMA)
+        # Queue depths are kept in memory: /metrics renders in a worker thread, which must
+        # not use this connection, and a count(*) grows with the backlog of an outage.
+        self._depth: dict[str, int] = {}
+        self._data_version = -1
+        self._recount()
 
     def close(self) -> None:
         self.db.close()
@@ -111,6 +116,8 @@ class UplinkStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        for e in self.endpoints:
+            self._depth[e] = self._depth.get(e, 0) + n
         return n
 
     def pending(self, endpoint: str, limit: int) -> list[tuple[int, IntervalRecord]]:
@@ -119,15 +126,38 @@ class UplinkStore:
             "SELECT id, record FROM queue WHERE endpoint = ? ORDER BY id LIMIT ?",
             (endpoint, limit),
         ).fetchall()
+        # After the select: whatever another process queued into this batch is then counted,
+        # so the ack of the batch cannot take the depth below zero.
+        if self._version() != self._data_version:
+            self._recount()
         return [(int(i), IntervalRecord.from_json(body)) for i, body in rows]
 
     def ack(self, endpoint: str, upto_id: int) -> None:
         """Drop an endpoint's records up to and including `upto_id` (acknowledged)."""
-        self.db.execute("DELETE FROM queue WHERE endpoint = ? AND id <= ?", (endpoint, upto_id))
+        cur = self.db.execute(
+            "DELETE FROM queue WHERE endpoint = ? AND id <= ?", (endpoint, upto_id)
+        )
+        self._depth[endpoint] = self._depth.get(endpoint, 0) - cur.rowcount
 
     def depth(self, endpoint: str) -> int:
-        row = self.db.execute("SELECT count(*) FROM queue WHERE endpoint = ?", (endpoint,))
-        return int(row.fetchone()[0])
+        """Records of an endpoint not acknowledged yet; no I/O, safe from any thread.
+
+        Records that another process (`edge-agent uplink manual`) queued count from the
+        next `pending()` on; a sender calls it at least every `idle_check_s`.
+        """
+        return self._depth.get(endpoint, 0)
+
+    def _version(self) -> int:
+        # Changes only when another connection committed to the file, not for our commits.
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _recount(self) -> None:
+        # The version first: a commit between the two reads is then counted again next time
+        # rather than missed.
+        self._data_version = self._version()
+        rows = self.db.execute("SELECT endpoint, count(*) FROM queue GROUP BY endpoint")
+        # Endpoints no longer configured keep their (frozen) depth: their rows are still here.
+        self._depth = {**dict.fromkeys(self.endpoints, 0), **{str(e): int(n) for e, n in rows}}
 
     def prune(self, days: int, now_ms: int | None = None) -> int:
         """Delete history older than `days` (queues are never pruned: resend until acked)."""

@@ -3,7 +3,8 @@
     GET /             static/status.html (inline CSS and script: no build step, nothing
                       fetched from elsewhere)
     GET /status.json  `status_doc`: gateway, uplink, outbox, health, every device with its
-                      state and last values with their quality, active alarms
+                      state and last values with their quality, active alarms, the
+                      能耗在线监测 platform endpoints
 
 The page fetches /status.json once a second and redraws its tables in place, so it stays
 live without reloading; when the agent stops answering it says so and keeps trying.
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from drivers.reading import Quality
 from edge_agent import __version__
 from edge_agent.health import HealthReport
-from edge_agent.metrics import alarm_stage
+from edge_agent.metrics import alarm_stage, platform_uplink
+from edge_agent.platform_uplink import PlatformUplink
 from edge_agent.poller import Unit
 
 if TYPE_CHECKING:
@@ -66,6 +68,29 @@ def _device(unit: Unit, now: float) -> dict[str, Any]:
     return doc
 
 
+def _endpoints(uplink: PlatformUplink, now: float) -> list[dict[str, Any]]:
+    out = []
+    for sender in uplink.senders:
+        s = sender.stats
+        name = sender.endpoint.name
+        out.append(
+            {
+                "name": name,
+                "state": "failing" if s.failing else "ok",
+                # An HTTP status, a socket/TLS error or the platform's refusal (token
+                # redacted); kept after a recovery, so it says what went wrong last.
+                "last_error": s.last_error or None,
+                "failing_s": None if s.failing_since is None else round(now - s.failing_since, 1),
+                "queue_depth": uplink.store.depth(name),
+                "requests": s.sent_requests,
+                "acked": s.acked_records,
+                "failures": s.failures,
+                "last_ack_ms": s.last_ack_ms,
+            }
+        )
+    return out
+
+
 def status_doc(agent: Agent, *, health: HealthReport) -> dict[str, Any]:
     """What the status page shows, as one JSON-ready document."""
     site = agent.loaded.site
@@ -77,6 +102,7 @@ def status_doc(agent: Agent, *, health: HealthReport) -> dict[str, Any]:
     # on .../alarms/active.
     alarms: list[dict[str, Any]] | None = None if stage is None else stage.active_doc()["alarms"]
     sink = agent.sink
+    uplink = platform_uplink(agent)
     return {
         "site": site.site,
         "gateway": site.gateway,
@@ -101,4 +127,6 @@ def status_doc(agent: Agent, *, health: HealthReport) -> dict[str, Any]:
         "health": health.as_dict(),
         "devices": [_device(u, now) for u in agent.units],
         "alarms": alarms,  # None: no device has an alarm rule
+        # None: no `uplink:` block
+        "platform_uplink": None if uplink is None else _endpoints(uplink, now),
     }
