@@ -4,8 +4,9 @@
 
 1. add: `UplinkStore.add` as the agent opens the store (WAL, synchronous=FULL: one fsync
    per call) with batches of 1, 10 and 100 records, for one and two endpoints (a record
-   goes into the history and once into each endpoint's queue). The agent calls it with
-   ONE record per energy-stage interval message (UplinkOutlet.send), on the event loop.
+   goes into the history and once into each endpoint's queue). The agent calls it once
+   per event-loop turn with every record of that turn (PlatformUplink.record buffers
+   them; a 15-minute boundary of a 50-meter x 3-counter site is one add of ~150).
 2. drain: the queue holds `--drain` records (fewer for batch 1: one request per record)
    and the senders (PlatformUplink.run, the agent's code) post it to real HTTPS receivers
    (simulators/platform_receiver.py, one process per endpoint, self-signed certificate as

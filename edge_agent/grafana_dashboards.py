@@ -293,6 +293,12 @@ def overview(cat: Catalog) -> dict[str, Any]:
         width=24,
         options={"legend": {"displayMode": "table", "calcs": ["sum"]}},
     )
+    b.panel(
+        "Manual entries (手工填报, range)",
+        "table",
+        [q.manual_entries(bm, ms)],
+        width=24,
+    )
     return b.dashboard("edge-energy-overview", f"{cat.site}: energy overview", time_from="now/M")
 
 

@@ -168,6 +168,22 @@ def device_state(bucket: str, measurement: str) -> str:
     )
 
 
+def manual_entries(bucket: str, measurement: str) -> str:
+    """Manual entries (手工填报, points `manual.*`) of the site in range, summed per device,
+    point and unit: their devices need not be configured ones, so no device filter."""
+    return "\n".join(
+        [
+            f'from(bucket: "{bucket}")',
+            "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
+            f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "value")',
+            '  |> filter(fn: (r) => r.site == "${site}" and r.point =~ /^manual\\./)',
+            '  |> group(columns: ["device", "point", "unit"])',
+            "  |> sum()",
+            "  |> group()",
+        ]
+    )
+
+
 def tag_values(bucket: str, tag: str, predicate: str) -> str:
     """A variable's values: the tag's values written in the last 30 days."""
     return (

@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from edge_agent.platform_uplink_config import UplinkConfig, UplinkEndpoint
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
 
 log = logging.getLogger(__name__)
+TOPIC_SUFFIX = "energy"  # the energy stage's topic: manual entries are stored beside it
 
 
 class Template:
@@ -66,7 +67,7 @@ class Template:
         """The request body; ValueError when a placeholder is unknown or the JSON is broken."""
         rendered = []
         for r in records:
-            values = {**asdict(r), "key": r.key, "manual": r.manual}
+            values = {**r.fields(), "key": r.key}
             rendered.append(self.record.substitute(_literals(values)))
         head = {
             "site": site,
@@ -177,8 +178,9 @@ class EndpointSender:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.idle_check_s)
                 continue
-            body = self.template.render([r for _, r in batch], site=self.site, gateway=self.gateway)
-            error = await asyncio.to_thread(self._post, body)
+            # Rendered in the worker thread too: a batch of 500 takes ~50 ms to render, which
+            # must not hold up the polls during a catch-up.
+            error = await asyncio.to_thread(self._send, [r for _, r in batch])
             self.stats.sent_requests += 1
             if error is None:
                 self.store.ack(self.endpoint.name, batch[-1][0])
@@ -198,6 +200,10 @@ class EndpointSender:
             # Jittered so that two gateways do not retry in step; new data does not wake it.
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self.endpoint.backoff_max_s)
+
+    def _send(self, records: Sequence[IntervalRecord]) -> str | None:
+        body = self.template.render(records, site=self.site, gateway=self.gateway)
+        return self._post(body)
 
     def _post(self, body: bytes) -> str | None:
         """None when acknowledged, else what went wrong (never raises)."""
@@ -236,6 +242,24 @@ class EndpointSender:
         return answer.replace(secret, b"***") if secret else answer
 
 
+def manual_doc(r: IntervalRecord) -> dict[str, Any]:
+    """A manual entry as an energy-topic message: the ingest stores `manual.{counter}` of
+    its device like the stage's series, so Grafana shows it (flagged by the point name)."""
+    return {
+        "schema_version": 1,
+        "type": "manual",
+        "device": r.device,
+        "ts_ms": r.start_ms,
+        "counter": r.counter,
+        "kind": r.kind,
+        "start": r.start,
+        "end": r.end,
+        "key": r.key,
+        "flags": ["manual"],
+        "points": {f"manual.{r.counter}": {"value": r.value, "unit": r.unit, "quality": "good"}},
+    }
+
+
 class _Outlet(Protocol):
     def send(
         self, suffix: str, doc: Mapping[str, Any], *, device: str = "", readings: int = 1
@@ -248,9 +272,18 @@ class PlatformUplink:
     name = "uplink"
 
     def __init__(
-        self, config: UplinkConfig, *, site: str, gateway: str, base: Path, **sender: Any
+        self,
+        config: UplinkConfig,
+        *,
+        site: str,
+        gateway: str,
+        base: Path,
+        outlet: _Outlet | None = None,
+        **sender: Any,
     ) -> None:
         self.config = config
+        self.outlet = outlet  # manual entries go to MQTT through it (announce())
+        self.announce_s: float = sender.get("idle_check_s", 30.0)
         self.site = site
         self.gateway = gateway
         self.store = UplinkStore(base / config.path, [e.name for e in config.endpoints])
@@ -266,25 +299,77 @@ class PlatformUplink:
             )
             for e in config.endpoints
         ]
+        self._buffer: list[IntervalRecord] = []
+        self._flush_due = False
 
     def observe(self, poll: Poll) -> None:
         """Polls are not used: the uplink takes the energy stage's intervals (UplinkOutlet)."""
 
     def record(self, records: Sequence[IntervalRecord]) -> None:
-        """Keep and queue records (measured or manual) and wake the senders."""
+        """Keep and queue records (measured or manual) and wake the senders.
+
+        On the agent's loop the records of one loop turn (a 15-minute boundary produces one
+        per counter and node, from many polls) go into one transaction at the end of the
+        turn: one fsync instead of one per record (~1.5 ms each, measured).
+        """
+        if not records:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tools, tests): at once
+            self._store(records)
+            return
+        self._buffer.extend(records)
+        if not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Store what `record` buffered."""
+        self._flush_due = False
+        records, self._buffer = self._buffer, []
+        self._store(records)
+
+    def _store(self, records: Sequence[IntervalRecord]) -> None:
         if records:
             self.store.add(records)
             for s in self.senders:
                 s.wake.set()
+            if any(r.manual for r in records):
+                self.announce()
+
+    def announce(self) -> int:
+        """Publish manual entries not yet on MQTT (energy topic, through the outbox)."""
+        if self.outlet is None:
+            return 0
+        n = 0
+        while batch := self.store.announcements(500):
+            for _, r in batch:
+                self.outlet.send(TOPIC_SUFFIX, manual_doc(r), device=r.device)
+            self.store.announced(batch[-1][0])  # in the outbox now: durable
+            n += len(batch)
+        if n:
+            log.info("uplink: %d manual entries published on the energy topic", n)
+        return n
 
     async def run(self) -> None:
         """The senders, and a daily prune of the history."""
-        async with asyncio.TaskGroup() as group:
-            for s in self.senders:
-                group.create_task(s.run(), name=f"uplink:{s.endpoint.name}")
-            while True:
-                self.store.prune(self.config.history_days)
-                await asyncio.sleep(3600)  # a period, not a synchronisation
+        try:
+            async with asyncio.TaskGroup() as group:
+                for s in self.senders:
+                    group.create_task(s.run(), name=f"uplink:{s.endpoint.name}")
+                group.create_task(self._announce_entries(), name="uplink:announce")
+                while True:
+                    self.store.prune(self.config.history_days)
+                    await asyncio.sleep(3600)  # a period, not a synchronisation
+        finally:
+            self.flush()  # the last turn's records, before the agent's loop ends
+
+    async def _announce_entries(self) -> None:
+        # `edge-agent uplink manual` writes from another process: looked for periodically.
+        while True:
+            self.announce()
+            await asyncio.sleep(self.announce_s)
 
 
 class UplinkOutlet:
@@ -308,7 +393,11 @@ def with_uplink(loaded: Any, outlet: Any, stages: list[Any]) -> Any:
     if config is None:
         return outlet
     uplink = PlatformUplink(
-        config, site=loaded.site.site, gateway=loaded.site.gateway, base=loaded.path.parent
+        config,
+        site=loaded.site.site,
+        gateway=loaded.site.gateway,
+        base=loaded.path.parent,
+        outlet=outlet,
     )
     stages.append(uplink)
     return UplinkOutlet(outlet, uplink)

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from edge_agent.config import LoadedConfig
 from edge_agent.energy_manual import canonical
+from edge_agent.ingest_schema import NAME
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
 
 MANUAL_COLUMNS = ("device", "counter", "kind", "start", "end", "value", "unit")
@@ -64,8 +65,14 @@ def read_manual(path: Path, *, site: str, gateway: str, zone: ZoneInfo) -> list[
                 if not math.isfinite(value):
                     raise ValueError(f"value {row['value']!r} is not a number")
                 kind, unit = row["kind"].strip(), row["unit"].strip() or None
-                if not kind or not row["device"].strip() or not row["counter"].strip():
-                    raise ValueError("device, counter and kind must not be empty")
+                for column in ("device", "counter"):
+                    # Published on MQTT and stored by the ingest: its rule for names.
+                    if NAME.fullmatch(row[column].strip()) is None:
+                        raise ValueError(
+                            f"{column} {row[column]!r} is not a name (letters, digits, _ . -)"
+                        )
+                if not kind:
+                    raise ValueError("kind must not be empty")
                 canonical(kind, unit, value)  # a unit of the wrong quantity is refused here
                 records.append(
                     IntervalRecord(

@@ -30,6 +30,8 @@ from edge_agent.grafana_dashboards import DATASOURCE_UID, SCHEMA_VERSION, dashbo
 from edge_agent.ingest import Ingest
 from edge_agent.outbox import OutboxStats
 from edge_agent.payload import DeviceEncoder
+from edge_agent.platform_uplink import manual_doc
+from edge_agent.platform_uplink_store import IntervalRecord
 from tests.fixtures.mosquitto import Mosquitto
 from tests.fixtures.victoria import Victoria
 from tests.ingest_support import publish, running, unique_site, until
@@ -110,6 +112,14 @@ def _messages(loaded: LoadedConfig, prefix: str) -> list[tuple[str, bytes]]:
         outlet.send(
             f"{GATEWAY_DEVICE}/data", {**health, "ts_ms": int(start.timestamp() * 1000) + k}
         )
+    # One manual entry (手工填报), as the uplink publishes it (platform_uplink.manual_doc).
+    day_ms = int(start.timestamp() * 1000)
+    entry = IntervalRecord(
+        site, gateway, "boiler-house", "coal_in", "raw_coal", start.isoformat(),
+        (start + dt.timedelta(days=1)).isoformat(), day_ms, day_ms + 86_400_000,
+        3.2, "t", "good", None, manual=True,
+    )  # fmt: skip
+    outlet.send("energy", manual_doc(entry), device="boiler-house")
     # One alarm transition, as the alarm stage publishes it (the gas preset's level 1).
     start_ms = int(start.timestamp() * 1000)
     alarm = {
@@ -171,6 +181,7 @@ def _stored_names(victoria: Victoria, site: str, measurement: str) -> dict[str, 
 _COLUMN = re.compile(r"\br\.(\w+)")
 _EQ = re.compile(r'\br\.(_measurement|_field|point) == "([^"]+)"')
 _GROUP = re.compile(r"group\(columns: \[([^\]]*)\]")
+_MATCH = re.compile(r"\br\.point =~ /((?:[^/\\]|\\.)+)/")
 _BUILTIN = {"_measurement", "_field", "_value", "_time", "_start", "_stop"}
 
 
@@ -231,9 +242,14 @@ def test_dashboards_are_valid_grafana_json(tmp_path: Path) -> None:
             for target in panel["targets"]:
                 assert re.fullmatch(r"[A-Z]", target["refId"])
                 # Per template variable, not per device: no device name in a query (the
-                # gateway's own health series is one pseudo-device of every gateway).
+                # gateway's own health series is one pseudo-device of every gateway;
+                # manual entries name devices that need not be configured ones).
                 query = target["query"]
-                assert "${device:regex}" in query or 'r.device == "_gateway"' in query
+                assert (
+                    "${device:regex}" in query
+                    or 'r.device == "_gateway"' in query
+                    or "r.point =~ /^manual" in query
+                )
                 assert "main-incomer" not in target["query"]
     assert len(uids) == 5
     # The areas of the hierarchy, each standing for its meters and nodes.
@@ -279,6 +295,7 @@ async def test_every_query_uses_only_names_a_real_ingest_wrote(
         "interval.energy_import.valley",
         "demand.energy_import",
         "day.energy_import.tce",
+        "manual.coal_in",
     ):
         assert needed in stored["point"], needed
 
@@ -291,6 +308,9 @@ async def test_every_query_uses_only_names_a_real_ingest_wrote(
             for kind, literal in _EQ.findall(text):
                 key = {"_measurement": "measurement", "_field": "field", "point": "point"}[kind]
                 assert literal in stored[key], f"{name}: {kind} {literal!r} never written"
+                checked += 1
+            for pattern in _MATCH.findall(text):
+                assert any(re.search(pattern, p) for p in stored["point"]), f"{name}: {pattern}"
                 checked += 1
             for group in _GROUP.findall(text):
                 for column in re.findall(r'"(\w+)"', group):

@@ -312,3 +312,68 @@ def test_history_is_kept_for_the_configured_days_then_pruned(tmp_path: Path) -> 
     assert store.prune(190, now_ms=records[0].end_ms + 191 * 86_400_000) == 3
     assert store.history(0, 2**62) == []
     assert store.depth("a") == 3  # unsent records stay queued whatever their age
+
+
+class _Outlet:
+    """Keeps what the uplink publishes (the agent's Outlet puts it in the outbox)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], str]] = []
+
+    def send(self, suffix: str, doc: Any, *, device: str = "", readings: int = 1) -> int:
+        self.sent.append((suffix, dict(doc), device))
+        return len(self.sent)
+
+
+async def test_manual_entries_are_published_once_on_the_energy_topic(
+    tmp_path: Path, receivers: list[PlatformReceiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`uplink manual` (another process) -> the agent publishes each entry once, so the
+    ingest stores it and Grafana's overview lists it (tests/test_grafana_dashboards.py)."""
+    loaded = _site(tmp_path, receivers[:1])
+    monkeypatch.setenv("PLATFORM_TOKEN", "secret-token")
+    entries = tmp_path / "manual.csv"
+    entries.write_text(
+        "device,counter,kind,start,end,value,unit\n"
+        "plant,cement,production,2026-11-01T00:00,2026-11-02T00:00,120.5,t\n"
+        "boiler-house,coal_in,raw_coal,2026-11-01T00:00,2026-11-02T00:00,3.2,t\n",
+        encoding="utf-8",
+    )
+    assert loaded.site.uplink is not None
+    outlet = _Outlet()
+    uplink = PlatformUplink(
+        loaded.site.uplink,
+        site="plant-a",
+        gateway="gw-01",
+        base=loaded.path.parent,
+        outlet=outlet,
+        idle_check_s=0.05,
+    )
+    uplink.record(_records(1))  # measured: never announced
+    async with _running(uplink):
+        assert main(["uplink", "manual", str(loaded.path), str(entries)]) == 0
+        await _settled(lambda: len(outlet.sent) >= 2, "the manual entries published")
+    good = {"unit": "t", "quality": "good"}
+    assert [(s, d["type"], d["device"], d["points"], dev) for s, d, dev in outlet.sent] == [
+        ("energy", "manual", "plant", {"manual.cement": {"value": 120.5, **good}}, "plant"),
+        ("energy", "manual", "boiler-house", {"manual.coal_in": {"value": 3.2, **good}},
+         "boiler-house"),
+    ]  # fmt: skip
+    first = outlet.sent[0][1]
+    assert first["ts_ms"] == int(T0.timestamp() * 1000) and first["flags"] == ["manual"]
+    assert first["key"] == "plant-a/gw-01/plant/cement/2026-11-01T00:00:00+08:00"
+    # Published once: a restarted agent does not publish them again.
+    uplink.store.close()
+    again = PlatformUplink(
+        loaded.site.uplink, site="plant-a", gateway="gw-01", base=loaded.path.parent,
+        outlet=outlet,
+    )  # fmt: skip
+    assert again.announce() == 0
+    assert len(outlet.sent) == 2
+    again.store.close()
+    # A device name the ingest would refuse is refused at entry, with its line.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "device,counter,kind,start,end,value,unit\n锅炉房,coal,raw_coal,2026-11-01,2026-11-02,1,t\n"
+    )
+    assert main(["uplink", "manual", str(loaded.path), str(bad)]) == 2
