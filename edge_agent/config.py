@@ -58,6 +58,7 @@ from edge_agent.health_config import HealthConfig
 from edge_agent.ingest_config import InfluxConfig, IngestConfig
 from edge_agent.mqtt_config import MqttConfig
 from edge_agent.outbox import OutboxConfig
+from edge_agent.platform_uplink import uplink_issues
 from edge_agent.platform_uplink_config import UplinkConfig
 
 __all__ = [
@@ -558,6 +559,8 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
 
     if site is not None and not issues and not any(e.issues for e in wanted.values()):
         issues.extend(energy_issues(doc, site.energy, setups, site=site.site, base=site_dir))
+        if site.uplink is not None:
+            issues.extend(uplink_issues(doc, site.uplink, base=site_dir))
     profile_issues = [
         ConfigIssue(x.file, x.line, x.path, f"{x.message} {_used_by(entry.users)}")
         for entry in dict.fromkeys(wanted.values())

@@ -40,6 +40,8 @@ import orjson
 import yaml
 
 from drivers.reading import Poll
+from edge_agent.config_errors import ConfigIssue
+from edge_agent.config_yaml import Document
 from edge_agent.platform_uplink_config import UplinkConfig, UplinkEndpoint
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
 
@@ -60,15 +62,21 @@ class Template:
         if not isinstance(doc, dict) or not {"envelope", "record"} <= set(doc):
             raise ValueError(f"{path}: a template needs `envelope` and `record` texts")
         template = cls(str(doc["envelope"]), str(doc["record"]))
-        template.render([_SAMPLE], site="site", gateway="gw")  # fail at start, not at 3 a.m.
+        try:  # fail at start (and in `check`), not at 3 a.m.
+            template.render([_SAMPLE], site="site", gateway="gw")
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         return template
 
     def render(self, records: Sequence[IntervalRecord], *, site: str, gateway: str) -> bytes:
         """The request body; ValueError when a placeholder is unknown or the JSON is broken."""
         rendered = []
-        for r in records:
-            values = {**r.fields(), "key": r.key}
-            rendered.append(self.record.substitute(_literals(values)))
+        try:
+            for r in records:
+                values = {**r.fields(), "key": r.key}
+                rendered.append(self.record.substitute(_literals(values)))
+        except KeyError as exc:
+            raise ValueError(f"record: unknown placeholder ${exc.args[0]}") from None
         head = {
             "site": site,
             "gateway": gateway,
@@ -78,9 +86,33 @@ class Template:
         try:
             text = self.envelope.substitute({**_literals(head), "records": ",".join(rendered)})
         except KeyError as exc:
-            raise ValueError(f"unknown placeholder ${exc.args[0]}") from None
+            raise ValueError(f"envelope: unknown placeholder ${exc.args[0]}") from None
         json.loads(text)  # the platform gets valid JSON or nothing
         return text.encode()
+
+
+def uplink_issues(doc: Document, config: UplinkConfig, *, base: Path) -> list[ConfigIssue]:
+    """What `edge-agent check` finds in an `uplink:` block beyond its model: a template
+    that is missing or does not render, a CA file that is missing or not PEM."""
+    issues = []
+    for i, e in enumerate(config.endpoints):
+        at: tuple[str | int, ...] = ("uplink", "endpoints", i)
+        try:
+            Template.load(base / e.template)
+        except OSError as exc:
+            issues.append(doc.issue((*at, "template"), f"{base / e.template}: {exc.strerror}"))
+        except ValueError as exc:
+            issues.append(doc.issue((*at, "template"), str(exc)))
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0]
+            issues.append(doc.issue((*at, "template"), f"{base / e.template}: {first}"))
+        if e.ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=str(base / e.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                issues.append(doc.issue((*at, "ca_file"), f"{base / e.ca_file}: {why}"))
+    return issues
 
 
 def _literals(values: Mapping[str, Any]) -> dict[str, str]:

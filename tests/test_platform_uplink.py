@@ -23,6 +23,7 @@ import pytest
 from drivers.reading import PointSpec, Poll
 from edge_agent.cli import main
 from edge_agent.config import LoadedConfig, load_config
+from edge_agent.config_errors import ConfigError
 from edge_agent.energy_stage import build_energy_stages
 from edge_agent.platform_uplink import PlatformUplink, with_uplink
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
@@ -377,3 +378,32 @@ async def test_manual_entries_are_published_once_on_the_energy_topic(
         "device,counter,kind,start,end,value,unit\n锅炉房,coal,raw_coal,2026-11-01,2026-11-02,1,t\n"
     )
     assert main(["uplink", "manual", str(loaded.path), str(bad)]) == 2
+
+
+def test_check_names_a_broken_template_or_ca_file_with_its_line(
+    tmp_path: Path, receivers: list[PlatformReceiver]
+) -> None:
+    """`edge-agent check` (load_config) finds what would stop the uplink at start."""
+    loaded = _site(tmp_path, receivers[:1])
+    text = loaded.path.read_text()
+    (tmp_path / "typo.yaml").write_text(
+        'envelope: "{\\"data\\": [$records]}"\nrecord: "{\\"v\\": $valu}"\n'
+    )
+    (tmp_path / "not.pem").write_text("not a certificate\n")
+    cases = {
+        "missing.yaml": f"{tmp_path / 'missing.yaml'}: No such file or directory",
+        "typo.yaml": f"{tmp_path / 'typo.yaml'}: record: unknown placeholder $valu",
+    }
+    for name, message in cases.items():
+        loaded.path.write_text(text.replace(str(TEMPLATE), str(tmp_path / name)))
+        with pytest.raises(ConfigError) as err:
+            load_config(loaded.path, environ={"PLATFORM_TOKEN": "t"})
+        assert str(err.value).splitlines()[0] == (
+            f"{loaded.path}:8 uplink.endpoints[0].template: {message}"
+        )
+    loaded.path.write_text(text.replace(str(receivers[0].cert), str(tmp_path / "not.pem")))
+    with pytest.raises(ConfigError) as err:
+        load_config(loaded.path, environ={"PLATFORM_TOKEN": "t"})
+    first = str(err.value).splitlines()[0]
+    assert first.startswith(f"{loaded.path}:8 uplink.endpoints[0].ca_file: {tmp_path}/not.pem:")
+    assert "NO_CERTIFICATE" in first
