@@ -13,7 +13,8 @@ report's period and treats them like measured data:
 
 The site's 综合能耗 for the period is the `site` series of the hierarchy (Σ top-level
 nodes) when there is one, else Σ of every meter that is not a node (a site without a
-hierarchy has no other way to say which meters overlap), plus the manual energy.
+hierarchy has no other way to say which meters overlap), plus the manual energy. Only
+closed days count, as everywhere in the report.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def indicators(
     basis = "site series (Σ top-level hierarchy nodes)"
     if not site_rows:
         site_rows = [t for t in measured if not t["node"]]
-        basis = "Σ meters (no hierarchy)"
+        basis = "Σ meters (no hierarchy site series in the period)"
     manual_tce = sum(r["tce"] for r in rows if r["use"] == "energy" and r["tce"] is not None)
     measured_tce = sum(t["tce"] for t in site_rows)
     total_tce = measured_tce + manual_tce

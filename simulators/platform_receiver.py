@@ -19,6 +19,8 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -109,7 +111,14 @@ class ReceiverState:
 class PlatformReceiver:
     """The HTTPS server on a thread; `start()`/`stop()`, or use as a context manager."""
 
-    def __init__(self, cert_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        cert_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        report: Callable[[Received, float], None] | None = None,
+    ) -> None:
         self.host = host
         self.cert, self.key = self_signed(cert_dir, host)
         self.state = ReceiverState()
@@ -126,8 +135,11 @@ class PlatformReceiver:
                 with state.changed:
                     mode = state.mode
                     auth = self.headers.get("Authorization", "")
-                    state.received.append(Received(self.path, body, auth, mode))
+                    got = Received(self.path, body, auth, mode)
+                    state.received.append(got)
                     state.changed.notify_all()
+                if report is not None:
+                    report(got, time.time())
                 if mode == "timeout":
                     state.release.wait(state.hold_s)  # the client gives up first
                 if mode == "fail":
@@ -181,6 +193,16 @@ class PlatformReceiver:
         self.stop()
 
 
+def _print(got: Received, at: float) -> None:
+    """One line per request, so a person running the receiver sees the uplink arrive."""
+    records = got.body.get("data") if isinstance(got.body, dict) else None
+    what = f"{len(records)} records" if isinstance(records, list) else f"{len(str(got.body))} B"
+    first = records[0] if isinstance(records, list) and records else {}
+    key = first.get("dataKey", "") if isinstance(first, dict) else ""
+    stamp = time.strftime("%H:%M:%S", time.localtime(at))
+    print(f"{stamp} POST {got.path}: {what}, answered {got.answered}  {key}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
@@ -188,7 +210,7 @@ def main() -> None:
     p.add_argument("--cert-dir", type=Path, default=Path("var/platform-receiver"))
     p.add_argument("--mode", default="ok", choices=["ok", "fail", "reject", "timeout"])
     args = p.parse_args()
-    receiver = PlatformReceiver(args.cert_dir, args.host, args.port)
+    receiver = PlatformReceiver(args.cert_dir, args.host, args.port, report=_print)
     receiver.state.mode = args.mode
     print(f"{receiver.url}  (CA file {receiver.cert})", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
