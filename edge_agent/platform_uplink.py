@@ -68,12 +68,23 @@ class Template:
             raise ValueError(f"{path}: {exc}") from None
         return template
 
-    def render(self, records: Sequence[IntervalRecord], *, site: str, gateway: str) -> bytes:
-        """The request body; ValueError when a placeholder is unknown or the JSON is broken."""
+    def render(
+        self,
+        records: Sequence[IntervalRecord],
+        *,
+        site: str,
+        gateway: str,
+        codes: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """The request body; ValueError when a placeholder is unknown or the JSON is broken.
+
+        `codes`: energy kind -> the province's code, the record's `$code` (null if none).
+        """
         rendered = []
+        codes = codes or {}
         try:
             for r in records:
-                values = {**r.fields(), "key": r.key}
+                values = {**r.fields(), "key": r.key, "code": codes.get(r.kind)}
                 rendered.append(self.record.substitute(_literals(values)))
         except KeyError as exc:
             raise ValueError(f"record: unknown placeholder ${exc.args[0]}") from None
@@ -126,13 +137,16 @@ _SAMPLE = IntervalRecord(
 
 
 def records_of(doc: Mapping[str, Any], *, site: str, gateway: str) -> list[IntervalRecord]:
-    """The uplink records of one energy-stage message (intervals only; totals are derived)."""
-    if doc.get("type") != "interval":
+    """The uplink records of one energy-stage message: its intervals and its day and month
+    totals (which endpoints get which span is the endpoint's `spans`)."""
+    span = doc.get("type")
+    if span not in ("interval", "day", "month"):
         return []
     counter = str(doc["counter"])
     points = doc["points"]
-    main = points.get(f"interval.{counter}", {})
-    completeness = points.get(f"interval.{counter}.completeness", {}).get("value")
+    main = points.get(f"{span}.{counter}", {})
+    completeness = points.get(f"{span}.{counter}.completeness", {}).get("value")
+    tce = points.get(f"{span}.{counter}.tce", {}).get("value")
     end_ms = int(dt.datetime.fromisoformat(doc["end"]).timestamp() * 1000)
     return [
         IntervalRecord(
@@ -150,6 +164,8 @@ def records_of(doc: Mapping[str, Any], *, site: str, gateway: str) -> list[Inter
             quality=str(main.get("quality", "bad")),
             completeness=completeness,
             flags=" ".join(doc.get("flags") or ()),
+            span=str(span),
+            tce=tce,
         )
     ]
 
@@ -234,7 +250,9 @@ class EndpointSender:
             backoff = min(backoff * 2, self.endpoint.backoff_max_s)
 
     def _send(self, records: Sequence[IntervalRecord]) -> str | None:
-        body = self.template.render(records, site=self.site, gateway=self.gateway)
+        body = self.template.render(
+            records, site=self.site, gateway=self.gateway, codes=self.endpoint.codes
+        )
         return self._post(body)
 
     def _post(self, body: bytes) -> str | None:
@@ -318,7 +336,11 @@ class PlatformUplink:
         self.announce_s: float = sender.get("idle_check_s", 30.0)
         self.site = site
         self.gateway = gateway
-        self.store = UplinkStore(base / config.path, [e.name for e in config.endpoints])
+        self.store = UplinkStore(
+            base / config.path,
+            [e.name for e in config.endpoints],
+            spans={e.name: e.spans for e in config.endpoints},
+        )
         self.senders = [
             EndpointSender(
                 self.store,

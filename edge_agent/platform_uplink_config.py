@@ -14,7 +14,7 @@ uplink:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -36,6 +36,17 @@ class UplinkEndpoint(BaseModel):
     backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # The answer that acknowledges: HTTP 2xx and, when set, these keys in its JSON body.
     ack_json: dict[str, Any] | None = None
+    # What is sent: 15-minute (实时) intervals, and the daily / monthly totals (每日/每月上传).
+    spans: tuple[Literal["interval", "day", "month"], ...] = ("interval",)
+    # Energy kind -> the province's code (GB/T 29870 / NHJC-07), the template's `$code`.
+    codes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("spans")
+    @classmethod
+    def _spans(cls, spans: tuple[str, ...]) -> tuple[str, ...]:
+        if not spans or len(set(spans)) != len(spans):
+            raise ValueError("spans: one or more of interval, day, month, each once")
+        return spans
 
     @field_validator("url")
     @classmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,16 @@ class IntervalRecord:
     completeness: float | None
     flags: str = ""  # space separated: gap wrap reset partial
     manual: bool = False  # 手工填报
+    span: str = "interval"  # interval, day (每日上传) or month (每月上传)
+    tce: float | None = None  # standard coal of a day or month total (same table versions)
 
     @property
     def key(self) -> str:
-        return f"{self.site}/{self.gateway}/{self.device}/{self.counter}/{self.start}"
+        # Intervals keep the key they always had; a day or month starts where its first
+        # interval does, so its key names the span.
+        if self.span == "interval":
+            return f"{self.site}/{self.gateway}/{self.device}/{self.counter}/{self.start}"
+        return f"{self.site}/{self.gateway}/{self.device}/{self.counter}/{self.span}/{self.start}"
 
     def fields(self) -> dict[str, Any]:
         """Field name -> value (dataclasses.asdict deep-copies: 10x slower, measured)."""
@@ -83,9 +89,20 @@ CSV_COLUMNS = ["key", *FIELD_NAMES]
 class UplinkStore:
     """History and queues in one SQLite file; use from one thread (the agent's loop)."""
 
-    def __init__(self, path: Path, endpoints: Sequence[str], *, synchronous: str = "full") -> None:
+    def __init__(
+        self,
+        path: Path,
+        endpoints: Sequence[str],
+        *,
+        spans: Mapping[str, Collection[str]] | None = None,
+        synchronous: str = "full",
+    ) -> None:
         self.path = path
         self.endpoints = tuple(endpoints)
+        # What each endpoint is sent (default: intervals); manual entries go to every one.
+        self.spans = {
+            e: set(spans.get(e, ("interval",)) if spans else ("interval",)) for e in endpoints
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = open_checked(path, synchronous=synchronous, schema=SCHEMA)
@@ -102,9 +119,11 @@ class UplinkStore:
         self.db.close()
 
     def add(self, records: Iterable[IntervalRecord]) -> int:
-        """Keep in the history (the latest of a key wins) and queue for every endpoint."""
+        """Keep in the history (the latest of a key wins) and queue for every endpoint
+        that takes the record's span."""
         now_ms = time.time_ns() // 1_000_000
         n = 0
+        queued = dict.fromkeys(self.endpoints, 0)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -114,10 +133,13 @@ class UplinkStore:
                     "INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?)",
                     (r.key, r.start_ms, r.end_ms, body, int(r.manual), now_ms),
                 )
+                to = [e for e in self.endpoints if r.manual or r.span in self.spans[e]]
                 db.executemany(
                     "INSERT INTO queue (endpoint, key, record) VALUES (?, ?, ?)",
-                    [(e, r.key, body) for e in self.endpoints],
+                    [(e, r.key, body) for e in to],
                 )
+                for e in to:
+                    queued[e] += 1
                 if r.manual:  # to be published on MQTT by the agent (announcements())
                     db.execute("INSERT INTO announce (record) VALUES (?)", (body,))
                 n += 1
@@ -125,8 +147,8 @@ class UplinkStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        for e in self.endpoints:
-            self._depth[e] = self._depth.get(e, 0) + n
+        for e, k in queued.items():
+            self._depth[e] = self._depth.get(e, 0) + k
         return n
 
     def pending(self, endpoint: str, limit: int) -> list[tuple[int, IntervalRecord]]:

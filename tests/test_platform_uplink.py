@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -407,3 +408,22 @@ def test_check_names_a_broken_template_or_ca_file_with_its_line(
     first = str(err.value).splitlines()[0]
     assert first.startswith(f"{loaded.path}:8 uplink.endpoints[0].ca_file: {tmp_path}/not.pem:")
     assert "NO_CERTIFICATE" in first
+
+
+def test_days_go_only_to_endpoints_that_take_them_and_have_their_own_key(
+    tmp_path: Path,
+) -> None:
+    store = UplinkStore(
+        tmp_path / "u.sqlite", ["a", "b"], spans={"a": ("interval",), "b": ("interval", "day")}
+    )
+    interval = _records(1)[0]
+    day = dataclasses.replace(interval, span="day", end=T0.replace(day=2).isoformat(), tce=1.5)
+    manual = dataclasses.replace(interval, counter="cement", manual=True)
+    store.add([interval, day, manual])
+    assert (store.depth("a"), store.depth("b")) == (2, 3)
+    assert [r.key for _, r in store.pending("a", 10)] == [interval.key, manual.key]
+    assert [r.span for _, r in store.pending("b", 10)] == ["interval", "day", "interval"]
+    assert day.key == f"plant-a/gw-01/main-incomer/energy_import/day/{T0.isoformat()}"
+    assert interval.key == f"plant-a/gw-01/main-incomer/energy_import/{T0.isoformat()}"
+    assert len(store.history(0, 2**62)) == 3  # the history keeps every span
+    store.close()

@@ -84,7 +84,7 @@ def _site_text(mosquitto: Mosquitto, prefix: str, urls: dict[str, str], platform
     endpoints = [
         f"    - {{name: platform-{i}, url: '{p.url}', template: '{TEMPLATE}',"
         f" token: '${{TOKEN_{i}}}', ca_file: '{p.cert}', timeout_s: 1.0, batch: 4,"
-        " backoff_max_s: 0.2, ack_json: {code: 0}}"
+        f" backoff_max_s: 0.2, ack_json: {{code: 0}}{SPANS[i]}}}"
         for i, p in enumerate(platforms)
     ]
     devices = [
@@ -119,11 +119,13 @@ def _site_text(mosquitto: Mosquitto, prefix: str, urls: dict[str, str], platform
 
 
 METERS = [("incomer", "chint-dtsu666"), ("feeder", "acrel-adl400")]
+# Platform 1 also takes the daily totals (每日上传), with the province's energy codes.
+SPANS = ["", ", spans: [interval, day], codes: {electricity: '0100', reactive: '0190'}"]
 
 
-def _sent(state: ReceiverState) -> list[dict[str, Any]]:
-    """The records a platform acknowledged, in the order it acknowledged them."""
-    return [rec for body in state.accepted() for rec in body["data"]]
+def _sent(state: ReceiverState, period: str = "interval") -> list[dict[str, Any]]:
+    """The records of a span a platform acknowledged, in the order it acknowledged them."""
+    return [rec for body in state.accepted() for rec in body["data"] if rec["period"] == period]
 
 
 def _answered(state: ReceiverState, mode: str) -> list[Any]:
@@ -131,12 +133,13 @@ def _answered(state: ReceiverState, mode: str) -> list[Any]:
         return [r.body for r in state.received if r.answered == mode]
 
 
-def _expected(doc: dict[str, Any]) -> dict[str, Any]:
-    """The template's record for one interval message of the energy topic."""
-    counter = doc["counter"]
-    main_point = doc["points"][f"interval.{counter}"]
+def _expected(doc: dict[str, Any], codes: dict[str, str] | None = None) -> dict[str, Any]:
+    """The template's record for one interval or day message of the energy topic."""
+    counter, span = doc["counter"], doc["type"]
+    main_point = doc["points"][f"{span}.{counter}"]
+    at = "" if span == "interval" else f"{span}/"
     return {
-        "dataKey": f"plant-a/gw-01/{doc['device']}/{counter}/{doc['start']}",
+        "dataKey": f"plant-a/gw-01/{doc['device']}/{counter}/{at}{doc['start']}",
         "meter": doc["device"],
         "item": counter,
         "energyType": doc["kind"],
@@ -145,9 +148,11 @@ def _expected(doc: dict[str, Any]) -> dict[str, Any]:
         "value": main_point["value"],
         "unit": main_point["unit"],
         "quality": main_point["quality"],
-        "completeness": doc["points"][f"interval.{counter}.completeness"]["value"],
+        "completeness": doc["points"][f"{span}.{counter}.completeness"]["value"],
         "flags": " ".join(doc["flags"]),
         "manual": False,
+        "period": span,
+        "energyCode": (codes or {}).get(doc["kind"]),
     }
 
 
@@ -197,9 +202,9 @@ async def test_intervals_reach_two_platforms_once_in_order_through_an_outage(
         energy_topic = f"{unique_prefix}/plant-a/gw-01/energy"
         sub = subscribe(mosquitto.host, mosquitto.port, energy_topic)
 
-        def published() -> list[dict[str, Any]]:
+        def published(span: str = "interval") -> list[dict[str, Any]]:
             docs = [orjson.loads(m.payload) for m in sub.messages]
-            return [d for d in docs if d["type"] == "interval"]
+            return [d for d in docs if d["type"] == span]
 
         def ending(state: ReceiverState, hour: int, minute: int) -> int:
             end = f"2026-11-01T{hour:02d}:{minute:02d}:00+08:00"
@@ -243,13 +248,22 @@ async def test_intervals_reach_two_platforms_once_in_order_through_an_outage(
     last_end = "2026-11-01T01:00:00+08:00"
     # Stopped once both had everything up to 01:00; later intervals may be on the way.
     expected = [_expected(d) for d in intervals if d["end"] <= last_end]
+    # The day of Oct 31 closed at 00:00: platform 1 got its totals (a 20-minute day, so
+    # uncertain), with the codes; platform 0 takes intervals only.
+    days = published("day")
+    assert {d["period"] for d in days} == {"2026-10-31"} and len(days) == SERIES
+    codes = {"electricity": "0100", "reactive": "0190"}
+    assert _sent(platforms[1].state, "day") == [_expected(d, codes) for d in days]
+    assert _sent(platforms[0].state, "day") == []
+    assert {r["energyCode"] for r in _sent(platforms[1].state)} == {"0100", "0190"}
     assert expected[0]["statStart"] == "2026-10-31T23:30:00+08:00"  # the first, partial
     assert sum(e["statEnd"] == last_end for e in expected) == SERIES
     for i, p in enumerate(platforms):
         sent = _sent(p.state)
         keys = [rec["dataKey"] for rec in sent]
         assert len(set(keys)) == len(keys), "a key acknowledged twice"
-        assert sent[: len(expected)] == expected
+        want = expected if i == 0 else [_expected(d, codes) for d in intervals]
+        assert sent[: len(expected)] == want[: len(expected)]
         assert [r["statStart"] for r in sent] == sorted(r["statStart"] for r in sent)
         assert {r.authorization for r in p.state.received} == {f"Bearer {TOKENS[f'TOKEN_{i}']}"}
     # Every request platform 0 failed carried its oldest unacknowledged record first.
@@ -263,7 +277,7 @@ async def test_intervals_reach_two_platforms_once_in_order_through_an_outage(
         history = {r.key: r for r in store.history(0, 2**62)}
     finally:
         store.close()
-    for doc in intervals:  # everything the energy topic carried, up to 01:00 or beyond
+    for doc in intervals + days:  # everything the energy topic carried, up to 01:00 or beyond
         e = _expected(doc)
         r = history[e["dataKey"]]
         assert (r.start, r.end, r.value, r.unit, r.quality, r.completeness, r.flags) == (
@@ -282,7 +296,9 @@ async def test_intervals_reach_two_platforms_once_in_order_through_an_outage(
     assert main([*args, "--out", str(out)]) == 0
     with out.open(encoding="utf-8-sig") as f:
         rows = [row for row in csv.DictReader(f) if row["end"] <= last_end]
-    assert sorted(row["key"] for row in rows) == sorted(e["dataKey"] for e in expected)
+    keys = [e["dataKey"] for e in expected] + [_expected(d)["dataKey"] for d in days]
+    assert sorted(row["key"] for row in rows) == sorted(keys)
+    assert {row["span"] for row in rows} == {"interval", "day"}
 
 
 class _BrokenOff:
