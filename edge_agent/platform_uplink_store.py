@@ -1,14 +1,15 @@
 """The uplink's SQLite file: interval history (>= 6 months) and one queue per endpoint.
 
 One file beside the outbox (edge_agent/sqlite_file.py: WAL, checked at open, moved aside
-if corrupt). A record enters the history and every endpoint's queue in one transaction,
-so an endpoint added to a queue can never miss what the history holds from then on, and
-a crash leaves either all or nothing. Queues are ordered by an autoincrement id; a row
-leaves its queue only when that endpoint acknowledged it.
+if corrupt). A record enters the history and the queue of every endpoint that takes its
+span (interval, day, month; manual entries go to all) in one transaction, so a crash
+leaves either all or nothing. Queues are ordered by an autoincrement id; a row leaves its
+queue only when that endpoint acknowledged it.
 
-Every record has a key, `{site}/{gateway}/{device}/{counter}/{start}`, the same for the
-same interval whenever it is sent again (an interval cut by an agent restart is published
-twice, flagged `partial`): the platform keeps the last record of a key.
+Every record has a key, `{site}/{gateway}/{device}/{counter}/{start}` (days and months:
+`.../{counter}/{span}/{start}`), the same whenever it is sent again (a resend whose answer
+was lost; an interval published again after a crash, see energy_state.py): the platform
+keeps the last record of a key.
 """
 
 from __future__ import annotations
