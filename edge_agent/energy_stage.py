@@ -73,6 +73,7 @@ _DEMAND_STATE = ("_days", "_last", "_months")
 # The window's deques go as lists: pickling a deque costs ~50 µs (copyreg cannot cache
 # the slot names of a built-in type), 8x the rest of a counter's state.
 _DEMAND_WINDOW = ("_energy", "_flags")
+MAX_RESTORE_AGE_MS = 26 * 3_600_000  # a day, and a DST change
 
 
 class EnergyOutlet(Protocol):
@@ -312,6 +313,14 @@ class EnergyStage:
             return wanted.get(key)
 
         saved_ms, found, dropped = self.state.load(fingerprint)
+        now_ms = time.time_ns() // 1_000_000
+        if found and not now_ms - MAX_RESTORE_AGE_MS < saved_ms < now_ms + 60_000:
+            # Older: spreading a long down time's energy over it would publish thousands of
+            # intervals per counter at once. Newer (the clock went back): every reading
+            # would be older than the saved one and ignored until the clock caught up.
+            age_h = (now_ms - saved_ms) / 3_600_000
+            dropped = [f"all (saved {age_h:.1f} h ago)"]
+            found = {}
         if dropped:
             log.warning("energy state: starting afresh for %s", ", ".join(sorted(dropped)))
         for key, value in found.items():
@@ -336,7 +345,7 @@ class EnergyStage:
             else:
                 self.hierarchy._pending = value
         if found:
-            age = (time.time_ns() // 1_000_000 - saved_ms) / 1000
+            age = (now_ms - saved_ms) / 1000
             log.info("energy state: %d parts restored, saved %.0f s ago", len(found), age)
         return len(found)
 

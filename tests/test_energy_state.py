@@ -201,3 +201,25 @@ async def test_the_agent_stage_saves_when_it_stops_and_continues_at_start(
     _feed(again, [p for p in _polls(h, BACK, local_ms(2026, 12, 1, 1, 0)) if p.device == "m1"])
     first = next(d for d in out.docs[cut:] if d["type"] == "interval")
     assert (first["start"], "partial" in first["flags"]) == ("2026-11-30T23:45:00+08:00", False)
+
+
+@pytest.mark.parametrize("shift_h", [-27.0, +1.0])
+def test_a_state_from_long_ago_or_from_the_future_is_not_used(
+    tmp_path: Path, shift_h: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """27 h ago: the down time's energy is not spread over it. 1 h ahead (the clock went
+    back): every reading would be older than the saved one and ignored."""
+    h = _histories()
+    path = tmp_path / "state.sqlite"
+    stage = _stage([meter("m1"), meter("m2")], Collect(), path)
+    _feed(stage, _polls(h, 0, RESTART))
+    stage.save_state()
+    assert stage.state is not None
+    stage.state.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE energy_state SET saved_ms = saved_ms + ?", (int(shift_h * 3.6e6),))
+    again = _stage([meter("m1"), meter("m2")], Collect(), path)
+    assert again.restore_state() == 0
+    assert f"starting afresh for all (saved {-shift_h:.1f} h ago)" in caplog.text
+    assert again.state is not None
+    again.state.close()
