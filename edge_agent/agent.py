@@ -28,7 +28,7 @@ from drivers.opcua.config import OpcUaDevice
 from drivers.reading import Poll
 from edge_agent import __version__
 from edge_agent.alarm_stage import build_alarm_stages
-from edge_agent.batching import build_batcher
+from edge_agent.batching import Batcher, build_batcher
 from edge_agent.config import ConfigError, DeviceSetup, LoadedConfig, load_config
 from edge_agent.energy_stage import build_energy_stages, energy_state_path
 from edge_agent.forwarder import Forwarder
@@ -215,7 +215,9 @@ class Agent:
         )
         self.stages.append(GatewayHealth(self))  # outbox depth etc. as a stored series
         self.uplink_filter = build_report_filter(loaded)  # None without `report:` options
-        self.batcher = build_batcher(loaded, topics=self._data_topics, forwarder=self.forwarder)
+        self.batcher = build_batcher(
+            loaded, topics=self._data_topics, forwarder=self.forwarder, holder=self.forwarder
+        )
 
     def _mqtt_state(self, up: bool) -> None:
         self.forwarder.on_connection(up)
@@ -337,6 +339,24 @@ class Agent:
                 return None
             return await self.reload(loaded)
 
+    def _resend_held(self) -> None:
+        """Polls that waited in batches when the agent crashed go up now (batching.py)."""
+        held = self.outbox.held()
+        if not held:
+            return
+        site = self.loaded.site
+        # Also when no device batches any more: the polls were accepted, so they go up.
+        batcher = self.batcher or Batcher(
+            {}, gateway=site.gateway, topics={}, forwarder=self.forwarder, holder=self.forwarder
+        )
+        messages = batcher.resend_held(held)
+        log.warning(
+            "outbox: %d polls were waiting in batches when the agent stopped; sent as %d "
+            "historical messages",
+            len(held),
+            messages,
+        )
+
     async def run(self) -> None:
         """Run until cancelled, then stop in order: pollers, then the sink."""
         log.info(
@@ -348,6 +368,7 @@ class Agent:
         )
         self.outbox.open()
         self.forwarder.start()
+        self._resend_held()
         async with asyncio.TaskGroup() as outer:
             outer.create_task(self.sink.run(), name="sink:mqtt")
             for stage in self.stages:

@@ -20,8 +20,11 @@ costs (about 180 bytes per message with its PUBACK) are paid once per batch inst
 once per poll. Each poll's JSON is rendered once, when it is added, so the size is known
 exactly; the envelope is spliced around the rendered polls when the batch goes up.
 
-Devices without `batch:` go through the v1 path unchanged. Batches wait in memory: the
-agent flushes them when it stops, and a crash loses at most `max_age_s` of polls.
+Devices without `batch:` go through the v1 path unchanged. A batch waits in memory and
+each of its polls is also kept in the outbox (`Outbox.hold`, committed with the next
+flush like any message, and released in the transaction that stores the batch's
+message): the agent flushes batches when it stops, and after a crash the polls that were
+waiting go up at start as one historical v2 message per device (`resend_held`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import orjson
 from drivers.options.report import BatchOptions
 from drivers.reading import Poll, Quality
 from edge_agent.config import LoadedConfig
+from edge_agent.outbox import HeldPart
 
 SCHEMA_VERSION = 2
 
@@ -47,6 +51,14 @@ class Submitter(Protocol):
     def submit(
         self, seq: int, topic: str, payload: bytes, *, device: str, readings: int
     ) -> None: ...
+
+
+class Holder(Protocol):
+    """Where waiting polls are kept durably: the agent's forwarder (Outbox.hold)."""
+
+    def hold(self, device: str, topic: str, part: bytes, *, readings: int, ts_ms: int) -> int: ...
+
+    def release(self, hold_ids: list[int]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -63,6 +75,7 @@ class _Batch:
     first_ts_ms: int = 0
     timer: asyncio.TimerHandle | None = None
     seen: dict[str, tuple[Quality, str] | None] = field(default_factory=dict)
+    held: list[int] = field(default_factory=list)  # the parts' ids in the outbox
     messages: int = 0  # sent so far, and their bytes (for the live view)
     bytes: int = 0
 
@@ -77,8 +90,11 @@ class Batcher:
         gateway: str,
         topics: dict[str, str],
         forwarder: Submitter,
+        holder: Holder | None = None,
     ) -> None:
         self._forwarder = forwarder
+        self._holder = holder  # None: batches wait in memory only (tests of the logic)
+        self._gateway = gateway
         self._batches = {
             name: _Batch(
                 name,
@@ -134,6 +150,12 @@ class Batcher:
         batch.parts.append(part)
         batch.size += len(part) + 1
         batch.readings += len(poll.values)
+        if self._holder is not None:
+            batch.held.append(
+                self._holder.hold(
+                    batch.device, batch.topic, part, readings=len(poll.values), ts_ms=ts_ms
+                )
+            )
         if urgent or len(batch.parts) >= options.max_polls or batch.size >= options.max_bytes:
             self._send(batch)
         return True
@@ -156,17 +178,51 @@ class Batcher:
         )
         payload = b"".join((head[:-1], b',"polls":[', b",".join(batch.parts), b"]}"))
         forwarder.submit(seq, batch.topic, payload, device=batch.device, readings=batch.readings)
+        if self._holder is not None and batch.held:
+            self._holder.release(batch.held)  # in the transaction that stores the message
+            batch.held = []
         batch.messages += 1
         batch.bytes += len(payload)
         batch.parts.clear()
         batch.size = batch.readings = 0
+
+    def resend_held(self, parts: list[HeldPart]) -> int:
+        """Polls that waited in batches when the agent last stopped without sending them (a
+        crash): one v2 message per device, flagged historical, oldest first. Returns the
+        number of messages."""
+        by_device: dict[str, list[HeldPart]] = {}
+        for p in parts:
+            by_device.setdefault(p.device, []).append(p)
+        for device, held in by_device.items():
+            seq = self._forwarder.next_seq()
+            head = orjson.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "gateway": self._gateway,
+                    "device": device,
+                    "seq": seq,
+                    "ts_ms": held[0].ts_ms,
+                    "historical": True,
+                }
+            )
+            payload = b"".join((head[:-1], b',"polls":[', b",".join(p.part for p in held), b"]}"))
+            self._forwarder.submit(
+                seq, held[0].topic, payload, device=device, readings=sum(p.readings for p in held)
+            )
+            if self._holder is not None:
+                self._holder.release([p.id for p in held])
+        return len(by_device)
 
 
 _GOOD: tuple[Quality, str] | None = None  # a point never seen counts as good: bad is news
 
 
 def build_batcher(
-    loaded: LoadedConfig, *, topics: dict[str, str], forwarder: Submitter
+    loaded: LoadedConfig,
+    *,
+    topics: dict[str, str],
+    forwarder: Submitter,
+    holder: Holder | None = None,
 ) -> Batcher | None:
     """The site's batcher, or None when no device has `batch:` options."""
     options: dict[str, BatchOptions] = {}
@@ -182,4 +238,5 @@ def build_batcher(
         gateway=loaded.site.gateway,
         topics={name: topics[name] for name in options},
         forwarder=forwarder,
+        holder=holder,
     )

@@ -93,6 +93,17 @@ class Forwarder:
         if self._flush_handle is None and self._loop is not None:
             self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
 
+    def hold(self, device: str, topic: str, part: bytes, *, readings: int, ts_ms: int) -> int:
+        """Keep a poll that waits in a batch (Outbox.hold), committed at the next flush."""
+        hold_id = self.outbox.hold(device, topic, part, readings=readings, ts_ms=ts_ms)
+        if self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
+        return hold_id
+
+    def release(self, hold_ids: list[int]) -> None:
+        """The held polls went up in the message submitted just before (Outbox.release)."""
+        self.outbox.release(hold_ids)
+
     def flush(self) -> None:
         """Commit what is staged (and acked deletions), then send what may go."""
         if self._flush_handle is not None:

@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_ms INTEGER NOT NULL,
     thinned INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS held (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    part BLOB NOT NULL,
+    readings INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
 """
 
 
@@ -125,7 +133,21 @@ class _Episode:
 @dataclass(slots=True)
 class _Pending:
     rows: list[tuple[int, str, bytes, str, int, int]] = field(default_factory=list)
-    bytes: int = 0
+    holds: list[tuple[int, str, str, bytes, int, int]] = field(default_factory=list)
+    releases: list[int] = field(default_factory=list)
+    bytes: int = 0  # of the rows (after the annotations that name the type `bytes`)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPart:
+    """One poll of a batch still being filled (batching.py), kept like a message."""
+
+    id: int
+    device: str
+    topic: str
+    part: bytes
+    readings: int
+    ts_ms: int
 
 
 class Outbox:
@@ -137,6 +159,7 @@ class Outbox:
         self.stats = OutboxStats()
         self._db: sqlite3.Connection | None = None
         self._next_id = 1
+        self._next_hold = 1
         self._pending = _Pending()
         self._acked: list[int] = []
         self._overflow = _Episode("over its size limit, applying " + config.overflow)
@@ -185,6 +208,9 @@ class Outbox:
         s = self.stats
         s.messages, s.readings, s.bytes, s.oldest_created_ms = messages, readings, size, oldest
         self._next_id = (row[0] if row else 0) + 1
+        # max: after a corrupt file, ids already handed out must not come again.
+        stored = db.execute("SELECT coalesce(max(id), 0) + 1 FROM held").fetchone()[0]
+        self._next_hold = max(self._next_hold, stored)
 
     def close(self) -> None:
         """Commit what is pending and close; idempotent."""
@@ -222,6 +248,24 @@ class Outbox:
         )
         self._pending.bytes += len(payload)
 
+    def hold(self, device: str, topic: str, part: bytes, *, readings: int, ts_ms: int) -> int:
+        """Stage a poll that waits in a batch; stored at the next flush like a message, so
+        a crash before its batch goes up does not lose it. Returns its id for `release`."""
+        hold_id = self._next_hold
+        self._next_hold += 1
+        self._pending.holds.append((hold_id, device, topic, part, readings, ts_ms))
+        return hold_id
+
+    def release(self, hold_ids: list[int]) -> None:
+        """The held polls went up in a message appended before this call: forget them in
+        the same transaction that stores it."""
+        self._pending.releases.extend(hold_ids)
+
+    def held(self) -> list[HeldPart]:
+        """Polls held when the agent last stopped (a crash), oldest first."""
+        db = self._require()
+        return [HeldPart(*r) for r in db.execute("SELECT * FROM held ORDER BY id")]
+
     def ack(self, msg_id: int) -> None:
         """The broker acknowledged the message: delete it at the next flush."""
         self._acked.append(msg_id)
@@ -230,7 +274,7 @@ class Outbox:
         """Commit staged messages and deletions in one transaction; returns the new rows."""
         pending, self._pending = self._pending, _Pending()
         acked, self._acked = self._acked, []
-        if not pending.rows and not acked:
+        if not pending.rows and not acked and not pending.holds and not pending.releases:
             return []
         try:
             stored = self._write(pending, acked)
@@ -266,6 +310,10 @@ class Outbox:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     pending.rows,
                 )
+            if pending.holds:
+                db.executemany("INSERT INTO held VALUES (?, ?, ?, ?, ?, ?)", pending.holds)
+            if pending.releases:
+                db.executemany("DELETE FROM held WHERE id = ?", [(i,) for i in pending.releases])
         if acked:
             s.messages -= len(gone)
             s.readings -= sum(g[0] for g in gone)

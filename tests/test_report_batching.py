@@ -21,6 +21,7 @@ from drivers.reading import PointSpec, Poll, Quality
 from edge_agent.batching import Batcher, build_batcher
 from edge_agent.config import load_config
 from edge_agent.ingest_schema import DataMessage, Rejected, Source, decode_messages
+from edge_agent.outbox import Outbox, OutboxConfig
 from edge_agent.payload import DeviceEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,3 +267,65 @@ def test_version_2_without_polls_is_a_wrong_version_not_a_broken_batch(head_firs
     with pytest.raises(Rejected) as rejected:
         _decode(orjson.dumps(doc))
     assert rejected.value.kind == "schema_version"
+
+
+class _Direct:
+    """The forwarder's two submit methods straight onto a real Outbox (no broker needed)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def next_seq(self) -> int:
+        return self.outbox.reserve_id()
+
+    def submit(self, seq: int, topic: str, payload: bytes, *, device: str, readings: int) -> None:
+        self.outbox.append(seq, topic, payload, device=device, readings=readings)
+
+
+@pytest.mark.looptime
+async def test_polls_waiting_in_a_batch_survive_a_crash_and_go_up_at_start(
+    tmp_path: Path,
+) -> None:
+    """Each waiting poll is kept in the outbox with the next flush (20 ms), like any
+    message; a crash then loses none of them, and the batch that goes up releases them in
+    the transaction that stores it."""
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path, OutboxConfig())
+    outbox.open()
+    batcher = Batcher(
+        {"d": BatchOptions(max_polls=4, max_age_s=600)},
+        gateway="gw",
+        topics={"d": TOPIC},
+        forwarder=_Direct(outbox),
+        holder=outbox,
+    )
+    for k in range(6):  # one batch of 4 goes up; 2 polls wait
+        batcher.add(_poll(k, value=float(k)))
+    outbox.flush()  # the forwarder's periodic flush
+    assert [
+        len(orjson.loads(r.payload)["polls"]) for r in outbox.rows_after(0, before_id=99, limit=9)
+    ] == [4]
+    assert [h.ts_ms for h in outbox.held()] == [(T0 + k * S) // 1_000_000 for k in (4, 5)]
+    # The process dies here: no batcher.flush(), the connection just goes away.
+    assert outbox._db is not None
+    outbox._db.close()
+    outbox._db = None
+
+    again = Outbox(path, OutboxConfig())
+    again.open()
+    held = again.held()
+    restarted = Batcher({}, gateway="gw", topics={}, forwarder=_Direct(again), holder=again)
+    assert restarted.resend_held(held) == 1
+    again.flush()
+    assert again.held() == []
+    rows = again.rows_after(0, before_id=99, limit=9)
+    doc = orjson.loads(rows[-1].payload)
+    V2.validate(doc)
+    assert (rows[-1].id, rows[-1].topic, rows[-1].readings) == (2, TOPIC, 6)
+    assert (doc["historical"], doc["device"], doc["ts_ms"]) == (
+        True,
+        "d",
+        (T0 + 4 * S) // 1_000_000,
+    )
+    assert [p["points"]["v"]["value"] for p in doc["polls"]] == [4.0, 5.0]
+    again.close()

@@ -32,6 +32,7 @@ from edge_agent.config import load_config
 from edge_agent.embedded_store import read_points
 from edge_agent.ingest import Ingest, store_path
 from edge_agent.live_view import render
+from edge_agent.outbox import Outbox
 from edge_agent.report_filter import ReportFilter
 from simulators.faults import FaultKind
 from simulators.site import SimDeviceSpec, load_profile, serve
@@ -360,5 +361,10 @@ async def test_batched_and_thinned_uplink_carries_the_same_signal(
     assert sent == counts.readings_published < polled
     messages, sent_bytes = agent.batcher.sent("meter")
     assert sent_bytes == sum(len(m.payload) for m in sub.messages if m.topic.endswith("/data"))
+    # Every poll was held in the outbox while its batch filled, and released with it.
+    outbox = Outbox(agent.outbox.path, loaded.site.outbox)
+    outbox.open()
+    assert outbox.held() == [] and outbox.stats.messages == 0
+    outbox.close()
     line = next(x for x in render(agent, elapsed_s=10.0) if x.startswith("meter ") and "/" in x)
     assert f"{messages * 360:>8.0f}" in line  # messages per hour over the 10 s given
