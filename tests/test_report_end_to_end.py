@@ -207,15 +207,17 @@ async def test_thinned_uplink_represents_the_edge_signal(
             return sum(1 for p in edge.get(name, []) if bad is None or bool(p.issues) == bad)
 
         started = time.monotonic()
-        async with ingesting(ingest), running(agent):
-            await _until(lambda: polls("meter") >= 25, what="25 meter polls")
-            # Quality change: every request of the meter answers exception 02, then not.
-            sim.device("meter").faults.set(FaultKind.EXCEPTION, code=2)
-            await _until(lambda: polls("meter", bad=True) >= 5, what="5 bad meter polls")
-            sim.device("meter").faults.clear()
-            good = polls("meter", bad=False)
-            await _until(lambda: polls("meter", bad=False) >= good + 25, what="good again")
-            elapsed = time.monotonic() - started
+        async with ingesting(ingest):
+            async with running(agent):
+                await _until(lambda: polls("meter") >= 25, what="25 meter polls")
+                # Quality change: every request of the meter answers exception 02, then not.
+                sim.device("meter").faults.set(FaultKind.EXCEPTION, code=2)
+                await _until(lambda: polls("meter", bad=True) >= 5, what="5 bad meter polls")
+                sim.device("meter").faults.clear()
+                good = polls("meter", bad=False)
+                await _until(lambda: polls("meter", bad=False) >= good + 25, what="good again")
+                elapsed = time.monotonic() - started
+            # Counted once the agent stopped: it keeps polling until then.
             expected = sum(c.messages for c in thinned.counts.values())
             await _until(
                 lambda: ingest.stats.stored_messages >= expected,
