@@ -55,6 +55,7 @@ from edge_agent.config_yaml import Document, child, read_yaml
 from edge_agent.energy_check import energy_issues
 from edge_agent.energy_config import EnergyConfig
 from edge_agent.health_config import HealthConfig
+from edge_agent.influx_tls import influx_issues
 from edge_agent.ingest_config import InfluxConfig, IngestConfig
 from edge_agent.mqtt_config import MqttConfig
 from edge_agent.outbox import OutboxConfig
@@ -561,6 +562,8 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
         issues.extend(energy_issues(doc, site.energy, setups, site=site.site, base=site_dir))
         if site.uplink is not None:
             issues.extend(uplink_issues(doc, site.uplink, base=site_dir))
+        if site.influx is not None:
+            issues.extend(influx_issues(doc, site.influx, base=site_dir))
     profile_issues = [
         ConfigIssue(x.file, x.line, x.path, f"{x.message} {_used_by(entry.users)}")
         for entry in dict.fromkeys(wanted.values())

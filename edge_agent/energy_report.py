@@ -594,10 +594,7 @@ def run_report(
     try:
         source: ReadingSource
         if store is None and site.influx is not None:
-            token = site.influx.token.get_secret_value() if site.influx.token else None
-            source = VictoriaSource(
-                site.influx.url, site=site.site, measurement=site.ingest.measurement, token=token
-            )
+            source = VictoriaSource.of_site(loaded)  # token, ca_file, verify_tls
             progress(f"reading {site.influx.url} for {start} to {end}")
         else:
             path = store if store is not None else loaded.path.parent / site.ingest.store

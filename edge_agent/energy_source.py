@@ -10,17 +10,25 @@ past periods by running the report again.
 
 `EmbeddedSource` reads the ingest's SQLite file (edge_agent/embedded_store.py, the
 `readings` and `series` tables), read-only; `VictoriaSource` the time-series server the
-ingest writes when the site has an `influx:` block (VictoriaMetrics' export API).
+ingest writes when the site has an `influx:` block (VictoriaMetrics' export API), over
+https with the same `influx.ca_file` / `influx.verify_tls` as the ingest.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from edge_agent.influx_tls import certificate_problem, ssl_context, warn_unverified
+
+if TYPE_CHECKING:
+    from edge_agent.config import LoadedConfig
+
+logger = logging.getLogger(__name__)
 PollRow = tuple[int, dict[str, float | None]]
 
 
@@ -90,14 +98,37 @@ class VictoriaSource:
         measurement: str = "edge",
         token: str | None = None,
         timeout_s: float = 30.0,
+        ca_file: Path | None = None,
+        verify_tls: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         self.site = site
         self.measurement = measurement
         self.token = token
         self.timeout_s = timeout_s
+        self.ca_file = ca_file  # as given: of_site resolves it against the site file
+        # Built now: a CA file that cannot be used fails before any reading (ValueError).
+        self._ssl = ssl_context(ca_file, verify=verify_tls)
+        warn_unverified(url, verify=verify_tls, logger=logger, user="the report")
+
+    @classmethod
+    def of_site(cls, loaded: LoadedConfig) -> VictoriaSource:
+        """The `influx:` server of a site config, with its token and TLS settings."""
+        site = loaded.site
+        if site.influx is None:
+            raise ValueError(f"{loaded.path}: no influx: block")
+        influx = site.influx.resolved(loaded.path.parent)
+        return cls(
+            influx.url,
+            site=site.site,
+            measurement=site.ingest.measurement,
+            token=influx.token.get_secret_value() if influx.token else None,
+            ca_file=influx.ca_file,
+            verify_tls=influx.verify_tls,
+        )
 
     def _export(self, selector: str, start_ms: int, end_ms: int) -> list[dict[str, object]]:
+        import urllib.error
         import urllib.parse
         import urllib.request
 
@@ -109,8 +140,16 @@ class VictoriaSource:
         request = urllib.request.Request(f"{self.url}/api/v1/export?{query}")
         if self.token:
             request.add_header("Authorization", f"Token {self.token}")
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
-            body: bytes = answer.read()
+        try:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout_s, context=self._ssl
+            ) as answer:
+                body: bytes = answer.read()
+        except urllib.error.URLError as exc:
+            problem = certificate_problem(exc.reason, self.ca_file)
+            if problem is None:
+                raise
+            raise OSError(f"{self.url}: TLS certificate {problem}") from exc
         return [orjson.loads(line) for line in body.splitlines() if line.strip()]
 
     def readings(

@@ -128,7 +128,8 @@ def make_store(loaded: LoadedConfig) -> PointStore:
     site = loaded.site
     profiles = device_profiles(loaded)
     if site.influx is not None:
-        return InfluxStore(site.influx, measurement=site.ingest.measurement, profiles=profiles)
+        influx = site.influx.resolved(loaded.path.parent)  # ca_file: beside the site file
+        return InfluxStore(influx, measurement=site.ingest.measurement, profiles=profiles)
     return EmbeddedStore(store_path(loaded), profiles=profiles)
 
 

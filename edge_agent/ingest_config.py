@@ -3,6 +3,11 @@
     influx: {url: "http://127.0.0.1:8086", token: "${INFLUX_TOKEN}", org: plant, bucket: edge}
     ingest: {group: edge-ingest, store: data/edge.sqlite}
 
+Over https the server's certificate is checked against the system's CAs, or against
+`influx.ca_file` (a PEM bundle, relative to the site file) for a private CA or a
+self-signed certificate; `influx.verify_tls: false` turns the check off (commissioning
+only: logged as a warning at start). Both apply to the ingest and to `edge-agent report`.
+
 With an `influx:` block the ingest writes through influxdb-client to the server's
 /api/v2/write (InfluxDB 1.8+/2.x/3, VictoriaMetrics); without one it writes into the
 embedded SQLite store at `ingest.store`.
@@ -37,6 +42,11 @@ class InfluxConfig(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     # InfluxDB keeps string fields; VictoriaMetrics stores them as 0, so they are off by default.
     string_values: bool = False
+    # https: the CA bundle (PEM) that signed the server's certificate, relative to the site
+    # file; None: the system's CAs. `edge-agent check` reports one missing or not PEM.
+    ca_file: Path | None = None
+    # False: no certificate or hostname check at all (commissioning only; warned at start).
+    verify_tls: bool = True
 
     @field_validator("url")
     @classmethod
@@ -51,6 +61,12 @@ class InfluxConfig(BaseModel):
         except ValueError as exc:
             raise ValueError(f"bad port in {url!r}") from exc
         return url
+
+    def resolved(self, base: Path) -> InfluxConfig:
+        """This block with `ca_file` made absolute against `base` (the site file's folder)."""
+        if self.ca_file is None or self.ca_file.is_absolute():
+            return self
+        return self.model_copy(update={"ca_file": base.resolve() / self.ca_file})
 
 
 class IngestConfig(BaseModel):

@@ -9,6 +9,11 @@ about a third larger. influxdb-client's and aiohttp's errors are translated here
 StoreUnavailable (connection errors, timeouts, 5xx, 429 with its Retry-After) and
 StoreRejected (every other 4xx), so nothing above imports them.
 
+TLS: influxdb-client's `verify_ssl` and `ssl_ca_cert` from `influx.verify_tls` and
+`influx.ca_file` (edge_agent/influx_tls.py). A certificate the configured CAs do not trust
+is StoreUnavailable, naming the problem: the ingest keeps retrying with the messages
+unacknowledged, so a certificate fixed on the server side resumes the writes.
+
 VictoriaMetrics: bucket and org are ignored; a line `edge,... value=1,quality=0i` becomes
 the series `edge_value{...}` and `edge_quality{...}`; a sample written twice for the same
 series and timestamp is kept twice unless VictoriaMetrics runs with
@@ -23,13 +28,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiohttp
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.service.write_service import WriteService
 
+from edge_agent.influx_tls import ca_cert, ca_file_error, certificate_problem, warn_unverified
 from edge_agent.ingest_alarms import alarm_line
 from edge_agent.ingest_config import InfluxConfig
 from edge_agent.ingest_schema import LineEncoder
@@ -39,7 +47,10 @@ logger = logging.getLogger(__name__)
 
 
 class InfluxStore:
-    """Writes batches through influxdb-client's async write API."""
+    """Writes batches through influxdb-client's async write API.
+
+    `config.ca_file` is used as given: make_store resolves it against the site file.
+    """
 
     def __init__(
         self,
@@ -54,6 +65,7 @@ class InfluxStore:
         )
         self._client: InfluxDBClientAsync | None = None
         self._service: WriteService | None = None
+        self._warned = False  # verify_tls false: said once
 
     @property
     def description(self) -> str:
@@ -65,13 +77,24 @@ class InfluxStore:
         if self._client is not None:
             return
         # An empty token sends no Authorization header (VictoriaMetrics without auth).
-        token = self.config.token.get_secret_value() if self.config.token else ""
-        self._client = InfluxDBClientAsync(
-            url=self.config.url,
-            token=token,
-            org=self.config.org,
-            timeout=int(self.config.timeout_s * 1000),
-        )
+        config = self.config
+        token = config.token.get_secret_value() if config.token else ""
+        if not self._warned:
+            self._warned = True
+            warn_unverified(config.url, verify=config.verify_tls, logger=logger, user="the ingest")
+        try:
+            # The client builds its TLS context here: a CA file removed since the config
+            # was checked fails at start, naming it.
+            self._client = InfluxDBClientAsync(
+                url=config.url,
+                token=token,
+                org=config.org,
+                timeout=int(config.timeout_s * 1000),
+                verify_ssl=config.verify_tls,
+                ssl_ca_cert=ca_cert(config.ca_file),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(ca_file_error(config.ca_file, exc)) from exc
         self._service = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
 
     def encode(self, batch: StoreBatch) -> bytes:
@@ -109,7 +132,7 @@ class InfluxStore:
         except InfluxDBError as exc:
             raise _translated(exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise StoreUnavailable(_connection_reason(exc)) from exc
+            raise StoreUnavailable(_connection_reason(exc, self.config.ca_file)) from exc
         except TimeoutError as exc:
             raise StoreUnavailable(f"no answer within {self.config.timeout_s:g} s") from exc
 
@@ -139,7 +162,13 @@ def _retry_after(value: object) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def _connection_reason(exc: BaseException) -> str:
+def _connection_reason(exc: BaseException, ca_file: Path | None = None) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        problem = exc.certificate_error
+        why = certificate_problem(problem, ca_file) or f"not accepted: {_short(str(problem))}"
+        return f"TLS certificate of {exc.host}:{exc.port} {why}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake with {exc.host}:{exc.port} failed: {_short(str(exc.os_error))}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}:{exc.port}: {_short(str(exc.os_error))}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
