@@ -163,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_until_signal(_run_agent(loaded, view=args.view, http=args.http))
     if args.command == "simulate":
-        return _run_until_signal(_simulate(loaded, control=args.control))
+        try:
+            return _run_until_signal(_simulate(loaded, control=args.control))
+        except OSError as exc:  # a port in use, a serial path that cannot be opened
+            print(f"simulate: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     if args.command == "demo":
         return _run_until_signal(_demo(loaded, store=args.store, seconds=args.seconds))
     if args.command == "ingest":
@@ -280,12 +284,28 @@ async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
     from simulators.opcua_server import serve_opcua
     from simulators.site import run_simulators
 
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        run_simulators(sim_specs(loaded), control=control, ready=ready), name="simulators"
-    )
-    async with serve_opcua(opcua_specs(loaded)) as plcs, serve_meters(dlt645_specs(loaded)):
-        await ready.wait()
+    async with (
+        serve_opcua(opcua_specs(loaded)) as plcs,
+        serve_meters(dlt645_specs(loaded)) as meters,
+    ):
+        # The control API switches the faults of every device: Modbus, OPC UA, DL/T 645.
+        ready = asyncio.Event()
+        task = asyncio.create_task(
+            run_simulators(
+                sim_specs(loaded),
+                control=control,
+                ready=ready,
+                opcua=plcs.devices,
+                dlt645=meters.meters,
+            ),
+            name="simulators",
+        )
+        started = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():  # the simulators ended before they were ready: say why
+            started.cancel()
+            await task  # raises what stopped them (a port in use, say)
+            return
         for d in loaded.devices:
             device = d.device
             if isinstance(device, OpcUaDevice):
@@ -298,7 +318,7 @@ async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
             else:
                 where = f"{device.url} id {device.device_id}"
                 print(f"serving {device.name} ({d.profile_name}) at {where}")
-        print(f"fault switches: http://{control[0]}:{control[1]}/devices (Modbus devices)")
+        print(f"fault switches: http://{control[0]}:{control[1]}/devices")
         await task
 
 

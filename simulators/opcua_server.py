@@ -10,6 +10,7 @@
                      delete_node(node) / restore_node(node)
                      expire_sessions()                 as a session timeout on the server
                      drop_subscriptions()              subscriptions vanish, sessions stay
+    (the same switches over HTTP: `simulators.control`, PUT /devices/{name}/fault)
 
 `serve_opcua` is an `async with` block for tests and `run_opcua_simulators` runs until
 cancelled (`edge-agent simulate`):
@@ -457,8 +458,13 @@ class OpcUaSim:
                 node.status = None
                 await self._serve(node, node.value)
 
-    def status(self) -> dict[str, object]:
-        """A summary for the CLI and a control API."""
+    @property
+    def sessions(self) -> int:
+        """Client sessions the server holds now."""
+        return len(self.server.iserver._external_sessions)
+
+    def status(self) -> dict[str, Any]:
+        """A summary for the CLI and the control API; a deleted node is not under `bad`."""
         return {
             "name": self.name,
             "url": self.url,
@@ -466,7 +472,8 @@ class OpcUaSim:
             "listening": self.listening,
             "frozen": self.frozen,
             "endpoints": [f"{m}/{p}" if p else m for m, p in self.spec.endpoints],
-            "bad": {k: n.status for k, n in self.nodes.items() if n.status},
+            "sessions": self.sessions,
+            "bad": {k: n.status for k, n in self.nodes.items() if n.status and not n.deleted},
             "deleted": [k for k, n in self.nodes.items() if n.deleted],
         }
 

@@ -7,6 +7,8 @@
     TcpListener / RtuTcpListener / SerialLine  ──►  SimDevice (image, signals, faults)
                                                         ▲
     ControlServer (optional HTTP API)  ─────────────────┘
+        └── also switches the faults of running OPC UA PLCs and DL/T 645 meters handed in
+            as `opcua=` / `dlt645=` (started by `serve_opcua` / `dlt645_site.serve`)
 
 `run_simulators` runs until cancelled (the `edge-agent simulate` entry); `serve` is the
 same as an `async with` block for tests:
@@ -23,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -34,6 +37,10 @@ from drivers.modbus.config import Endpoint, ModbusProfile, parse_endpoint
 from simulators.control import ControlServer
 from simulators.modbus_device import SimDevice
 from simulators.modbus_server import RtuTcpListener, SerialLine, TcpListener
+
+if TYPE_CHECKING:  # the Modbus simulator alone does not import asyncua
+    from simulators.dlt645_meter import Dlt645Meter
+    from simulators.opcua_server import OpcUaSim
 
 Listener = TcpListener | RtuTcpListener | SerialLine
 
@@ -117,8 +124,14 @@ async def serve(
     *,
     control: tuple[str, int] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    opcua: Mapping[str, OpcUaSim] | None = None,
+    dlt645: Mapping[str, Dlt645Meter] | None = None,
 ) -> AsyncIterator[SimSite]:
-    """Start every listener (and the control API); close them all on leaving the block."""
+    """Start every listener (and the control API); close them all on leaving the block.
+
+    `opcua` and `dlt645` are simulators already running in this event loop whose faults the
+    control API switches too (names unique across all three kinds).
+    """
     groups = _group(specs)
     devices: dict[str, SimDevice] = {}
     listeners: list[Listener] = []
@@ -156,7 +169,9 @@ async def serve(
                     device.url = listener.url
                 devices[device.name] = device
         if control is not None:
-            server = ControlServer(devices, host=control[0], port=control[1])
+            server = ControlServer(
+                devices, host=control[0], port=control[1], opcua=opcua, dlt645=dlt645
+            )
             await server.start()
             stack.push_async_callback(server.close)
             site.control = server
@@ -168,9 +183,14 @@ async def run_simulators(
     *,
     control: tuple[str, int] | None = None,
     ready: asyncio.Event | None = None,
+    opcua: Mapping[str, OpcUaSim] | None = None,
+    dlt645: Mapping[str, Dlt645Meter] | None = None,
 ) -> None:
-    """Serve the devices until cancelled; `ready` is set once every listener is up."""
-    async with serve(specs, control=control):
+    """Serve the devices until cancelled; `ready` is set once every listener is up.
+
+    The control API also switches the faults of the `opcua` PLCs and `dlt645` meters.
+    """
+    async with serve(specs, control=control, opcua=opcua, dlt645=dlt645):
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()
