@@ -27,6 +27,7 @@ from edge_agent.config import load_config
 from simulators.site import SimDeviceSpec, SimSite, serve
 from tests.alarm_support import site_yaml
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
+from tests.running_agent import running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,17 +71,6 @@ async def _until(predicate: Callable[[], bool], *, timeout_s: float = 10.0, what
         await asyncio.sleep(0.01)  # polling a condition, bounded by the deadline
 
 
-@asynccontextmanager
-async def _running(agent: Agent) -> AsyncIterator[Agent]:
-    task = asyncio.create_task(agent.run(), name="agent")
-    try:
-        yield agent
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        assert done == {task}, "the agent did not stop within 15 s"
-
-
 def _docs(sub: Subscriber, suffix: str) -> list[dict[str, Any]]:
     return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith(suffix)]
 
@@ -115,7 +105,7 @@ async def test_limit_crossing_raises_retains_and_is_acknowledged_over_mqtt(
     async with _boiler() as sim:
         agent = Agent(load_config(_site(tmp_path, mosquitto, unique_prefix, sim)))
         sub = subscribe(mosquitto.host, mosquitto.port, f"{base}/alarms/#")
-        async with _running(agent):
+        async with running(agent):
             await _until(lambda: _docs(sub, "/alarms/active"), what="the active set")
             assert _docs(sub, "/alarms/active")[-1]["alarms"] == []
 
@@ -181,7 +171,7 @@ async def test_alarm_raised_and_cleared_while_the_broker_is_down_arrives_in_orde
         sub = subscribe(
             broker.host, broker.port, f"{base}/alarms/#", client_id="op-1", clean_session=False
         )
-        async with _running(agent):
+        async with running(agent):
             await _until(lambda: _docs(sub, "/alarms/active"), what="the active set")
             broker.stop()
             await agent.sink.wait_disconnected(10)
@@ -230,7 +220,7 @@ async def test_restart_with_active_alarms_raises_nothing_twice_and_keeps_acks(
         site = _site(tmp_path, mosquitto, unique_prefix, sim)
         sub = subscribe(mosquitto.host, mosquitto.port, f"{base}/alarms/#")
         first = Agent(load_config(site))
-        async with _running(first):
+        async with running(first):
             await _until(lambda: _docs(sub, "/alarms/active"), what="the active set")
             _set(sim, pressure=85.0, gas=30.0)
             await _until(lambda: len(_transitions(sub)) >= 2, what="two raises")
@@ -242,7 +232,7 @@ async def test_restart_with_active_alarms_raises_nothing_twice_and_keeps_acks(
         second = Agent(load_config(site))
         unit = second.units[0]
         active_before = len(_docs(sub, "/alarms/active"))
-        async with _running(second):
+        async with running(second):
             await _until(lambda: unit.stats.polls >= 20, what="20 polls after the restart")
             assert len(_transitions(sub)) == before  # still active: nothing raised again
             await _until(

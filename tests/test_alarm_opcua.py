@@ -10,9 +10,7 @@ with its operator and comment.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from edge_agent.ingest import Ingest, store_path
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
 from tests.fixtures.opcua import PlcThread
 from tests.ingest_support import running, until
+from tests.running_agent import running as agent_running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,17 +47,6 @@ devices:
       - {{name: gas, node: "nsu=urn:plant:plc;s=GasDetector1.LEL", mode: poll, unit: "%LEL",
          alarms: [{{preset: gas_lel}}]}}
 """
-
-
-@asynccontextmanager
-async def agent_running(agent: Agent) -> AsyncIterator[Agent]:
-    task = asyncio.create_task(agent.run(), name="agent")
-    try:
-        yield agent
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        assert done == {task}, "the agent did not stop within 15 s"
 
 
 def docs(sub: Subscriber, suffix: str) -> list[dict[str, Any]]:

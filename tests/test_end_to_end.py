@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from edge_agent.poller import Unit
 from simulators.faults import FaultKind
 from simulators.site import SimDeviceSpec, SimSite, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.running_agent import running
 from tests.waiting import until
 
 PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
@@ -60,17 +60,6 @@ def _site_yaml(
         lines.append(f"  - {json.dumps(d)}")
     path.write_text("\n".join(lines) + "\n")
     return load_config(path)
-
-
-@asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[Agent]:
-    task = asyncio.create_task(agent.run(), name="agent")
-    try:
-        yield agent
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        assert done == {task}, "the agent did not stop within 15 s"
 
 
 def _data(sub: Subscriber, device: str | None = None) -> list[dict[str, Any]]:

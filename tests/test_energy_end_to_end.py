@@ -30,7 +30,7 @@ from edge_agent.ingest_schema import Source, decode_data
 from simulators.site import SimDeviceSpec, load_profile, serve
 from tests.energy_reference import local_ms
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
-from tests.test_end_to_end import running
+from tests.running_agent import running
 
 PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
 SCALE = 600.0

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import LoadedConfig, load_config
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.fixtures.opcua import PlcThread
+from tests.running_agent import running
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "edge_agent/schemas/data-v1.schema.json").read_text()
@@ -61,17 +61,6 @@ def site(
     path = tmp_path / "site.yaml"
     path.write_text(text)
     return load_config(path)
-
-
-@asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[Agent]:
-    task = asyncio.create_task(agent.run(), name="agent")
-    try:
-        yield agent
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        assert done == {task}, "the agent did not stop within 15 s"
 
 
 def data(sub: Subscriber) -> list[dict[str, Any]]:

@@ -16,8 +16,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from simulators.faults import FaultKind
 from simulators.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.ingest_support import running as ingesting
+from tests.running_agent import running
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "configs" / "profiles"
@@ -65,17 +65,6 @@ class Recorder:
 
     async def run(self) -> None:
         await asyncio.Event().wait()
-
-
-@asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[Agent]:
-    task = asyncio.create_task(agent.run(), name="agent")
-    try:
-        yield agent
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        assert done == {task}, "the agent did not stop within 15 s"
 
 
 async def _until(predicate: Callable[[], bool], *, timeout_s: float = 15.0, what: str) -> None:

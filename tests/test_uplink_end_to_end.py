@@ -25,8 +25,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from simulators.platform_receiver import PlatformReceiver, ReceiverState, self_s
 from simulators.site import SimDeviceSpec, load_profile, serve
 from tests.energy_reference import local_ms
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.running_agent import running
 from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,17 +57,6 @@ TOKENS = {"TOKEN_0": "token-zero", "TOKEN_1": "token-one"}
 SERIES = 8
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[Agent]:
-    task = asyncio.create_task(agent.run(), name="agent")
-    try:
-        yield agent
-    finally:
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        assert done == {task}, "the agent did not stop within 15 s"
 
 
 @pytest.fixture
