@@ -4,6 +4,10 @@ A driver answers one poll with one `Poll`: the device's values in the order of i
 `PointSpec` tuple (fixed at plan time), plus the few points whose quality is not good.
 Keeping a poll columnar means the hot path allocates one list per poll, not one object
 per point; `Poll.readings()` gives the per-point `Reading` view for code that wants it.
+
+A driver whose protocol stamps each value at its source (OPC UA's SourceTimestamp) adds
+`point_ts`, a sparse map of point index -> ns since the epoch; every other driver leaves it
+None, and the poll's `ts_ns` (when the answer arrived) is the time of all its points.
 """
 
 from __future__ import annotations
@@ -50,7 +54,11 @@ class Poll:
     """One poll of one device: values aligned with `points`, exceptions in `issues`.
 
     `issues` maps a point index to (quality, reason) for every point that is not good;
-    a BAD point's value is None.
+    a BAD point's value is None. `point_ts` maps a point index to the time (ns since the
+    epoch) its source stamped the value, for the points that have one (never a BAD point;
+    the OPC UA driver gives it in the poll that first holds the value); None when the
+    driver has no per-point times. The payload carries a point's time only where it
+    differs from the poll's; the stages (alarms, energy) use `ts_ns`.
     """
 
     device: str
@@ -58,13 +66,17 @@ class Poll:
     points: tuple[PointSpec, ...]
     values: list[Value]
     issues: dict[int, tuple[Quality, str]] = field(default_factory=dict)
+    point_ts: dict[int, int] | None = None
 
     def readings(self) -> Iterator[Reading]:
-        """Yield one `Reading` per point, in plan order."""
+        """Yield one `Reading` per point, in plan order, at the point's own time if any."""
         issues = self.issues
+        stamps = self.point_ts or {}
+        ts_ns = self.ts_ns
         for i, (spec, value) in enumerate(zip(self.points, self.values, strict=True)):
             quality, reason = issues.get(i, (Quality.GOOD, None))
-            yield Reading(self.device, spec.name, value, spec.unit, quality, self.ts_ns, reason)
+            at = stamps.get(i, ts_ns)
+            yield Reading(self.device, spec.name, value, spec.unit, quality, at, reason)
 
     @classmethod
     def all_bad(

@@ -6,7 +6,8 @@
                                                              message ─► outbox
 
 A batched message (`schemas/data-v2.schema.json`) is the v1 envelope with `polls` in place
-of `points`, each poll with its own `ts_ms` and points in the v1 form:
+of `points`, each poll with its own `ts_ms` and points in the v1 form (a point stamped at
+its source, `Poll.point_ts`, has its own `ts_ms` where it differs from its poll's):
 
     {"schema_version": 2, "gateway": "gw-01", "device": "meter-1", "seq": 43,
      "ts_ms": 1764154930123, "historical": false,
@@ -123,7 +124,8 @@ class Batcher:
         entries: dict[str, dict[str, Any]] = {}
         urgent = False
         seen = batch.seen
-        for i, (spec, value) in enumerate(zip(poll.points, poll.values, strict=True)):
+        points = poll.points
+        for i, (spec, value) in enumerate(zip(points, poll.values, strict=True)):
             issue = issues.get(i) if issues else None
             if issue is None:
                 entries[spec.name] = {"value": value, "unit": spec.unit, "quality": "good"}
@@ -138,6 +140,11 @@ class Batcher:
                 seen[spec.name] = issue
                 urgent = True
         ts_ms = poll.ts_ns // 1_000_000
+        point_ts = poll.point_ts
+        if point_ts is not None:
+            for i, ns in point_ts.items():
+                if ns // 1_000_000 != ts_ms:
+                    entries[points[i].name]["ts_ms"] = ns // 1_000_000
         part = orjson.dumps({"ts_ms": ts_ms, "points": entries})
         options = batch.options
         if batch.parts and batch.size + len(part) + 1 > options.max_bytes:

@@ -19,7 +19,8 @@ Same schema decisions as the time-series store (ingest_schema): one series per p
 `value` only for good and uncertain points (numbers and booleans as 0/1), quality 0/1/2.
 Unlike VictoriaMetrics it keeps string values (`text`) and the full reason text.
 Writing the same series and timestamp again replaces the row: a replayed or redelivered
-reading leaves one row.
+reading leaves one row. A reading's `ts_ms` is its message's, or the point's own when the
+message gave it one (a value stamped at its source, OPC UA).
 
 SQLite calls run on one thread of their own, so the event loop keeps receiving while a
 batch is written; one transaction per batch.
@@ -230,10 +231,13 @@ class EmbeddedStore:
             if known is None:
                 known = series[source.topic] = {}
             ts = message.ts_ms
-            for name, value, unit, quality, reason in message.points:
+            point_ts = message.point_ts
+            for k, (name, value, unit, quality, reason) in enumerate(message.points):
                 entry = known.get(name)
                 if entry is None or entry[0] != unit:
                     entry = known[name] = (unit, self._series_id(db, source, name, unit or ""))
+                if point_ts is not None:
+                    ts = point_ts.get(k, message.ts_ms)
                 if type(value) is str:
                     yield (entry[1], ts, None, value, quality, self._reason_id(db, reason))
                 elif reason is None:

@@ -22,7 +22,10 @@ Each point becomes one line, i.e. one series per point (narrow schema):
 - strings: skipped unless `string_values` (then a `text` string field): VictoriaMetrics
   stores string fields as 0.
 - timestamp: the message's `ts_ms`, precision ms, so replayed data keeps its time and a
-  reading written twice lands on the same series and timestamp (one point).
+  reading written twice lands on the same series and timestamp (one point); a point with
+  a `ts_ms` of its own (stamped at its source, OPC UA) is written at that time instead.
+  It is checked like the message's: an integer, not before 2000, not more than
+  `max_future_ms` ahead, or the whole message is rejected naming the point.
 """
 
 from __future__ import annotations
@@ -91,13 +94,18 @@ class Source:
 
 @dataclass(slots=True)
 class DataMessage:
-    """A validated data message."""
+    """A validated data message.
+
+    `point_ts` maps an index of `points` to that point's own time (ms) when the message
+    gave it one; None when no point has one (every point is at `ts_ms`).
+    """
 
     source: Source
     seq: int
     ts_ms: int
     historical: bool
     points: list[Point]
+    point_ts: dict[int, int] | None = None
 
 
 ENERGY_TOPIC = "energy"  # derived series of the energy stage, ingested like readings
@@ -191,11 +199,7 @@ def decode_data(source: Source, payload: bytes, *, now_ms: int, max_future_ms: i
     if seq < 1:
         raise Rejected("bad_field", f"seq must be >= 1, got {seq}")
     ts_ms = _int_field(doc, "ts_ms")
-    if ts_ms < MIN_TS_MS:
-        raise Rejected("bad_timestamp", f"ts_ms {ts_ms} is before 2000-01-01")
-    if ts_ms > now_ms + max_future_ms:
-        ahead = (ts_ms - now_ms) / 1000
-        raise Rejected("bad_timestamp", f"ts_ms {ts_ms} is {ahead:.0f} s in the future")
+    _check_time(ts_ms, "", now_ms=now_ms, max_future_ms=max_future_ms)
     historical = doc.get("historical")
     if type(historical) is not bool:
         raise Rejected("bad_field", f"historical must be true or false, got {_shown(historical)}")
@@ -204,6 +208,7 @@ def decode_data(source: Source, payload: bytes, *, now_ms: int, max_future_ms: i
         raise Rejected("bad_field", "points must be a non-empty object")
     points: list[Point] = []
     append = points.append
+    point_ts: dict[int, int] | None = None
     for name, entry in raw_points.items():
         if type(entry) is not dict:
             raise Rejected("bad_point", f"point {name!r} is not an object")
@@ -218,11 +223,36 @@ def decode_data(source: Source, payload: bytes, *, now_ms: int, max_future_ms: i
             and (kind is float or kind is int)
             and (unit is None or unit in _good_units)
             and name in _good_names
+            and len(entry) == 3  # value, unit, quality: no ts_ms of its own
         ):
             append((name, value, unit, 0, None))  # the common case, checked in one go
             continue
         append(_checked_point(name, value, unit, quality, reason, entry))
-    return DataMessage(source, seq, ts_ms, historical, points)
+        if "ts_ms" in entry:
+            if point_ts is None:
+                point_ts = {}
+            point_ts[len(points) - 1] = _point_time(
+                name, entry["ts_ms"], now_ms=now_ms, max_future_ms=max_future_ms
+            )
+    return DataMessage(source, seq, ts_ms, historical, points, point_ts)
+
+
+def _check_time(ts_ms: int, point: str, *, now_ms: int, max_future_ms: int) -> None:
+    """The message's (or a point's) time must be after 2000 and not far in the future."""
+    where = f"point {point!r}: " if point else ""
+    if ts_ms < MIN_TS_MS:
+        raise Rejected("bad_timestamp", f"{where}ts_ms {ts_ms} is before 2000-01-01")
+    if ts_ms > now_ms + max_future_ms:
+        ahead = (ts_ms - now_ms) / 1000
+        raise Rejected("bad_timestamp", f"{where}ts_ms {ts_ms} is {ahead:.0f} s in the future")
+
+
+def _point_time(name: str, value: object, *, now_ms: int, max_future_ms: int) -> int:
+    if type(value) is not int:
+        shown = _shown(value)
+        raise Rejected("bad_point", f"point {name!r}: ts_ms must be an integer, got {shown}")
+    _check_time(value, name, now_ms=now_ms, max_future_ms=max_future_ms)
+    return value
 
 
 def _checked_point(
@@ -323,6 +353,7 @@ class LineEncoder:
 
     def encode(self, message: DataMessage, out: list[str]) -> int:
         """Append one line per point to `out`; returns the number of lines."""
+        start = len(out)
         before, after = self._head(message.source)
         ts = f" {message.ts_ms}"
         units = self._units
@@ -345,6 +376,13 @@ class LineEncoder:
             if quality:
                 fields.append(f"reason={reason_code(reason)}i")
             out.append(f"{before}{name}{after}{unit_tag} {','.join(fields)}{ts}")
+        point_ts = message.point_ts
+        if point_ts is not None:
+            # A line ends with " <time>" (a space inside a string field comes before it):
+            # points with a time of their own get it in place of the message's.
+            for k, point_ms in point_ts.items():
+                line = out[start + k]
+                out[start + k] = f"{line[: line.rindex(' ')]} {point_ms}"
         return len(message.points)
 
 

@@ -193,12 +193,17 @@ class ReportFilter:
                 issue = issues.get(i)
                 if issue is not None:
                     subset_issues[k] = issue
+        subset_ts: dict[int, int] | None = None
+        point_ts = poll.point_ts
+        if point_ts is not None:  # the points' own source times, renumbered like issues
+            subset_ts = {k: point_ts[i] for k, i in enumerate(keep) if i in point_ts} or None
         return Poll(
             poll.device,
             ts,
             tuple([points[i] for i in keep]),
             [values[i] for i in keep],
             subset_issues,
+            subset_ts,
         )
 
 

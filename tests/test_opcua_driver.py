@@ -7,16 +7,24 @@ asyncua session; values are compared with what the simulator serves.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
+import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import jsonschema
+import orjson
 import pytest
 
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.driver import OpcUaDriver, browse
 from drivers.reading import DeviceUnreachable, Poll, Quality
+from edge_agent.payload import DeviceEncoder
 from tests.fixtures.opcua import PlcThread
+from tests.opcua_support import epoch_ms, epoch_ns, read_back, restamped_after, serve_stamped
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -294,3 +302,147 @@ async def test_browse_lists_nodes_with_namespace_uris(opcua_plc: PlcThread) -> N
     assert {e.browse_name for e in below} >= {"Temperature", "Pressure"}
     with pytest.raises(DeviceUnreachable, match="BadNoMatch"):
         await browse(opcua_plc.url, path=["PLC9"])
+
+
+# --- source timestamps ----------------------------------------------------------------
+
+SCHEMA_V1 = jsonschema.Draft202012Validator(
+    json.loads(
+        (Path(__file__).resolve().parents[1] / "edge_agent/schemas/data-v1.schema.json").read_text()
+    )
+)
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_values_carry_the_servers_source_timestamps(opcua_plc: PlcThread, mode: str) -> None:
+    """A value's SourceTimestamp is its point's time in the poll that first holds it; none
+    for a value the server sent without one (no fall back to ServerTimestamp), none for a
+    BAD point, and a value that stays the same goes up again at the read time."""
+    async with restamped_after(opcua_plc, "s=Tank1.Temperature", "i=1002"):
+        await _check_source_timestamps(opcua_plc, mode)
+
+
+async def _check_source_timestamps(opcua_plc: PlcThread, mode: str) -> None:
+    plc = opcua_plc.plc
+    await opcua_plc.call(plc.freeze)
+    now = datetime.datetime.now(datetime.UTC)
+    stamped_at = (now - datetime.timedelta(seconds=2.5)).replace(microsecond=123_456)
+    await serve_stamped(opcua_plc, "s=Tank1.Temperature", 42.25, stamped_at)
+    pump = not plc.node("i=1002").value
+    await serve_stamped(opcua_plc, "i=1002", pump, None)
+    await opcua_plc.call(plc.set_status, "i=1001", "BadSensorFailure")
+    driver = OpcUaDriver(
+        device(
+            opcua_plc.url,
+            [
+                {"name": "temp", "node": TEMP, "unit": "degC"},
+                {"name": "pump_run", "node": PUMP},
+                {"name": "lel", "node": LEL, "unit": "%LEL"},  # stamped by the simulator
+                {"name": "counter", "node": COUNTER},
+            ],
+            mode=mode,
+            publishing_interval_s=0.05,
+        )
+    )
+    encoder = DeviceEncoder(gateway="gw-01", device="plc-1", points=driver.points)
+    try:
+        first = await driver.read()  # a subscription's first poll waits for initial data
+        again = await driver.read()
+        later_at = (now - datetime.timedelta(seconds=1.2)).replace(microsecond=654_321)
+        await serve_stamped(opcua_plc, "s=Tank1.Temperature", 43.5, later_at)
+        changed = await read_until(driver, lambda p: p.values[0] == 43.5)
+    finally:
+        await driver.close()
+    keys = ["s=Tank1.Temperature", "i=1002", "s=GasDetector1.LEL"]
+    held = await read_back(opcua_plc.url, keys)
+    temp_dv, pump_dv, lel_dv = (held[k] for k in keys)
+    assert temp_dv.SourceTimestamp == later_at  # the server kept the time it was given
+    assert pump_dv.SourceTimestamp is None and pump_dv.ServerTimestamp is not None
+    assert lel_dv.SourceTimestamp is not None
+
+    assert first.values[:2] == [42.25, pump] and isinstance(first.values[2], float)
+    assert first.issues == {3: (Quality.BAD, "BadSensorFailure")}
+    assert first.point_ts == {0: epoch_ns(stamped_at), 2: epoch_ns(lel_dv.SourceTimestamp)}
+    assert driver.timestamps[1] == (None, epoch_ns(pump_dv.ServerTimestamp))
+    doc = orjson.loads(encoder.encode(first, seq=1))
+    SCHEMA_V1.validate(doc)
+    assert doc["ts_ms"] == first.ts_ns // 1_000_000
+    assert doc["points"] == {
+        "temp": {"value": 42.25, "unit": "degC", "quality": "good", "ts_ms": epoch_ms(stamped_at)},
+        "pump_run": {"value": pump, "unit": None, "quality": "good"},
+        "lel": {
+            "value": first.values[2],
+            "unit": "%LEL",
+            "quality": "good",
+            "ts_ms": epoch_ms(lel_dv.SourceTimestamp),
+        },
+        "counter": {"value": None, "unit": None, "quality": "bad", "reason": "BadSensorFailure"},
+    }
+
+    # The same values again: at the read time, like any driver's.
+    assert again.values == first.values and again.point_ts is None
+    doc = orjson.loads(encoder.encode(again, seq=2))
+    SCHEMA_V1.validate(doc)
+    assert [name for name, entry in doc["points"].items() if "ts_ms" in entry] == []
+
+    # A new value of one point: its time, exactly as the server holds it.
+    assert changed.point_ts == {0: epoch_ns(temp_dv.SourceTimestamp)}
+    doc = orjson.loads(encoder.encode(changed, seq=3))
+    SCHEMA_V1.validate(doc)
+    assert doc["points"]["temp"] == {
+        "value": 43.5,
+        "unit": "degC",
+        "quality": "good",
+        "ts_ms": epoch_ms(temp_dv.SourceTimestamp),
+    }
+    assert [name for name, entry in doc["points"].items() if "ts_ms" in entry] == ["temp"]
+
+
+async def test_source_times_of_a_wrong_clock_are_not_published(
+    opcua_plc: PlcThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OPC UA's "no time" (1601) and a time far ahead of the gateway's clock would make the
+    ingest reject the whole message: such points take the read time, said once."""
+    keys = ("s=Tank1.Temperature", "s=GasDetector1.LEL", "i=1002")
+    async with restamped_after(opcua_plc, *keys):
+        await _check_wrong_clock(opcua_plc, keys, caplog)
+
+
+async def _check_wrong_clock(
+    opcua_plc: PlcThread, keys: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    plc = opcua_plc.plc
+    await opcua_plc.call(plc.freeze)
+    now = datetime.datetime.now(datetime.UTC)
+    never_set = datetime.datetime(1601, 1, 1, tzinfo=datetime.UTC)
+    ahead = now + datetime.timedelta(hours=1)
+    pump_at = now - datetime.timedelta(seconds=1.5)
+    await serve_stamped(opcua_plc, keys[0], 33.5, never_set)
+    await serve_stamped(opcua_plc, keys[1], 4.25, ahead)
+    await serve_stamped(opcua_plc, keys[2], True, pump_at)
+    driver = OpcUaDriver(
+        device(
+            opcua_plc.url,
+            [
+                {"name": "temp", "node": TEMP},
+                {"name": "lel", "node": LEL},
+                {"name": "pump", "node": PUMP},
+            ],
+        )
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="drivers.opcua.driver"):
+            first = await driver.read()
+            second = await driver.read()
+    finally:
+        await driver.close()
+    held = await read_back(opcua_plc.url, keys)
+    assert [held[k].SourceTimestamp for k in keys] == [never_set, ahead, pump_at]
+    assert first.values == second.values == [33.5, 4.25, True]
+    assert first.point_ts == {2: epoch_ns(pump_at)}
+    assert second.point_ts is None  # the same values: at the read time
+    warnings = [r.getMessage() for r in caplog.records if r.name == "drivers.opcua.driver"]
+    assert warnings == [
+        "plc-1: point temp has source time 1601-01-01T00:00:00+00:00 (before 2000); its "
+        "values are published at the read time instead (is the PLC's clock set?)"
+    ]

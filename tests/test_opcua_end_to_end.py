@@ -24,6 +24,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import LoadedConfig, load_config
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.fixtures.opcua import PlcThread
+from tests.opcua_support import epoch_ms, read_back
 from tests.running_agent import running
 
 SCHEMA = json.loads(
@@ -111,6 +112,16 @@ async def test_issue_device_through_the_agent_to_mosquitto(
                 "unit": None,
                 "quality": "good",
             },
+        }
+        # The first message carried the times the PLC stamped the values (frozen: older
+        # than the message); the later ones repeat them at the read time, as above.
+        held = await read_back(opcua_plc.url, ["s=Tank1.Temperature", "i=1002"])
+        temp_at = held["s=Tank1.Temperature"].SourceTimestamp
+        pump_at = held["i=1002"].SourceTimestamp
+        assert temp_at is not None and pump_at is not None
+        assert {name: p.get("ts_ms") for name, p in data(sub)[0]["points"].items()} == {
+            "tank_temp": epoch_ms(temp_at),
+            "pump_run": epoch_ms(pump_at),
         }
 
         await opcua_plc.call(plc.set_status, "i=1002", "BadDeviceFailure")

@@ -8,7 +8,8 @@ This is the only module of the agent that imports asyncua; its exceptions stop h
        ├─► watchdog: subscription silent too long? rebuild it
        ├─► subscribe points: copy of the cache the publish callback keeps current
        ├─► poll points: one Read (split at max_items_per_request) with both timestamps
-       └─► Poll(device, read time, values, issues)        one message per device per poll
+       └─► Poll(device, read time, values, issues,        one message per device per poll
+                point_ts: each value's SourceTimestamp)
 
 Self-healing. A lost connection (the socket closes, a request times out, asyncua's probe
 fails), a session the server no longer knows (restart, session timeout) or a failed
@@ -27,7 +28,19 @@ the server refuses is bad on its own; the other points keep flowing.
 Timestamps. `Poll.ts_ns` is the read time, when read() assembled the answer, as for
 Modbus (the v1 payload's `ts_ms`). The server's source and server timestamps of every
 point are kept in `OpcUaDriver.timestamps` (ns since the epoch, None when the server sent
-none); payload v1 has no per-point timestamp, so they are not published yet.
+none). A value's SourceTimestamp goes into `Poll.point_ts` in the poll that first holds
+that value (a new SourceTimestamp), so the payload carries the time the PLC stamped it (a
+point's own `ts_ms`, where it differs from the read time); a value that stays the same goes
+up again at the read time, as before, so the stores keep a sample per poll of it and a
+point back from BAD with the value it had is not stored behind its BAD sample. OPC UA Part 4
+(DataValue) makes SourceTimestamp the time of the value and ServerTimestamp the time the
+server received it or last knew it to be current (on a Read often the time of the Read
+itself), so there is no fall back to ServerTimestamp: a value without a SourceTimestamp
+takes the read time, as before. A BAD point has no time. A source time before 2000-01-01
+(a PLC whose clock was never set; OPC UA's "no time" is 1601-01-01) or more than
+SOURCE_AHEAD_MAX_S ahead of this gateway's clock is not published either (the point takes
+the read time; logged once per device): the ingest rejects a message with such a time,
+and one wrong clock must not cost the device's readings.
 """
 
 from __future__ import annotations
@@ -82,6 +95,10 @@ logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 WAITING = (Quality.BAD, "BadWaitingForInitialData")
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+# Source times outside [2000-01-01, now + SOURCE_AHEAD_MAX_S] are a wrong clock, not data
+# (the ingest's own bounds are 2000-01-01 and its max_future_s, 300 s by default).
+SOURCE_MIN_NS = 946_684_800 * 10**9
+SOURCE_AHEAD_MAX_S = 60.0
 
 _POLICIES: dict[SecurityPolicy, type[security_policies.SecurityPolicy]] = {
     SecurityPolicy.BASIC256SHA256: security_policies.SecurityPolicyBasic256Sha256,
@@ -185,6 +202,10 @@ class OpcUaDriver:
         self._session: _Session | None = None
         self._generation = 0
         self._silent_logged = False
+        self._clock_logged = False  # a source time outside the plausible range: said once
+        # The SourceTimestamp each point's value had at the last poll: a value instance
+        # goes up with its own time once, in the poll that first holds it.
+        self._seen_source: list[int | None] = [None] * n
         self.stats = DriverStats()
 
     # --- the poller's interface -----------------------------------------------------
@@ -208,11 +229,44 @@ class OpcUaDriver:
         issues.update(self._fixed)
         for i in self._fixed:
             values[i] = None
-        return Poll(self.name, time.time_ns(), self.points, values, issues)
+        now_ns = time.time_ns()
+        return Poll(
+            self.name, now_ns, self.points, values, issues, self._source_times(issues, now_ns)
+        )
 
     async def close(self) -> None:
         """Close the session; idempotent."""
         await self._teardown(graceful=True)
+
+    def _source_times(self, issues: dict[int, Issue], now_ns: int) -> dict[int, int] | None:
+        """The SourceTimestamp (ns) of each value this poll is the first to hold; not for
+        BAD points nor implausible times. A value that stays the same goes up again at
+        the read time, so the stores keep getting samples of it, and a point back from
+        BAD with the value it had (same SourceTimestamp) is stored after its BAD sample."""
+        latest = now_ns + int(SOURCE_AHEAD_MAX_S * 1e9)
+        seen = self._seen_source
+        stamps: dict[int, int] = {}
+        for i, (source, _server) in enumerate(self.timestamps):
+            if source is None or source == seen[i]:
+                continue
+            issue = issues.get(i)
+            if issue is not None and issue[0] is Quality.BAD:
+                continue  # a BAD value's time is never published nor remembered
+            seen[i] = source
+            if SOURCE_MIN_NS <= source <= latest:
+                stamps[i] = source
+            elif not self._clock_logged:
+                self._clock_logged = True
+                shown = (EPOCH + datetime.timedelta(microseconds=source // 1000)).isoformat()
+                log.warning(
+                    "%s: point %s has source time %s (%s); its values are published at the "
+                    "read time instead (is the PLC's clock set?)",
+                    self.name,
+                    self.points[i].name,
+                    shown,
+                    "before 2000" if source < SOURCE_MIN_NS else "ahead of this gateway's clock",
+                )
+        return stamps or None
 
     # --- session life ---------------------------------------------------------------
 
