@@ -41,7 +41,7 @@ def read_manual(loaded: LoadedConfig, start_ms: int, end_ms: int) -> list[Interv
         return []
     store = UplinkStore(path, [e.name for e in uplink.endpoints])
     try:
-        return [r for r in store.history(start_ms, end_ms) if r.manual]
+        return store.history(start_ms, end_ms, manual_only=True)
     finally:
         store.close()
 

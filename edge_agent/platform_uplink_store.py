@@ -208,11 +208,15 @@ class UplinkStore:
         cur = self.db.execute("DELETE FROM history WHERE end_ms < ?", (now - days * DAY_MS,))
         return cur.rowcount
 
-    def history(self, start_ms: int, end_ms: int) -> list[IntervalRecord]:
-        """Records whose interval starts in [start_ms, end_ms), by start then key."""
+    def history(
+        self, start_ms: int, end_ms: int, *, manual_only: bool = False
+    ) -> list[IntervalRecord]:
+        """Records whose interval starts in [start_ms, end_ms), by start then key
+        (`manual_only`: the 手工填报 entries, without decoding the measured ones)."""
         rows = self.db.execute(
             "SELECT record FROM history WHERE start_ms >= ? AND start_ms < ? "
-            "ORDER BY start_ms, key",
+            + ("AND manual = 1 " if manual_only else "")
+            + "ORDER BY start_ms, key",
             (start_ms, end_ms),
         ).fetchall()
         return [IntervalRecord.from_json(body) for (body,) in rows]
