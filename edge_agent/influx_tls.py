@@ -1,5 +1,7 @@
 """TLS towards the `influx:` server: which CAs to trust, what `check` reports, the warning.
 
+`ca_file_problem` also serves the platform uplink's endpoints (a CA file is a CA file).
+
 The ingest (influxdb-client's async client, on aiohttp) and `edge-agent report`
 (VictoriaSource, on urllib) trust the same certificates: the system's CAs, or the PEM
 bundle `influx.ca_file` alone; `influx.verify_tls: false` checks nothing and is warned
@@ -23,16 +25,20 @@ def influx_issues(doc: Document, config: InfluxConfig, *, base: Path) -> list[Co
     if config.ca_file is None:
         return []
     at = ("influx", "ca_file")
-    path = base / config.ca_file
     if not config.url.lower().startswith("https://"):
         return [doc.issue(at, f"is only used over https, and influx.url is {config.url!r}")]
+    problem = ca_file_problem(base / config.ca_file)
+    return [] if problem is None else [doc.issue(at, problem)]
+
+
+def ca_file_problem(path: Path) -> str | None:
+    """`{path}: why` when a PEM CA bundle cannot be loaded, else None (for `check`; the
+    uplink's endpoints use it too)."""
     try:
         ssl.create_default_context(cafile=str(path))
-    except ssl.SSLError as exc:
-        return [doc.issue(at, f"{path}: not a PEM CA bundle ({exc.reason or exc})")]
-    except OSError as exc:
-        return [doc.issue(at, f"{path}: {exc.strerror or exc}")]
-    return []
+    except (OSError, ssl.SSLError) as exc:
+        return f"{path}: {_unusable(exc)}"
+    return None
 
 
 def ssl_context(ca_file: Path | None, *, verify: bool = True) -> ssl.SSLContext:
@@ -56,13 +62,16 @@ def ca_cert(ca_file: Path | None) -> str | None:
 
 def ca_file_error(ca_file: Path | None, exc: BaseException) -> str:
     """Why `influx.ca_file` cannot be loaded, for an error at start."""
+    return f"influx.ca_file {ca_file}: {_unusable(exc)}"
+
+
+def _unusable(exc: BaseException) -> str:
+    # SSLError is an OSError: asked first, it says what is wrong with the file's content.
     if isinstance(exc, ssl.SSLError):
-        why = f"not a PEM CA bundle ({exc.reason or exc})"
-    elif isinstance(exc, OSError):
-        why = exc.strerror or str(exc)
-    else:
-        why = str(exc)
-    return f"influx.ca_file {ca_file}: {why}"
+        return f"not a PEM CA bundle ({exc.reason or exc})"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 def certificate_problem(exc: object, ca_file: Path | None) -> str | None:

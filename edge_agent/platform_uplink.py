@@ -42,6 +42,7 @@ import yaml
 from drivers.reading import Poll
 from edge_agent.config_errors import ConfigIssue
 from edge_agent.config_yaml import Document
+from edge_agent.influx_tls import ca_file_problem
 from edge_agent.platform_uplink_config import UplinkConfig, UplinkEndpoint
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
 
@@ -117,12 +118,9 @@ def uplink_issues(doc: Document, config: UplinkConfig, *, base: Path) -> list[Co
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
             issues.append(doc.issue((*at, "template"), f"{base / e.template}: {first}"))
-        if e.ca_file is not None:
-            try:
-                ssl.create_default_context(cafile=str(base / e.ca_file))
-            except (OSError, ssl.SSLError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                issues.append(doc.issue((*at, "ca_file"), f"{base / e.ca_file}: {why}"))
+        problem = None if e.ca_file is None else ca_file_problem(base / e.ca_file)
+        if problem is not None:
+            issues.append(doc.issue((*at, "ca_file"), problem))
     return issues
 
 
