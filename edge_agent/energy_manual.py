@@ -39,7 +39,7 @@ def read_manual(loaded: LoadedConfig, start_ms: int, end_ms: int) -> list[Interv
     path = loaded.path.parent / uplink.path
     if not path.exists():  # no entry was ever made: do not create the file from a report
         return []
-    store = UplinkStore(path, [e.name for e in uplink.endpoints])
+    store = UplinkStore.of(uplink, base=loaded.path.parent)
     try:
         return store.history(start_ms, end_ms, manual_only=True)
     finally:

@@ -334,11 +334,7 @@ class PlatformUplink:
         self.announce_s: float = sender.get("idle_check_s", 30.0)
         self.site = site
         self.gateway = gateway
-        self.store = UplinkStore(
-            base / config.path,
-            [e.name for e in config.endpoints],
-            spans={e.name: e.spans for e in config.endpoints},
-        )
+        self.store = UplinkStore.of(config, base=base)
         self.senders = [
             EndpointSender(
                 self.store,

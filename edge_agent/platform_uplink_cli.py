@@ -104,9 +104,7 @@ def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         print(f"{loaded.path}: no `uplink:` block", file=sys.stderr)
         return 2
     zone = ZoneInfo(site.energy.timezone)
-    store = UplinkStore(
-        loaded.path.parent / site.uplink.path, [e.name for e in site.uplink.endpoints]
-    )
+    store = UplinkStore.of(site.uplink, base=loaded.path.parent)
     try:
         if args.uplink_action == "manual":
             try:

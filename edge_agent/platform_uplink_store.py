@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from edge_agent.platform_uplink_config import UplinkConfig
 from edge_agent.sqlite_file import move_aside, open_checked
 
 SCHEMA = """
@@ -101,9 +102,8 @@ class UplinkStore:
         self.path = path
         self.endpoints = tuple(endpoints)
         # What each endpoint is sent (default: intervals); manual entries go to every one.
-        self.spans = {
-            e: set(spans.get(e, ("interval",)) if spans else ("interval",)) for e in endpoints
-        }
+        spans = spans or {}
+        self.spans = {e: set(spans.get(e, ("interval",))) for e in endpoints}
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = open_checked(path, synchronous=synchronous, schema=SCHEMA)
@@ -115,6 +115,15 @@ class UplinkStore:
         self._depth: dict[str, int] = {}
         self._data_version = -1
         self._recount()
+
+    @classmethod
+    def of(cls, config: UplinkConfig, *, base: Path) -> UplinkStore:
+        """The store of an `uplink:` block (its path relative to the site file `base`)."""
+        return cls(
+            base / config.path,
+            [e.name for e in config.endpoints],
+            spans={e.name: e.spans for e in config.endpoints},
+        )
 
     def close(self) -> None:
         self.db.close()
