@@ -251,24 +251,29 @@ class EnergyStage:
 
     # -- state across restarts (energy_state.py) ------------------------------------------
 
-    @functools.cache  # noqa: B019 - one entry per counter, for the stage's life
-    def _counter_fingerprint(self, counter: _Counter) -> str:
-        cp, c = counter.point, self.config
-        point = (cp.spec, cp.poll_interval_s, cp.options.kind, cp.options.direction, cp.unit)
-        return repr((point, c.timezone, c.interval_min, c.demand_window_min, c.tariff))
-
     @functools.cached_property
-    def _tree_fingerprint(self) -> str:
+    def _fingerprints(self) -> dict[str, str]:
+        """What each part's saved numbers depend on, by state key (the config's part)."""
         c = self.config
+        out = {}
+        for dev in self._devices.values():
+            for name, counter in dev.counters.items():
+                cp = counter.point
+                point = (cp.spec, cp.poll_interval_s, cp.options.kind, cp.options.direction)
+                out[f"counter:{dev.name}/{name}"] = repr(
+                    ((*point, cp.unit), c.timezone, c.interval_min, c.demand_window_min, c.tariff)
+                )
         needed = sorted(self.hierarchy.needed)
-        return repr((c.hierarchy, c.virtual_meters, c.timezone, c.interval_min, needed))
+        out["hierarchy"] = repr((c.hierarchy, c.virtual_meters, c.timezone, c.interval_min, needed))
+        return out
 
     def _state_rows(self) -> dict[str, tuple[str, Any]]:
         rows: dict[str, tuple[str, Any]] = {}
         for dev in self._devices.values():
             for name, counter in dev.counters.items():
-                rows[f"counter:{dev.name}/{name}"] = (
-                    self._counter_fingerprint(counter),
+                key = f"counter:{dev.name}/{name}"
+                rows[key] = (
+                    self._fingerprints[key],
                     (
                         attributes(counter.track, _TRACK_STATE),
                         attributes(counter.intervals, _INTERVAL_STATE),
@@ -279,7 +284,7 @@ class EnergyStage:
                         | {n: list(getattr(counter.demand, n)) for n in _DEMAND_WINDOW},
                     ),
                 )
-        tree = self._tree_fingerprint
+        tree = self._fingerprints["hierarchy"]
         for (series, kind), totals in self._node_totals.items():
             rows[f"node:{series}/{kind}"] = (tree, attributes(totals, _TOTALS_STATE))
         rows["hierarchy"] = (tree, self.hierarchy._pending)
@@ -303,13 +308,12 @@ class EnergyStage:
         """Continue from the saved state; the number of parts restored."""
         if self.state is None:
             return 0
-        wanted = {k: fp for k, (fp, _) in self._state_rows().items()}
-        tree = self._tree_fingerprint
+        wanted = self._fingerprints
         names = {s.name for s in self.hierarchy.series}
 
         def fingerprint(key: str) -> str | None:
             if key.startswith("node:"):  # made when a series' first interval comes
-                return tree if key[5:].rpartition("/")[0] in names else None
+                return wanted["hierarchy"] if key[5:].rpartition("/")[0] in names else None
             return wanted.get(key)
 
         saved_ms, found, dropped = self.state.load(fingerprint)
