@@ -28,7 +28,7 @@ from drivers.opcua.config import OpcUaDevice
 from drivers.reading import Poll
 from edge_agent import __version__
 from edge_agent.alarm_stage import build_alarm_stages
-from edge_agent.batching import Batcher, build_batcher
+from edge_agent.batching import build_batcher, resend_held
 from edge_agent.config import ConfigError, DeviceSetup, LoadedConfig, load_config
 from edge_agent.energy_stage import build_energy_stages, energy_state_path
 from edge_agent.forwarder import Forwarder
@@ -344,12 +344,9 @@ class Agent:
         held = self.outbox.held()
         if not held:
             return
-        site = self.loaded.site
-        # Also when no device batches any more: the polls were accepted, so they go up.
-        batcher = self.batcher or Batcher(
-            {}, gateway=site.gateway, topics={}, forwarder=self.forwarder, holder=self.forwarder
+        messages = resend_held(
+            held, gateway=self.loaded.site.gateway, forwarder=self.forwarder, holder=self.forwarder
         )
-        messages = batcher.resend_held(held)
         log.warning(
             "outbox: %d polls were waiting in batches when the agent stopped; sent as %d "
             "historical messages",

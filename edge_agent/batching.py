@@ -95,7 +95,6 @@ class Batcher:
     ) -> None:
         self._forwarder = forwarder
         self._holder = holder  # None: batches wait in memory only (tests of the logic)
-        self._gateway = gateway
         self._batches = {
             name: _Batch(
                 name,
@@ -178,13 +177,15 @@ class Batcher:
             batch.timer = None
         if not batch.parts:
             return
-        forwarder = self._forwarder
-        seq = forwarder.next_seq()
-        head = orjson.dumps(
-            {**batch.head, "seq": seq, "ts_ms": batch.first_ts_ms, "historical": False}
+        payload = _submit(
+            self._forwarder,
+            batch.head,
+            batch.first_ts_ms,
+            batch.parts,
+            topic=batch.topic,
+            readings=batch.readings,
+            historical=False,
         )
-        payload = b"".join((head[:-1], b',"polls":[', b",".join(batch.parts), b"]}"))
-        forwarder.submit(seq, batch.topic, payload, device=batch.device, readings=batch.readings)
         if self._holder is not None and batch.held:
             self._holder.release(batch.held)  # in the transaction that stores the message
             batch.held = []
@@ -193,32 +194,46 @@ class Batcher:
         batch.parts.clear()
         batch.size = batch.readings = 0
 
-    def resend_held(self, parts: list[HeldPart]) -> int:
-        """Polls that waited in batches when the agent last stopped without sending them (a
-        crash): one v2 message per device, flagged historical, oldest first. Returns the
-        number of messages."""
-        by_device: dict[str, list[HeldPart]] = {}
-        for p in parts:
-            by_device.setdefault(p.device, []).append(p)
-        for device, held in by_device.items():
-            seq = self._forwarder.next_seq()
-            head = orjson.dumps(
-                {
-                    "schema_version": SCHEMA_VERSION,
-                    "gateway": self._gateway,
-                    "device": device,
-                    "seq": seq,
-                    "ts_ms": held[0].ts_ms,
-                    "historical": True,
-                }
-            )
-            payload = b"".join((head[:-1], b',"polls":[', b",".join(p.part for p in held), b"]}"))
-            self._forwarder.submit(
-                seq, held[0].topic, payload, device=device, readings=sum(p.readings for p in held)
-            )
-            if self._holder is not None:
-                self._holder.release([p.id for p in held])
-        return len(by_device)
+
+def resend_held(
+    parts: list[HeldPart], *, gateway: str, forwarder: Submitter, holder: Holder
+) -> int:
+    """Polls that waited in batches when the agent last stopped without sending them (a
+    crash): one v2 message per device, flagged historical, oldest first, whether or not
+    the device still batches. Returns the number of messages."""
+    by_device: dict[str, list[HeldPart]] = {}
+    for p in parts:
+        by_device.setdefault(p.device, []).append(p)
+    for device, held in by_device.items():
+        _submit(
+            forwarder,
+            {"schema_version": SCHEMA_VERSION, "gateway": gateway, "device": device},
+            held[0].ts_ms,
+            [p.part for p in held],
+            topic=held[0].topic,
+            readings=sum(p.readings for p in held),
+            historical=True,
+        )
+        holder.release([p.id for p in held])
+    return len(by_device)
+
+
+def _submit(
+    forwarder: Submitter,
+    head: dict[str, Any],
+    ts_ms: int,
+    parts: list[bytes],
+    *,
+    topic: str,
+    readings: int,
+    historical: bool,
+) -> bytes:
+    """One v2 message: the envelope spliced around the rendered polls, submitted."""
+    seq = forwarder.next_seq()
+    envelope = orjson.dumps({**head, "seq": seq, "ts_ms": ts_ms, "historical": historical})
+    payload = b"".join((envelope[:-1], b',"polls":[', b",".join(parts), b"]}"))
+    forwarder.submit(seq, topic, payload, device=head["device"], readings=readings)
+    return payload
 
 
 _GOOD: tuple[Quality, str] | None = None  # a point never seen counts as good: bad is news

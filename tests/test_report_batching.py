@@ -18,7 +18,7 @@ import pytest
 
 from drivers.options.report import BatchOptions
 from drivers.reading import PointSpec, Poll, Quality
-from edge_agent.batching import Batcher, build_batcher
+from edge_agent.batching import Batcher, build_batcher, resend_held
 from edge_agent.config import load_config
 from edge_agent.ingest_schema import DataMessage, Rejected, Source, decode_messages
 from edge_agent.outbox import Outbox, OutboxConfig
@@ -314,8 +314,7 @@ async def test_polls_waiting_in_a_batch_survive_a_crash_and_go_up_at_start(
     again = Outbox(path, OutboxConfig())
     again.open()
     held = again.held()
-    restarted = Batcher({}, gateway="gw", topics={}, forwarder=_Direct(again), holder=again)
-    assert restarted.resend_held(held) == 1
+    assert resend_held(held, gateway="gw", forwarder=_Direct(again), holder=again) == 1
     again.flush()
     assert again.held() == []
     rows = again.rows_after(0, before_id=99, limit=9)
