@@ -90,19 +90,22 @@ class Forwarder:
     def submit(self, seq: int, topic: str, payload: bytes, *, device: str, readings: int) -> None:
         """Accept a message; it is stored at the next flush, then sent."""
         self.outbox.append(seq, topic, payload, device=device, readings=readings)
-        if self._flush_handle is None and self._loop is not None:
-            self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
+        self._flush_later()
 
     def hold(self, device: str, topic: str, part: bytes, *, readings: int, ts_ms: int) -> int:
         """Keep a poll that waits in a batch (Outbox.hold), committed at the next flush."""
         hold_id = self.outbox.hold(device, topic, part, readings=readings, ts_ms=ts_ms)
-        if self._flush_handle is None and self._loop is not None:
-            self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
+        self._flush_later()
         return hold_id
 
     def release(self, hold_ids: list[int]) -> None:
         """The held polls went up in the message submitted just before (Outbox.release)."""
         self.outbox.release(hold_ids)
+
+    def _flush_later(self) -> None:
+        # Staged writes are committed together, one transaction per flush interval.
+        if self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
 
     def flush(self) -> None:
         """Commit what is staged (and acked deletions), then send what may go."""
@@ -143,8 +146,7 @@ class Forwarder:
         self.outbox.ack(msg_id)
         if self._on_acked is not None:
             self._on_acked(msg_id)
-        if self._flush_handle is None and self._loop is not None:
-            self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
+        self._flush_later()
         self._schedule_pump()
 
     # -- pumping -----------------------------------------------------------------------------
