@@ -240,11 +240,9 @@ class EnergyStage:
                 try:
                     await asyncio.to_thread(state.write, blob)
                 except sqlite3.Error as exc:  # a full disk must not stop the metering
-                    self._state_failed(exc)
+                    self._state_saved(exc)
                 else:
-                    if self._state_failing:
-                        log.info("energy state saved again")
-                    self._state_failing = False
+                    self._state_saved(None)
         finally:
             self.save_state()  # the agent stops: the next start continues from here
             state.close()
@@ -297,12 +295,17 @@ class EnergyStage:
         try:
             self.state.save(self._state_rows())
         except sqlite3.Error as exc:  # a full disk must not stop the metering
-            self._state_failed(exc)
+            self._state_saved(exc)
+        else:
+            self._state_saved(None)
 
-    def _state_failed(self, exc: sqlite3.Error) -> None:
-        if not self._state_failing:  # once per episode, not every period
-            log.warning("energy state not saved: %s (retrying every period)", exc)
-        self._state_failing = True
+    def _state_saved(self, error: sqlite3.Error | None) -> None:
+        # Logged once per change: a full disk would otherwise log every period.
+        if error is not None and not self._state_failing:
+            log.warning("energy state not saved: %s (retrying every period)", error)
+        elif error is None and self._state_failing:
+            log.info("energy state saved again")
+        self._state_failing = error is not None
 
     def restore_state(self) -> int:
         """Continue from the saved state; the number of parts restored."""
