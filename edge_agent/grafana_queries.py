@@ -18,12 +18,19 @@ def _points(points: Sequence[str]) -> str:
     return " or ".join(f'r.point == "{p}"' for p in points) or "false"
 
 
-def base(bucket: str, measurement: str, field: str, points: Sequence[str] | None = None) -> str:
-    """Rows of one field for the selected site and devices, in the dashboard's range."""
-    lines = [
+def _field(bucket: str, measurement: str, field: str) -> list[str]:
+    """Rows of one field in the dashboard's range (every query starts so)."""
+    return [
         f'from(bucket: "{bucket}")',
         "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
         f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")',
+    ]
+
+
+def base(bucket: str, measurement: str, field: str, points: Sequence[str] | None = None) -> str:
+    """Rows of one field for the selected site and devices, in the dashboard's range."""
+    lines = [
+        *_field(bucket, measurement, field),
         '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ /^${device:regex}$/)',
     ]
     if points is not None:
@@ -44,9 +51,7 @@ def gateway_series(bucket: str, measurement: str, points: Sequence[str]) -> str:
     """The gateways' own health series (device `_gateway`) of the selected site."""
     return "\n".join(
         [
-            f'from(bucket: "{bucket}")',
-            "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
-            f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "value")',
+            *_field(bucket, measurement, "value"),
             '  |> filter(fn: (r) => r.site == "${site}" and r.device == "_gateway")',
             f"  |> filter(fn: (r) => {_points(points)})",
             '  |> group(columns: ["gateway", "point"])',
@@ -173,9 +178,7 @@ def manual_entries(bucket: str, measurement: str) -> str:
     point and unit: their devices need not be configured ones, so no device filter."""
     return "\n".join(
         [
-            f'from(bucket: "{bucket}")',
-            "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
-            f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "value")',
+            *_field(bucket, measurement, "value"),
             '  |> filter(fn: (r) => r.site == "${site}" and r.point =~ /^manual\\./)',
             '  |> group(columns: ["device", "point", "unit"])',
             "  |> sum()",
