@@ -1,9 +1,9 @@
 """Benchmark: uplink traffic of the demo plant with report by exception off and on.
 
-    .venv/bin/python -m bench.report_run [--hours 1] [--config configs/demo.yaml]
+    .venv/bin/python -m bench.report_run [--hours 1] [--config site.yaml]
                                          [--live-seconds 0]
 
-1. An hour of the demo plant (configs/demo.yaml) on a virtual clock: each device's
+1. An hour of the demo plant (the shipped demo site) on a virtual clock: each device's
    simulator (the same seeded physics `edge-agent demo` serves) answers the device's real
    read plan through the Modbus driver, at the device's own interval; every poll goes
    through the report filter and the data message encoder, as in the agent. Settings:
@@ -43,6 +43,7 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.options.report import BatchOptions, ReportOptions
 from drivers.reading import Poll
 from edge_agent.batching import build_batcher
+from edge_agent.catalog import shipped_demo
 from edge_agent.config import DeviceSetup, LoadedConfig, load_config
 from edge_agent.payload import DeviceEncoder
 from edge_agent.report_filter import build_report_filter
@@ -337,7 +338,7 @@ async def live(config: Path, setting: Setting, seconds: float) -> dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config", type=Path, default=ROOT / "configs/demo.yaml")
+    p.add_argument("--config", type=Path, default=shipped_demo())
     p.add_argument("--hours", type=float, default=1.0)
     p.add_argument("--live-seconds", type=float, default=0.0)
     args = p.parse_args(argv)

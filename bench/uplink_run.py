@@ -35,12 +35,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.catalog import Kind, shipped
 from edge_agent.platform_uplink import PlatformUplink
 from edge_agent.platform_uplink_config import UplinkConfig, UplinkEndpoint
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = ROOT / "configs" / "uplink" / "example-province.yaml"
+TEMPLATE = shipped(Kind.TEMPLATES, "example-province")
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 T0 = dt.datetime(2026, 5, 1, tzinfo=SHANGHAI)
 INTERVAL = dt.timedelta(minutes=15)

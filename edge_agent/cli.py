@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
 log = logging.getLogger("edge_agent")
-
-DEFAULT_DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -89,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="simulators + agent + embedded MQTT broker on loopback, with a live table"
     )
-    demo.add_argument("config", type=Path, nargs="?", default=DEFAULT_DEMO)
+    demo.add_argument(
+        "config", type=Path, nargs="?", default=None, help="default: the shipped demo site"
+    )
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
     demo.add_argument(
         "--store", type=Path, default=None, help="SQLite file of the ingest (default: a temp file)"
@@ -112,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True, help="directory for the files")
     report.add_argument(
         "--store", type=Path, default=None, help="embedded store (default: ingest.store)"
+    )
+
+    catalog = sub.add_parser(
+        "catalog", help="list the profiles, tariffs, coefficient tables and templates in reach"
+    )
+    catalog.add_argument(
+        "config", type=Path, nargs="?", default=None, help="as this site file sees them"
     )
 
     browse = sub.add_parser(
@@ -145,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_diagnose(args)
     if args.command == "browse":
         return asyncio.run(_browse(args.endpoint, args.path, args.depth, args.all))
+    if args.command == "catalog":
+        from edge_agent.catalog.listing import print_catalog
+
+        return print_catalog(args.config)
+    if args.command == "demo" and args.config is None:
+        from edge_agent.catalog import shipped_demo
+
+        args.config = shipped_demo()
     loaded = _load(args.config)
     if loaded is None:
         return 2
@@ -333,13 +349,20 @@ async def _demo(
 
     # The table is the demo's output; routine log lines would scroll it away.
     logging.getLogger().setLevel(logging.WARNING)
-    async with embedded_broker("127.0.0.1", 0) as url, _simulator_process(loaded.path):
-        site = loaded.site.model_copy(
-            update={"mqtt": loaded.site.mqtt.model_copy(update={"url": url})}
-        )
-        demo = dataclasses.replace(loaded, site=site)
-        with contextlib.suppress(_DemoOver):
-            await _run_demo(demo, url=url, store=store, seconds=seconds)
+    async with (
+        embedded_broker("127.0.0.1", 0) as url,
+        _simulator_process(loaded.path),
+    ):
+        # A demo leaves nothing behind, and the shipped demo's folder is not writable.
+        with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
+            outbox = loaded.site.outbox.model_copy(
+                update={"path": Path(state) / loaded.site.outbox.path.name}
+            )
+            mqtt = loaded.site.mqtt.model_copy(update={"url": url})
+            site = loaded.site.model_copy(update={"mqtt": mqtt, "outbox": outbox})
+            demo = dataclasses.replace(loaded, site=site)
+            with contextlib.suppress(_DemoOver):
+                await _run_demo(demo, url=url, store=store, seconds=seconds)
 
 
 async def _run_demo(

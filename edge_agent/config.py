@@ -8,11 +8,12 @@ address) and builds every device's read plan, so a config that loads is one the 
 can run. Everything wrong is gathered in one pass into a `ConfigError` whose issues name
 the file, the line and the path (`site.yaml:41 devices[2].points[5]: ...`).
 
-Profile lookup for `profile: NAME`, first match wins:
+Profiles are found by name through the catalog (edge_agent/catalog), first match wins:
 
     <site file dir>/profiles/NAME.yaml
     <profiles_dir>/NAME.yaml            (profiles_dir relative to the site file)
-    <repository>/configs/profiles/NAME.yaml
+    $EDGE_AGENT_DATA/profiles/NAME.yaml (default /etc/edge-agent)
+    the shipped profiles                (edge_agent/catalog/profiles/)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from drivers.modbus.plan import build_plan
 from drivers.opcua.config import OpcUaDevice
 from drivers.options.alarms import reference_issues
 from edge_agent.alarm_config import AlarmsConfig
+from edge_agent.catalog import Folder, Kind, find, folders, known
 from edge_agent.config_errors import ConfigError, ConfigIssue, Loc, shown_path
 from edge_agent.config_messages import (
     DISCRIMINATOR,
@@ -63,7 +65,6 @@ from edge_agent.platform_uplink import uplink_issues
 from edge_agent.platform_uplink_config import UplinkConfig
 
 __all__ = [
-    "REPOSITORY_PROFILES",
     "ConfigError",
     "ConfigIssue",
     "DeviceClash",
@@ -77,7 +78,6 @@ __all__ = [
     "load_config",
 ]
 
-REPOSITORY_PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
 INLINE = "inline"  # profile_name of a device whose points are in the site file
 
 # Further drivers join as `ModbusDevice | OpcUaDevice | ...`; pydantic picks the member by
@@ -292,21 +292,14 @@ def _load_profile(entry: _Profile, environ: Mapping[str, str]) -> None:
         entry.profile = profile
 
 
-def _profile_dirs(site_dir: Path, profiles_dir: object) -> list[Path]:
-    dirs = [site_dir / "profiles"]
-    if isinstance(profiles_dir, str) and profiles_dir:
-        dirs.append(site_dir / profiles_dir)
-    dirs.append(REPOSITORY_PROFILES)
-    unique: dict[Path, Path] = {}
-    for d in dirs:
-        unique.setdefault(d.resolve(), d)
-    return list(unique.values())
+def _profile_dirs(site_dir: Path, profiles_dir: object, environ: Mapping[str, str]) -> list[Folder]:
+    extra = Path(profiles_dir) if isinstance(profiles_dir, str) and profiles_dir else None
+    return folders(Kind.PROFILES, site_dir, profiles_dir=extra, environ=environ)
 
 
-def _unknown_profile(name: str, dirs: Sequence[Path]) -> str:
-    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
-    looked = ", ".join(f"{shown_path(d)}/" for d in dirs)
-    hint = suggest(name, known)
+def _unknown_profile(name: str, dirs: Sequence[Folder]) -> str:
+    looked = ", ".join(d.shown for d in dirs)
+    hint = suggest(name, known(dirs))
     return f"unknown profile {name!r} (looked in: {looked}{'; ' + hint if hint else ''})"
 
 
@@ -398,7 +391,7 @@ def _check_devices(
 
 
 def _find_profiles(
-    doc: Document, dirs: Sequence[Path], environ: Mapping[str, str]
+    doc: Document, dirs: Sequence[Folder], environ: Mapping[str, str]
 ) -> tuple[dict[int, _Profile], list[ConfigIssue]]:
     """The profile file of each device entry naming one (loaded once per file), and issues.
 
@@ -412,7 +405,7 @@ def _find_profiles(
         name = doc.at(("devices", i, "profile"))
         if not isinstance(name, str) or re.fullmatch(NAME_PATTERN, name) is None:
             continue
-        found = next((d / f"{name}.yaml" for d in dirs if (d / f"{name}.yaml").is_file()), None)
+        found = find(name, dirs)
         if found is None:
             issues.append(doc.issue(("devices", i, "profile"), _unknown_profile(name, dirs)))
             continue
@@ -513,7 +506,7 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
     if isinstance(profiles_dir, str) and profiles_dir and not (site_dir / profiles_dir).is_dir():
         shown = shown_path(site_dir / profiles_dir)
         issues.append(doc.issue(("profiles_dir",), f"profiles_dir {shown}/ is not a directory"))
-    wanted, lookup_issues = _find_profiles(doc, _profile_dirs(site_dir, profiles_dir), env)
+    wanted, lookup_issues = _find_profiles(doc, _profile_dirs(site_dir, profiles_dir, env), env)
     issues.extend(lookup_issues)
 
     setups: list[DeviceSetup] = []

@@ -42,7 +42,7 @@ def energy_issues(
         except ValueError as exc:
             issues.append(doc.issue(("energy", "tariff"), str(exc)))
     try:
-        load_coefficients(config.standard_coal, config.grid_emission)
+        load_coefficients(config.standard_coal, config.grid_emission, site_dir=base)
     except ValueError as exc:
         key = "standard_coal" if "standard_coal" in str(exc) else "grid_emission"
         issues.append(doc.issue(("energy", key), str(exc)))

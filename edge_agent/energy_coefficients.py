@@ -1,7 +1,8 @@
 """Versioned coefficient tables: standard coal (GB/T 2589) and grid CO2 factors, as data.
 
-The tables live in configs/energy/standard-coal.yaml and configs/energy/grid-emission.yaml
-(each row with its source); a site picks one version of each (`energy.standard_coal`,
+The tables live in the catalog's energy/standard-coal.yaml and energy/grid-emission.yaml
+(each row with its source; a plant's own files of those names add or correct versions, see
+edge_agent/catalog); a site picks one version of each (`energy.standard_coal`,
 `energy.grid_emission`) and every tce and CO2 total records the versions it used, so a
 report can be recomputed when a table is corrected. Also here: the canonical unit of each
 energy kind and the conversions from the units meters use.
@@ -9,13 +10,14 @@ energy kind and the conversions from the units meters use.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-COEFFICIENTS_DIR = Path(__file__).resolve().parents[1] / "configs" / "energy"
+from edge_agent.catalog import Kind, folders
 
 # kind -> canonical unit, and the factor from each accepted unit to it.
 CANONICAL: dict[str, str] = {
@@ -125,17 +127,35 @@ class Coefficients:
 
 
 def _read(path: Path) -> object:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def load_coefficients(
-    standard_coal: str, grid_emission: str, *, directory: Path = COEFFICIENTS_DIR
+    standard_coal: str,
+    grid_emission: str,
+    *,
+    site_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Coefficients:
-    """The named versions from the coefficient files; ValueError lists the known ones."""
-    coal_file = _CoalFile.model_validate(_read(directory / "standard-coal.yaml"))
-    emission_file = _EmissionFile.model_validate(_read(directory / "grid-emission.yaml"))
-    coal = {t.version: t for t in coal_file.tables}
-    emission = {t.version: t for t in emission_file.tables}
+    """The named versions, first found in the catalog's layers; ValueError lists the known."""
+    coal: dict[str, CoalTable] = {}
+    emission: dict[str, EmissionFactor] = {}
+    for folder in folders(Kind.COEFFICIENTS, site_dir, environ=environ):
+        coal_path = folder.path / "standard-coal.yaml"
+        emission_path = folder.path / "grid-emission.yaml"
+        try:
+            if coal_path.is_file():
+                for t in _CoalFile.model_validate(_read(coal_path)).tables:
+                    coal.setdefault(t.version, t)
+            if emission_path.is_file():
+                for e in _EmissionFile.model_validate(_read(emission_path)).tables:
+                    emission.setdefault(e.version, e)
+        except ValidationError as exc:
+            bad = coal_path if "_CoalFile" in exc.title else emission_path
+            raise ValueError(f"{bad}: {exc}") from exc
     if standard_coal not in coal:
         raise ValueError(
             f"standard_coal {standard_coal!r} is not in standard-coal.yaml "

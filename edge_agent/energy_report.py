@@ -142,7 +142,9 @@ def build_data(
     config = loaded.site.energy
     clock = WallClock(config.timezone, config.interval_min)
     docs, count = derive(loaded, source, start_ms, end_ms, progress=progress)
-    coefficients = load_coefficients(config.standard_coal, config.grid_emission)
+    coefficients = load_coefficients(
+        config.standard_coal, config.grid_emission, site_dir=loaded.path.parent
+    )
     data = ReportData(
         site=loaded.site.site,
         start_ms=start_ms,

@@ -580,6 +580,9 @@ def build_energy_stages(
         outlet=outlet,
         site=loaded.site.site,
         calendar=calendar,
+        coefficients=load_coefficients(
+            config.standard_coal, config.grid_emission, site_dir=loaded.path.parent
+        ),
         time_scale=time_scale,
         time_origin_ms=time_origin_ms,
         # Virtual time (tests, demos) has nothing to continue across restarts.

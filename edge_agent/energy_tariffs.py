@@ -30,19 +30,20 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from edge_agent.catalog import Kind, find, folders, known
+
 PERIODS = ("sharp", "peak", "flat", "valley")
 PERIOD_LABELS = {"sharp": "尖峰", "peak": "峰", "flat": "平", "valley": "谷"}
 _ALIASES = {"尖峰": "sharp", "尖": "sharp", "峰": "peak", "平": "flat", "谷": "valley"}
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 DAY_MINUTES = 1440
-CALENDARS_DIR = Path(__file__).resolve().parents[1] / "configs" / "energy" / "tariffs"
 
 Period = Literal["sharp", "peak", "flat", "valley"]
 
@@ -205,13 +206,19 @@ def load_calendar(path: Path) -> TariffCalendar:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def find_calendar(ref: str, *, base: Path) -> Path:
-    """A calendar given as a path (relative to `base`) or a name in configs/energy/tariffs/."""
-    for candidate in (base / ref, CALENDARS_DIR / f"{ref}.yaml", CALENDARS_DIR / ref):
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in CALENDARS_DIR.glob("*.yaml"))
-    raise ValueError(f"tariff calendar {ref!r} not found (shipped: {', '.join(known)})")
+def find_calendar(ref: str, *, base: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """A calendar given as a path (relative to `base`) or a name in the catalog's tariffs."""
+    if (base / ref).is_file():
+        return base / ref
+    searched = folders(Kind.TARIFFS, base, environ=environ)
+    found = find(ref.removesuffix(".yaml"), searched)
+    if found is not None:
+        return found
+    looked = ", ".join(f.shown for f in searched)
+    raise ValueError(
+        f"tariff calendar {ref!r} not found (looked in: {base}/, {looked}; "
+        f"known: {', '.join(known(searched)) or 'none'})"
+    )
 
 
 def split_by_period(minutes: Sequence[tuple[int, float]], table: Sequence[int]) -> dict[str, float]:

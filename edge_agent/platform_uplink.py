@@ -40,6 +40,7 @@ import orjson
 import yaml
 
 from drivers.reading import Poll
+from edge_agent.catalog import Kind, find, folders
 from edge_agent.config_errors import ConfigIssue
 from edge_agent.config_yaml import Document
 from edge_agent.influx_tls import ca_file_problem
@@ -103,21 +104,30 @@ class Template:
         return text.encode()
 
 
+def template_path(ref: Path, *, base: Path) -> Path:
+    """A template given as a path relative to the site file, or by name from the catalog."""
+    if (base / ref).is_file() or len(ref.parts) != 1:
+        return base / ref
+    name = ref.stem if ref.suffix == ".yaml" else ref.name
+    return find(name, folders(Kind.TEMPLATES, base)) or base / ref
+
+
 def uplink_issues(doc: Document, config: UplinkConfig, *, base: Path) -> list[ConfigIssue]:
     """What `edge-agent check` finds in an `uplink:` block beyond its model: a template
     that is missing or does not render, a CA file that is missing or not PEM."""
     issues = []
     for i, e in enumerate(config.endpoints):
         at: tuple[str | int, ...] = ("uplink", "endpoints", i)
+        path = template_path(e.template, base=base)
         try:
-            Template.load(base / e.template)
+            Template.load(path)
         except OSError as exc:
-            issues.append(doc.issue((*at, "template"), f"{base / e.template}: {exc.strerror}"))
+            issues.append(doc.issue((*at, "template"), f"{path}: {exc.strerror}"))
         except ValueError as exc:
             issues.append(doc.issue((*at, "template"), str(exc)))
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
-            issues.append(doc.issue((*at, "template"), f"{base / e.template}: {first}"))
+            issues.append(doc.issue((*at, "template"), f"{path}: {first}"))
         problem = None if e.ca_file is None else ca_file_problem(base / e.ca_file)
         if problem is not None:
             issues.append(doc.issue((*at, "ca_file"), problem))
@@ -339,7 +349,7 @@ class PlatformUplink:
             EndpointSender(
                 self.store,
                 e,
-                Template.load(base / e.template),
+                Template.load(template_path(e.template, base=base)),
                 site=site,
                 gateway=gateway,
                 base=base,

@@ -15,8 +15,8 @@ import pytest
 
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.plan import build_plan
+from edge_agent.catalog import Kind, shipped, shipped_demo
 from edge_agent.config import (
-    REPOSITORY_PROFILES,
     ConfigError,
     ConfigIssue,
     SiteConfig,
@@ -222,7 +222,7 @@ def test_profiles_dir_that_does_not_exist(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def _shipped_profiles() -> list[str]:
-    return sorted(p.stem for p in REPOSITORY_PROFILES.glob("*.yaml"))
+    return sorted(p.stem for p in shipped(Kind.PROFILES).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", _shipped_profiles())
@@ -241,10 +241,6 @@ def test_shipped_profile_loads_and_plans(name: str, tmp_path: Path) -> None:
     plan = build_plan(setup.device, setup.profile)
     names = [n for r in plan.requests for n in r.point_names]
     assert sorted(names) == sorted(p.name for p in setup.profile.points)
-
-
-def test_repository_profiles_dir_is_in_the_checkout() -> None:
-    assert REPOSITORY_PROFILES == REPO / "configs" / "profiles"
 
 
 # --- ${ENV} substitution ------------------------------------------------------------------
@@ -526,6 +522,7 @@ def test_render_plan_counts_in_the_singular(tmp_path: Path) -> None:
 def test_shipped_site_configs_check(name: str) -> None:
     """The configs the README points at load and plan as written."""
     root = Path(__file__).resolve().parents[1]
-    loaded = load_config(root / "configs" / name, environ={"MQTT_PASSWORD": "not-a-secret"})
+    path = shipped_demo() if name == "demo.yaml" else root / "configs" / name
+    loaded = load_config(path, environ={"MQTT_PASSWORD": "not-a-secret"})
     assert len(loaded.devices) == (7 if name == "demo.yaml" else 5)  # + OPC UA PLC, DL/T 645 meter
     assert all(d.profile.points if d.profile else d.device.points for d in loaded.devices)

@@ -25,6 +25,7 @@ import pytest
 
 from drivers.modbus.codec import Order, PointType, Table
 from drivers.modbus.config import ModbusProfile
+from edge_agent.catalog import Kind, shipped
 from edge_agent.diagnose_probe import find_candidates, rank, run_probe
 from edge_agent.diagnose_read import ReadFailed, decode_orders, parse_address, run_read
 from edge_agent.diagnose_scan import ProgressBar, parse_ids, scan_ids
@@ -35,7 +36,7 @@ from tests.fixtures.mosquitto import Mosquitto, free_port
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ROOT / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 CHINT = load_profile(PROFILES / "chint-dtsu666.yaml")
 SDM630 = load_profile(PROFILES / "eastron-sdm630.yaml")
 

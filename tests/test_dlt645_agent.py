@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from edge_agent.agent import Agent
+from edge_agent.catalog import shipped_demo
 from edge_agent.config import load_config
 from simulators.dlt645_site import Dlt645MeterSpec, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
@@ -107,7 +108,7 @@ def test_simulated_meters_follow_the_site_tou_calendar() -> None:
 
     from edge_agent.simulation import dlt645_specs
 
-    loaded = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    loaded = load_config(shipped_demo())
     (spec,) = dlt645_specs(loaded)
     assert spec.tariff_at is not None
     shanghai = ZoneInfo("Asia/Shanghai")

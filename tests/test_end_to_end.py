@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import LoadedConfig, load_config
 from edge_agent.poller import Unit
 from simulators.faults import FaultKind
@@ -27,7 +28,7 @@ from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.running_agent import running
 from tests.waiting import until
 
-PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "edge_agent/schemas/data-v1.schema.json").read_text()
 )

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from drivers.modbus.config import ModbusPoint
 from drivers.options.energy import EnergyOptions
+from edge_agent.catalog import shipped_demo
 from edge_agent.config import ConfigError, load_config
 from edge_agent.energy_points import energy_points
 
@@ -104,7 +105,9 @@ def test_check_names_the_energy_problems_with_their_lines(tmp_path: Path) -> Non
         _load(tmp_path, points=points, energy=energy)
     messages = [f"{i.line} {i.path}: {i.message}" for i in info.value.issues]
     assert messages == [
-        "5 energy.tariff: tariff calendar 'missing-calendar' not found (shipped: example-tou)",
+        "5 energy.tariff: tariff calendar 'missing-calendar' not found (looked in: "
+        f"{tmp_path}/, {tmp_path}/tariffs/, /etc/edge-agent/tariffs/, the shipped set; "
+        "known: example-tou)",
         "6 energy.standard_coal: standard_coal 'gbt-1900' is not in standard-coal.yaml "
         "(known: gbt2589-2020-equivalent, gbt2589-2020-equal-value-0404)",
         "7 energy.hierarchy: hierarchy hall: 'm2' is not a device with energy counters",
@@ -114,8 +117,7 @@ def test_check_names_the_energy_problems_with_their_lines(tmp_path: Path) -> Non
 
 
 def test_shipped_configs_declare_energy(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    loaded = load_config(root / "configs" / "demo.yaml")
+    loaded = load_config(shipped_demo())
     found = {(p.device, p.point) for p in energy_points(loaded.devices)}
     for device in ("main-incomer", "compressor", "line-1-feeder", "line-2-feeder"):
         assert (device, "energy_import") in found

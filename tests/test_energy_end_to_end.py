@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import load_config
 from edge_agent.energy_stage import EnergyStage, build_energy_stages
 from edge_agent.ingest_schema import Source, decode_data
@@ -32,7 +33,7 @@ from tests.energy_reference import local_ms
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.running_agent import running
 
-PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 SCALE = 600.0
 MIN = 60_000
 

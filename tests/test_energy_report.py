@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.catalog import Kind, shipped
 from edge_agent.cli import main
 from edge_agent.embedded_store import EmbeddedStore
 from edge_agent.ingest_config import InfluxConfig
@@ -254,7 +255,7 @@ def test_manual_entries_are_reported_like_measured_data(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """手工填报 kept by `uplink manual` counts in the report's days, totals and 综合能耗."""
-    template = Path(__file__).resolve().parents[1] / "configs/uplink/example-province.yaml"
+    template = shipped(Kind.TEMPLATES, "example-province")
     site = _site() + UPLINK.replace("@TEMPLATE@", str(template))
     (tmp_path / "site.yaml").write_text(site)
     day = (local_ms(2026, 12, 1), local_ms(2026, 12, 2))

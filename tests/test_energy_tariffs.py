@@ -153,7 +153,7 @@ def test_months_must_be_in_one_season_and_versions_in_order(tmp_path: Path) -> N
 def test_shipped_example_is_found_by_name() -> None:
     cal = load_calendar(find_calendar("example-tou", base=Path("/nonexistent")))
     assert cal.name == "example-tou"
-    with pytest.raises(ValueError, match="shipped: example-tou"):
+    with pytest.raises(ValueError, match="the shipped set; known: example-tou"):
         find_calendar("no-such-calendar", base=Path("/nonexistent"))
 
 

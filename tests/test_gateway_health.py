@@ -11,6 +11,7 @@ import jsonschema
 import orjson
 
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import load_config
 from edge_agent.gateway_health import GATEWAY_DEVICE, GatewayHealth
 from simulators.site import SimDeviceSpec, load_profile, serve
@@ -24,7 +25,7 @@ SCHEMA = json.loads((ROOT / "edge_agent/schemas/data-v1.schema.json").read_text(
 async def test_outbox_depth_and_devices_up_are_published_as_data(
     mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
 ) -> None:
-    profile = load_profile(ROOT / "configs" / "profiles" / "chint-dtsu666.yaml")
+    profile = load_profile(shipped(Kind.PROFILES, "chint-dtsu666"))
     spec = SimDeviceSpec(name="m1", url="tcp://127.0.0.1:0", profile=profile)
     async with serve([spec]) as sim:
         site = tmp_path / "site.yaml"

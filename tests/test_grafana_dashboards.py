@@ -23,6 +23,7 @@ import yaml
 
 from drivers.reading import Poll
 from edge_agent.agent import build_lines
+from edge_agent.catalog import Kind, shipped, shipped_demo
 from edge_agent.config import LoadedConfig, load_config
 from edge_agent.energy_stage import build_energy_stages
 from edge_agent.gateway_health import GATEWAY_DEVICE, gateway_doc
@@ -39,7 +40,7 @@ from tests.ingest_support import publish, running, unique_site, until
 pytestmark = pytest.mark.timeout(90)
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "configs" / "demo.yaml"
+DEMO = shipped_demo()
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
 
@@ -49,11 +50,11 @@ def _site(tmp_path: Path, *, broker: str, prefix: str, site: str, influx: str) -
     text = text.replace("site: demo-plant", f"site: {site}")
     text = re.sub(r"^mqtt: .*$", f'mqtt: {{url: "{broker}", prefix: "{prefix}"}}', text, flags=re.M)
     text = re.sub(r"^outbox: .*$", "", text, flags=re.M)
-    tariff = REPO / "configs" / "energy" / "tariffs" / "example-tou.yaml"
+    tariff = shipped(Kind.TARIFFS, "example-tou")
     text = text.replace("tariff: example-tou", f"tariff: {tariff}")
     text += (
         f'influx: {{url: "{influx}", token: "${{INFLUX_TOKEN}}", org: plant, bucket: edge}}\n'
-        f"profiles_dir: {REPO / 'configs' / 'profiles'}\n"
+        f"profiles_dir: {shipped(Kind.PROFILES)}\n"
     )
     path = tmp_path / "site.yaml"
     path.write_text(text)

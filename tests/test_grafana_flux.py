@@ -33,11 +33,12 @@ from typing import Any
 
 import pytest
 
+from edge_agent.catalog import shipped_demo
 from edge_agent.config import LoadedConfig, load_config
 from edge_agent.grafana_dashboards import write
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "configs" / "demo.yaml"
+DEMO = shipped_demo()
 FLUX_LSP = REPO / ".venv" / "node" / "node_modules" / "@influxdata" / "flux-lsp-node"
 
 # What Grafana's backend puts in place of its Flux macros (pkg/tsdb/influxdb/flux/macros.go):

@@ -20,13 +20,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from edge_agent.catalog import shipped_demo
 from edge_agent.cli import main
 from edge_agent.config import load_config
 from edge_agent.grafana_push import FOLDER_UID, push
 
 pytestmark = pytest.mark.timeout(30)
 
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEMO = shipped_demo()
 TOKEN = "glsa_test-token"
 GENERATED = ["edge-energy-overview", "edge-meter", "edge-demand", "edge-quality", "edge-gateway"]
 

@@ -29,6 +29,7 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.reading import PointSpec, Poll
 from edge_agent import __version__
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import load_config
 from edge_agent.health import check_health
 from edge_agent.health_config import HealthConfig
@@ -40,7 +41,7 @@ from tests.fixtures.mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 BOILER = ModbusProfile(
     name="boiler",
     points=(ModbusPoint(name="pressure", address=0, type=PointType.FLOAT32, unit="bar"),),

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from drivers.reading import PointSpec, Poll
+from edge_agent.catalog import Kind, shipped
 from edge_agent.cli import main
 from edge_agent.config import LoadedConfig, load_config
 from edge_agent.config_errors import ConfigError
@@ -33,7 +34,7 @@ from simulators.platform_receiver import PlatformReceiver, ReceiverState
 pytestmark = pytest.mark.timeout(30)
 
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATE = REPO / "configs" / "uplink" / "example-province.yaml"
+TEMPLATE = shipped(Kind.TEMPLATES, "example-province")
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 T0 = dt.datetime(2026, 11, 1, 0, 0, tzinfo=SHANGHAI)
 

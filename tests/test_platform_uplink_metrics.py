@@ -27,6 +27,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from edge_agent import __version__
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import LoadedConfig, load_config
 from edge_agent.http_server import serving_http
 from edge_agent.metrics import platform_uplink
@@ -39,7 +40,7 @@ from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "configs" / "uplink" / "example-province.yaml"
+TEMPLATE = shipped(Kind.TEMPLATES, "example-province")
 TOKEN = "secret-token-4711"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 T0 = dt.datetime(2026, 11, 1, 0, 0, tzinfo=SHANGHAI)

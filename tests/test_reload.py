@@ -18,13 +18,14 @@ import orjson
 import pytest
 
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import load_config
 from simulators.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = load_profile(ROOT / "configs" / "profiles" / "chint-dtsu666.yaml")
+PROFILE = load_profile(shipped(Kind.PROFILES, "chint-dtsu666"))
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -27,6 +27,7 @@ import yaml
 
 from drivers.reading import Poll, Quality, Value
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import load_config
 from edge_agent.embedded_store import read_points
 from edge_agent.ingest import Ingest, store_path
@@ -40,7 +41,7 @@ from tests.ingest_support import running as ingesting
 from tests.running_agent import running
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ROOT / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 VALIDATOR = jsonschema.Draft202012Validator(
     json.loads((ROOT / "edge_agent/schemas/data-v1.schema.json").read_text())
 )

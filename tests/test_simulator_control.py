@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from drivers.dlt645.config import Dlt645Device
 from drivers.dlt645.driver import Dlt645Driver
 from drivers.reading import DeviceUnreachable, Quality
+from edge_agent.catalog import Kind, shipped
 from simulators.control import LINE_FAULTS, OPCUA_FAULTS, ControlServer
 from simulators.dlt645_site import Dlt645MeterSpec, Dlt645SimSite
 from simulators.dlt645_site import serve as serve_meters
@@ -40,7 +40,7 @@ from simulators.site import SimDeviceSpec, SimSite, load_profile, serve
 pytestmark = pytest.mark.timeout(60)
 
 LOOPBACK = "127.0.0.1"
-PROFILES = Path(__file__).resolve().parent.parent / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 ADDRESS = "000000001234"
 COUNTER = f"nsu={PLC_NAMESPACE};i=1001"  # int(t * 10)
 PUMP_RUN = f"nsu={PLC_NAMESPACE};i=1002"

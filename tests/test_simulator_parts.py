@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import struct
-from pathlib import Path
 
 import pytest
 
 from drivers.modbus.codec import Order, PointType, Table
 from drivers.modbus.config import ModbusPoint, ModbusProfile
+from edge_agent.catalog import Kind, shipped
 from simulators.faults import FaultKind, Faults
 from simulators.meter_physics import MeterPhysics, resolve_name
 from simulators.modbus_device import Action, SimDevice, signals_for
@@ -26,7 +26,7 @@ from simulators.plc_signals import PlcSignals
 from simulators.register_image import RegisterImage, engineering
 from simulators.site import SimDeviceSpec, _group, load_profile
 
-PROFILES = Path(__file__).resolve().parent.parent / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 
 
 class FakeClock:

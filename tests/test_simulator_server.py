@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,12 +27,13 @@ from drivers.modbus.codec import Order, Table, decode
 from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile
 from drivers.modbus.driver import ModbusDriver
 from drivers.reading import Quality, Value
+from edge_agent.catalog import Kind, shipped
 from simulators.faults import FaultKind
 from simulators.modbus_frames import crc16, rtu_crc_ok, rtu_frame
 from simulators.register_image import effective_order, engineering
 from simulators.site import SimDeviceSpec, SimSite, load_profile, run_simulators, serve
 
-PROFILES = Path(__file__).resolve().parent.parent / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 PROFILE_NAMES = [
     "chint-dtsu666",
     "eastron-sdm630",

@@ -30,6 +30,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from drivers.modbus.codec import PointType
 from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import load_config
 from edge_agent.http_server import AgentHttp, serving_http
 from simulators.site import SimDeviceSpec, SimSite, load_profile, serve
@@ -37,7 +38,7 @@ from tests.fixtures.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.timeout(60)
 
-PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+PROFILES = shipped(Kind.PROFILES)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 BOILER = ModbusProfile(

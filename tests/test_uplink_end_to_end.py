@@ -34,6 +34,7 @@ import orjson
 import pytest
 
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.cli import main
 from edge_agent.config import load_config
 from edge_agent.energy_stage import EnergyStage, build_energy_stages
@@ -48,8 +49,8 @@ from tests.running_agent import running
 from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILES = REPO / "configs" / "profiles"
-TEMPLATE = REPO / "configs" / "uplink" / "example-province.yaml"
+PROFILES = shipped(Kind.PROFILES)
+TEMPLATE = shipped(Kind.TEMPLATES, "example-province")
 SCALE = 600.0
 TOKENS = {"TOKEN_0": "token-zero", "TOKEN_1": "token-one"}
 # Series with an interval per boundary: incomer and feeder (import, export, reactive
