@@ -60,6 +60,7 @@ from edge_agent.health_config import HealthConfig
 from edge_agent.influx_tls import influx_issues
 from edge_agent.ingest_config import InfluxConfig, IngestConfig
 from edge_agent.mqtt_config import MqttConfig
+from edge_agent.mqtt_tls import tls_issues
 from edge_agent.outbox import OutboxConfig
 from edge_agent.platform_uplink import uplink_issues
 from edge_agent.platform_uplink_config import UplinkConfig
@@ -199,6 +200,7 @@ class LoadedConfig:
     path: Path
     site: SiteConfig
     devices: tuple[DeviceSetup, ...]
+    notes: tuple[ConfigIssue, ...] = ()  # this machine's issues, let pass by `portable`
 
 
 # --- checks across points, devices and profiles ------------------------------------------
@@ -491,8 +493,15 @@ def _line_sharing_issues(
     return issues
 
 
-def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Read, validate and plan a site file; raises ConfigError listing every problem."""
+def load_config(
+    path: Path, *, environ: Mapping[str, str] | None = None, portable: bool = False
+) -> LoadedConfig:
+    """Read, validate and plan a site file; raises ConfigError listing every problem.
+
+    `portable`: the problems of this machine rather than of the file (an unset ${VAR}, a
+    certificate that is not here) become the result's `notes` instead of errors: how a site
+    file kept in git is checked in CI, where the gateway's secrets and files are not.
+    """
     env = os.environ if environ is None else environ
     doc = read_yaml(path, environ=env)
     if doc.data is None:
@@ -544,19 +553,18 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
         except ValueError as exc:
             issues.append(doc.issue(("devices", i), str(exc)))
             continue
-        inline = profile_name == INLINE
-        for loc, message in reference_issues(
-            profile.points, profile.alarms, device.alarms, inline=inline
-        ):
-            issues.append(doc.issue(("devices", i, *loc), message))  # alarms naming no point
         setups.append(DeviceSetup(device, profile, profile_name))
 
-    if site is not None and not issues and not any(e.issues for e in wanted.values()):
+    issues.extend(_alarm_references(doc, valid, setups))
+    file_issues = [x for x in issues if not x.local]
+    if site is not None and not file_issues and not any(e.issues for e in wanted.values()):
         issues.extend(energy_issues(doc, site.energy, setups, site=site.site, base=site_dir))
         if site.uplink is not None:
             issues.extend(uplink_issues(doc, site.uplink, base=site_dir))
         if site.influx is not None:
             issues.extend(influx_issues(doc, site.influx, base=site_dir))
+        if site.mqtt.tls is not None:
+            issues.extend(tls_issues(doc, site.mqtt.tls.resolved(site_dir)))
     profile_issues = [
         ConfigIssue(x.file, x.line, x.path, f"{x.message} {_used_by(entry.users)}")
         for entry in dict.fromkeys(wanted.values())
@@ -565,9 +573,32 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Load
     ordered = _ordered([*_unshadowed(issues, doc), *profile_issues], first=doc.file)
     if site is None and not ordered:  # cannot happen: every dropped error is reported otherwise
         ordered = [doc.issue((), "invalid site config")]
+    notes = [x for x in ordered if x.local] if portable else []
+    ordered = [x for x in ordered if x not in notes]
     if ordered or site is None:
-        raise ConfigError(ordered, file=doc.file)
-    return LoadedConfig(path, site, tuple(setups))
+        raise ConfigError(ordered or [doc.issue((), "invalid site config")], file=doc.file)
+    if site.mqtt.tls is not None:
+        mqtt = site.mqtt.model_copy(update={"tls": site.mqtt.tls.resolved(site_dir)})
+        site = site.model_copy(update={"mqtt": mqtt})
+    return LoadedConfig(path, site, tuple(setups), tuple(notes))
+
+
+def _alarm_references(
+    doc: Document, valid: Sequence[tuple[int, AnyDevice]], setups: Sequence[DeviceSetup]
+) -> list[ConfigIssue]:
+    """Alarm rules and set-points naming points their device does not have, every driver."""
+    index_of = {d.name: i for i, d in valid}
+    issues: list[ConfigIssue] = []
+    for setup in setups:
+        device, profile = setup.device, setup.profile
+        points = profile.points if profile is not None else device.points or ()
+        profile_rules = profile.alarms if profile is not None else ()
+        found = reference_issues(
+            points, profile_rules, device.alarms, inline=setup.profile_name == INLINE
+        )
+        for loc, message in found:
+            issues.append(doc.issue(("devices", index_of[device.name], *loc), message))
+    return issues
 
 
 def _unshadowed(issues: Sequence[ConfigIssue], doc: Document) -> list[ConfigIssue]:

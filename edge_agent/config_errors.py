@@ -42,12 +42,17 @@ def shown_path(path: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
-    """One problem in one config file; `line` is 1-based, None when unknown."""
+    """One problem in one config file; `line` is 1-based, None when unknown.
+
+    `local`: the problem is this machine's, not the file's (an unset ${VAR}, a certificate
+    file that is not here); `check --portable` lists those without failing.
+    """
 
     file: Path
     line: int | None
     path: str
     message: str
+    local: bool = False
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else str(self.file)

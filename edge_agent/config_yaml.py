@@ -113,13 +113,15 @@ class Document:
                 return None
         return node
 
-    def issue(self, loc: Loc, message: str, *, line_loc: Loc | None = None) -> ConfigIssue:
+    def issue(
+        self, loc: Loc, message: str, *, line_loc: Loc | None = None, local: bool = False
+    ) -> ConfigIssue:
         """An issue at `loc` (its line taken from `line_loc` when given), secrets masked."""
         for written, value in self.templates.values():
             if value != written:
                 message = message.replace(repr(value), repr(written))
         line = self.line_of(loc if line_loc is None else line_loc)
-        return ConfigIssue(self.file, line, format_loc(loc), message)
+        return ConfigIssue(self.file, line, format_loc(loc), message, local)
 
 
 class _Walker:
@@ -134,8 +136,8 @@ class _Walker:
         self.issues: list[ConfigIssue] = []
         self._open: set[int] = set()  # ids of nodes being walked: catches recursive aliases
 
-    def _issue(self, loc: Loc, line: int, message: str) -> None:
-        self.issues.append(ConfigIssue(self.file, line, format_loc(loc), message))
+    def _issue(self, loc: Loc, line: int, message: str, *, local: bool = False) -> None:
+        self.issues.append(ConfigIssue(self.file, line, format_loc(loc), message, local))
 
     def walk(self, node: Node, loc: Loc) -> object:
         if id(node) in self._open:
@@ -183,7 +185,8 @@ class _Walker:
             return value
         expanded, problems = expand_env(value, self.environ)
         for problem in problems:
-            self._issue(loc, node.start_mark.line + 1, problem)
+            unset = problem.startswith("environment variable ")
+            self._issue(loc, node.start_mark.line + 1, problem, local=unset)
         self.templates[loc] = (value, expanded)
         return expanded
 

@@ -28,7 +28,9 @@ def influx_issues(doc: Document, config: InfluxConfig, *, base: Path) -> list[Co
     if not config.url.lower().startswith("https://"):
         return [doc.issue(at, f"is only used over https, and influx.url is {config.url!r}")]
     problem = ca_file_problem(base / config.ca_file)
-    return [] if problem is None else [doc.issue(at, problem)]
+    if problem is None:
+        return []
+    return [doc.issue(at, problem, local=not (base / config.ca_file).exists())]
 
 
 def ca_file_problem(path: Path) -> str | None:

@@ -24,6 +24,11 @@ class TlsConfig(BaseModel):
     key_file: Path | None = None
     insecure: bool = False  # skip hostname check; for commissioning only
 
+    def resolved(self, base: Path) -> TlsConfig:
+        """The same block with relative file paths made relative to `base` (the site's folder)."""
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        return self.model_copy(update={k: base / v for k, v in files.items() if v is not None})
+
 
 class MqttConfig(BaseModel):
     """Where and how readings are published."""

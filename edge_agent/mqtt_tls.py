@@ -5,6 +5,8 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from edge_agent.config_errors import ConfigIssue
+from edge_agent.config_yaml import Document
 from edge_agent.mqtt_config import TlsConfig
 
 
@@ -37,6 +39,23 @@ def tls_context(config: TlsConfig) -> ssl.SSLContext:
     return context
 
 
+MISSING = "no such file"
+
+
+def tls_issues(doc: Document, config: TlsConfig) -> list[ConfigIssue]:
+    """What the sink would refuse at start, found by `check`: files missing or not usable."""
+    try:
+        tls_context(config)
+    except ValueError as exc:
+        text = str(exc)
+        key = next((k for k in ("ca_file", "cert_file", "key_file") if k in text), None)
+        if key is not None and text.startswith("mqtt.tls."):
+            text = text.split(" ", 1)[1]  # the path says which key already
+        at = ("mqtt", "tls", key) if key else ("mqtt", "tls")
+        return [doc.issue(at, text, local=text.endswith(MISSING))]
+    return []
+
+
 class ClosingSSLSocket(ssl.SSLSocket):
     """An SSLSocket that closes itself when its handshake fails."""
 
@@ -53,7 +72,7 @@ def _path(path: Path | None, field: str) -> str | None:
     if path is None:
         return None
     if not path.is_file():
-        raise ValueError(f"mqtt.tls.{field} {path}: no such file")
+        raise ValueError(f"mqtt.tls.{field} {path}: {MISSING}")
     return str(path)
 
 

@@ -129,8 +129,9 @@ def uplink_issues(doc: Document, config: UplinkConfig, *, base: Path) -> list[Co
             first = str(exc).splitlines()[0]
             issues.append(doc.issue((*at, "template"), f"{path}: {first}"))
         problem = None if e.ca_file is None else ca_file_problem(base / e.ca_file)
-        if problem is not None:
-            issues.append(doc.issue((*at, "ca_file"), problem))
+        if problem is not None and e.ca_file is not None:
+            missing = not (base / e.ca_file).exists()
+            issues.append(doc.issue((*at, "ca_file"), problem, local=missing))
     return issues
 
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.dlt645.formats import DataFormat, FieldKind, parse_format
 from drivers.dlt645.frame import BROADCAST_ADDRESS, MAX_PREAMBLE, address_bytes
 from drivers.dlt645.identifiers import lookup, parse_di
-from drivers.options.alarms import PointAlarms
+from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
 
@@ -278,6 +278,7 @@ class Dlt645Profile(_Model):
     source: str | None = None
     points: Annotated[tuple[Dlt645Point, ...], Field(min_length=1)]
     report: ReportOptions | None = None  # default of the points (drivers/options/report.py)
+    alarms: DeviceAlarms = ()  # for every meter of the profile: comm_loss, rules by point
 
     @model_validator(mode="after")
     def _consistent(self) -> Dlt645Profile:
@@ -301,6 +302,7 @@ class Dlt645Device(_Model):
     points: tuple[Dlt645Point, ...] | None = None
     report: ReportOptions | None = None  # default of the points, over the profile's
     batch: BatchOptions | None = None  # several polls per data message (schema v2)
+    alarms: DeviceAlarms = ()  # added to the profile's; same name (and point) replaces it
     enabled: bool = True
 
     @field_validator("url")
