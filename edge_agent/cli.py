@@ -153,6 +153,17 @@ def _load(path: Path, *, portable: bool = False) -> LoadedConfig | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    try:
+        return _main(argv)
+    except ConfigError as exc:  # found only at start: a gap in `check`, still no traceback
+        print(render_issues(exc), file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `edge-agent plan site.yaml | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more to write
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, json_lines=args.log_json)
     if args.command in DIAGNOSE_COMMANDS:
@@ -237,13 +248,23 @@ def _run_until_signal(main_coro: Coroutine[Any, Any, None], *, seconds: float | 
         return 130
 
 
+def start_agent(loaded: LoadedConfig) -> Agent:
+    """The agent `run` starts: everything built from the config before the first poll.
+
+    Whatever could refuse a config here is checked by `load_config` first (`check` = `run`);
+    tests/test_check_is_run.py holds the two to that on a thousand mutated configs.
+    """
+    from edge_agent.agent import Agent
+
+    return Agent(loaded)
+
+
 async def _run_agent(
     loaded: LoadedConfig, *, view: bool, http: tuple[str, int] | None = None
 ) -> None:
-    from edge_agent.agent import Agent
     from edge_agent.live_view import run_live_view
 
-    agent = Agent(loaded)
+    agent = start_agent(loaded)
     pid_file = pid_path(loaded)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
