@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import signal
@@ -165,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Lines as they happen under systemd, a pipe or `tee`, not 8 KiB later.
+        sys.stdout.reconfigure(line_buffering=True)
     configure_logging(args.log_level, json_lines=args.log_json)
     if args.command in DIAGNOSE_COMMANDS:
         return run_diagnose(args)
