@@ -133,8 +133,21 @@ _REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")  # Grafana's kbn.regexEscap
 _MACRO = re.compile(r"([a-zA-Z]+)\.([a-zA-Z]+)")  # as macros.go finds them
 
 
+class Option(str):
+    """A custom variable's option: its value, with its display text (`${name:text}`)."""
+
+    text: str
+
+    def __new__(cls, value: str, text: str) -> Option:
+        option = super().__new__(cls, value)
+        option.text = text
+        return option
+
+
 def _format(value: str | list[str], fmt: str | None) -> str:
     """A variable's value as Grafana's template service formats it."""
+    if fmt == "text":
+        return value.text if isinstance(value, Option) else str(value)
     if fmt == "regex":
         escaped = [_REGEX_SPECIAL.sub(r"\\\g<0>", v) for v in _listed(value)]
         return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
@@ -174,7 +187,7 @@ def _variable_values(board: Mapping[str, Any], devices: list[str]) -> dict[str, 
     for var in board["templating"]["list"]:
         name = var["name"]
         if var["type"] == "custom":
-            values[name] = [o["value"] for o in var["options"]]
+            values[name] = [Option(o["value"], o["text"]) for o in var["options"]]
         elif var.get("includeAll") or var.get("multi"):
             # The tag's values come from InfluxDB; the config's devices stand for them.
             values[name] = [devices, devices[:1]]
