@@ -115,8 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         "report", help="energy report of a period (HTML with plots, plus CSV) from the store"
     )
     report.add_argument("config", type=Path)
-    report.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
-    report.add_argument("--to", dest="end", required=True, help="day after the last, YYYY-MM-DD")
+    report.add_argument(
+        "--from", dest="start", required=True, help="first day YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+    )
+    report.add_argument(
+        "--to", dest="end", required=True, help="day after the last, or time; local time"
+    )
     report.add_argument("--out", type=Path, required=True, help="directory for the files")
     report.add_argument(
         "--store", type=Path, default=None, help="embedded store (default: ingest.store)"

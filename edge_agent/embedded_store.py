@@ -140,8 +140,9 @@ class EmbeddedStore:
         self._profiles = dict(profiles or {})
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        # topic -> point -> (unit, series id): str keys hash once, no tuple per point
-        self._series: dict[str, dict[str, tuple[str | None, int]]] = {}
+        # (site, gateway, device) -> point -> (unit, series id): one tuple per message, not
+        # per point. Not the topic: every meter's derived series share the energy topic.
+        self._series: dict[tuple[str, str, str], dict[str, tuple[str | None, int]]] = {}
         self._reasons: dict[str, int] = {}
         self._known: dict[tuple[str, str, str, str, str], int] = {}  # every series in the file
 
@@ -227,9 +228,10 @@ class EmbeddedStore:
         series = self._series
         for message in messages:
             source = message.source
-            known = series.get(source.topic)
+            key = (source.site, source.gateway, source.device)
+            known = series.get(key)
             if known is None:
-                known = series[source.topic] = {}
+                known = series[key] = {}
             ts = message.ts_ms
             point_ts = message.point_ts
             for k, (name, value, unit, quality, reason) in enumerate(message.points):

@@ -16,6 +16,7 @@ from edge_agent.config_errors import ConfigIssue
 from edge_agent.config_yaml import Document
 from edge_agent.energy_coefficients import load_coefficients
 from edge_agent.energy_config import EnergyConfig
+from edge_agent.energy_demand import demand_meters
 from edge_agent.energy_hierarchy import Hierarchy
 from edge_agent.energy_points import energy_points
 from edge_agent.energy_tariffs import find_calendar, load_calendar
@@ -46,6 +47,20 @@ def energy_issues(
     except ValueError as exc:
         key = "standard_coal" if "standard_coal" in str(exc) else "grid_emission"
         issues.append(doc.issue(("energy", key), str(exc)))
+    meter = config.contract_demand_meter
+    if meter is not None:
+        counters = [p.info for p in points]
+        if config.contract_demand_kw is None:
+            issues.append(
+                doc.issue(("energy", "contract_demand_meter"), "needs contract_demand_kw")
+            )
+        elif meter not in demand_meters(counters):
+            issues.append(
+                doc.issue(
+                    ("energy", "contract_demand_meter"),
+                    f"{meter!r} is not a device with an electricity import counter",
+                )
+            )
     if config.hierarchy or config.virtual_meters:
         try:
             Hierarchy(config, site, [p.info for p in points if p.options.role == "counter"])

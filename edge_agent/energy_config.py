@@ -7,6 +7,8 @@
       standard_coal: gbt2589-2020-equivalent
       grid_emission: mee-nbs-2023-national
       contract_demand_kw: 800          # drawn in the report against the demand curve
+      contract_demand_meter: main-incomer   # the meter it is billed on (default: the one
+                                       # top-level meter of the hierarchy, if only one)
       hierarchy:                       # site -> area -> line, each measured by meters
         - {name: workshop-1, level: area, meters: [main-incomer]}
         - {name: line-1, level: line, parent: workshop-1, meters: [line-1-feeder]}
@@ -83,6 +85,7 @@ class EnergyConfig(_Model):
     standard_coal: str = "gbt2589-2020-equivalent"
     grid_emission: str = "mee-nbs-2023-national"
     contract_demand_kw: Annotated[float, Field(gt=0)] | None = None
+    contract_demand_meter: Annotated[str, Field(pattern=_NAME, max_length=64)] | None = None
     hierarchy: tuple[HierarchyNode, ...] = ()
     virtual_meters: tuple[VirtualMeter, ...] = ()
     # How often the running state is saved (energy_state.py): at most this much of it is

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edge_agent.energy_config import EnergyConfig
 from edge_agent.energy_counter import MINUTE_MS, Minute
+from edge_agent.energy_hierarchy import CounterInfo
 from edge_agent.energy_intervals import WallClock
 
 
@@ -104,3 +107,29 @@ def power_factor(kwh: float, kvarh: float) -> float | None:
     """Average power factor from active and reactive energy: kWh / sqrt(kWh² + kvarh²)."""
     apparent = (kwh * kwh + kvarh * kvarh) ** 0.5
     return kwh / apparent if apparent > 0 else None
+
+
+def demand_meters(counters: Sequence[CounterInfo]) -> list[str]:
+    """Devices whose demand is computed: those with an active import counter."""
+    return list(
+        dict.fromkeys(
+            c.key[0]
+            for c in counters
+            if c.role == "counter" and c.kind == "electricity" and c.direction in (None, "import")
+        )
+    )
+
+
+def contract_meter(config: EnergyConfig, counters: Sequence[CounterInfo]) -> str | None:
+    """The meter the contract demand is billed on: `contract_demand_meter`, else the one
+    meter with demand at the top of the hierarchy (or of the site, without one); None
+    when there is no contract demand or no single such meter."""
+    if config.contract_demand_kw is None:
+        return None
+    if config.contract_demand_meter is not None:
+        return config.contract_demand_meter
+    meters = demand_meters(counters)
+    if config.hierarchy:
+        top = {r.split(".", 1)[0] for n in config.hierarchy if n.parent is None for r in n.meters}
+        meters = [m for m in meters if m in top]
+    return meters[0] if len(meters) == 1 else None

@@ -196,3 +196,23 @@ def _accumulate(acc: Interval, iv: Interval, sign: int) -> None:
         acc.periods = sum_periods(acc.periods if acc.periods is not None else {}, signed)
     acc.readings = min(acc.readings, iv.completeness)
     acc.flags |= iv.flags
+
+
+def outside_meters(config: EnergyConfig, counters: Sequence[CounterInfo]) -> list[CounterKey]:
+    """Consumption counters no hierarchy node reaches (directly or through a virtual
+    meter it names): not part of the site series. Empty without a hierarchy."""
+    if not config.hierarchy:
+        return []
+    formulas = {v.name: [ref for _, ref in formula_terms(v.formula)] for v in config.virtual_meters}
+    reached: set[str] = set()
+    refs = [r for n in config.hierarchy for r in n.meters]
+    while refs:
+        ref = refs.pop()
+        if ref not in reached:
+            reached.add(ref)
+            refs.extend(formulas.get(ref, ()))
+    return [
+        c.key
+        for c in counters
+        if c.consumption and c.key[0] not in reached and f"{c.key[0]}.{c.key[1]}" not in reached
+    ]

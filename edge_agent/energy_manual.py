@@ -114,6 +114,9 @@ def daily_rows(rows: Sequence[Mapping[str, Any]], periods: Sequence[str]) -> lis
     return [
         {
             "date": r["date"],
+            "span": "entry",
+            "start": r["start"],
+            "end": r["end"],
             "series": r["series"],
             "counter": r["counter"],
             "kind": r["kind"],
@@ -163,9 +166,15 @@ def total_rows(rows: Sequence[Mapping[str, Any]], periods: Sequence[str]) -> lis
 
 
 def indicators(
-    site: str, totals: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+    site: str,
+    totals: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    outside: Sequence[tuple[str, str]] = (),
 ) -> list[dict[str, Any]]:
-    """综合能耗 of the site for the period, and 单位产品综合能耗 per product entered."""
+    """综合能耗 of the site for the period, and 单位产品综合能耗 per product entered, each
+    with the completeness (the lowest of the measured series behind it) and quality (the
+    worst); then every meter `outside` the hierarchy, listed and not counted."""
     measured = [t for t in totals if t.get("source") != "manual" and t["tce"] is not None]
     site_rows = [t for t in measured if t["node"] and t["series"] == site]
     basis = "site series (Σ top-level hierarchy nodes)"
@@ -175,12 +184,25 @@ def indicators(
     manual_tce = sum(r["tce"] for r in rows if r["use"] == "energy" and r["tce"] is not None)
     measured_tce = sum(t["tce"] for t in site_rows)
     total_tce = measured_tce + manual_tce
+    shares = [t["completeness"] for t in site_rows if t.get("completeness") is not None]
+    completeness = min(shares) if shares else None
+    quality = "good" if all(t.get("quality", "good") == "good" for t in site_rows) else "uncertain"
+    if not site_rows:
+        quality = "manual only" if manual_tce else "no data"
+    excluded = ""
+    if outside:
+        excluded = "; excludes meters outside the hierarchy: " + ", ".join(
+            f"{d} {p}" for d, p in outside
+        )
     out: list[dict[str, Any]] = [
         {
             "indicator": "综合能耗 comprehensive energy consumption",
             "value": total_tce,
             "unit": "tce",
-            "basis": f"{basis}: {measured_tce:.6g} tce measured + {manual_tce:.6g} tce manual",
+            "completeness": completeness,
+            "quality": quality,
+            "basis": f"{basis}: {measured_tce:.6g} tce measured + {manual_tce:.6g} tce manual"
+            + excluded,
         }
     ]
     outputs: dict[tuple[str, str | None], float] = {}
@@ -194,6 +216,8 @@ def indicators(
                 "indicator": f"产品产量 output: {product}",
                 "value": amount,
                 "unit": unit or "",
+                "completeness": None,
+                "quality": "manual",
                 "basis": "manual entries",
             }
         )
@@ -202,7 +226,23 @@ def indicators(
                 "indicator": f"单位产品综合能耗 per unit of {product}",
                 "value": total_tce * 1000.0 / amount if amount > 0 else None,
                 "unit": f"kgce/{unit}" if unit else "kgce",
+                "completeness": completeness,
+                "quality": quality,
                 "basis": "综合能耗 / output, same period",
+            }
+        )
+    by_key = {(t["series"], t["counter"]): t for t in measured}
+    for device, point in outside:
+        t = by_key.get((device, point))
+        out.append(
+            {
+                "indicator": f"outside the hierarchy, not in 综合能耗: {device} {point}",
+                "value": None if t is None else t["tce"],
+                "unit": "tce",
+                "completeness": 0.0 if t is None else t["completeness"],
+                "quality": "no data" if t is None else t["quality"],
+                "basis": "a meter in no energy.hierarchy node (it may be a sub-meter, or a "
+                "supply the tree misses); add it to a node to count it",
             }
         )
     return out

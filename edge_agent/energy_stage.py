@@ -44,7 +44,13 @@ from edge_agent.config import LoadedConfig
 from edge_agent.energy_coefficients import CANONICAL, Coefficients, load_coefficients
 from edge_agent.energy_config import EnergyConfig
 from edge_agent.energy_counter import CounterTrack, Minute
-from edge_agent.energy_demand import DemandSample, DemandTracker, load_factor, power_factor
+from edge_agent.energy_demand import (
+    DemandSample,
+    DemandTracker,
+    contract_meter,
+    load_factor,
+    power_factor,
+)
 from edge_agent.energy_hierarchy import Hierarchy, Series
 from edge_agent.energy_intervals import Interval, IntervalAccumulator, WallClock
 from edge_agent.energy_points import CounterPoint, counter_spec, energy_points
@@ -184,6 +190,7 @@ class EnergyStage:
         self.hierarchy = Hierarchy(
             config, site, [cp.info for cp in points if cp.options.role == "counter"]
         )
+        self._contract_meter = contract_meter(config, [cp.info for cp in points])
         self._node_totals: dict[tuple[str, str], TotalsAccumulator] = {}
         self._closed: list[tuple[_Counter, Total]] = []
 
@@ -433,7 +440,10 @@ class EnergyStage:
             counter=cp.point,
             window_min=self.config.demand_window_min,
             month_max_ts_ms=sample.month_max_ms,
-            contract_demand_kw=self.config.contract_demand_kw,
+            # Only on the meter it is billed on: a feeder has no contract of its own.
+            contract_demand_kw=self.config.contract_demand_kw
+            if cp.device == self._contract_meter
+            else None,
             points=points,
         )
         self._send(doc, cp.device)

@@ -8,6 +8,13 @@ energy overview, meter, demand, data quality, gateway health. Point names come f
 devices' profiles and `energy:` counters, the contract demand and time zone from the
 `energy:` block, the areas from its hierarchy; panels are per template variable (site,
 area, device), never one per device. Queries: edge_agent/grafana_queries.py.
+
+Numbers that add up: a total reads the one series of the selected node (the site or a
+hierarchy node, as the energy stage publishes it), a breakdown the level below it, so a
+node is never added to its own children. Every panel has a Grafana unit id: power in kW
+(W series divided by 1000), energy per kind (kWh `kwatth`, m3, t `masst`, kvarh and tce as
+suffixes). The data source is the dashboard variable `datasource`; `__inputs` names it, so
+a dashboard imports through Grafana's UI as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import yaml
 
 from edge_agent import grafana_queries as q
 from edge_agent.config import LoadedConfig
+from edge_agent.energy_demand import contract_meter
 from edge_agent.energy_points import energy_points
 
 SCHEMA_VERSION = 39  # Grafana 11.x dashboards
@@ -32,6 +40,11 @@ FOLDER = "Edge agent"
 TAG = "edge-agent"
 PERIODS = ("sharp", "peak", "flat", "valley")
 POWER_UNITS = {"W": "watt", "kW": "kwatt"}
+DS_INPUT = "DS_EDGE"  # the data source asked for on import (`__inputs`)
+DATASOURCE = {"type": "influxdb", "uid": "${datasource}"}
+# Grafana unit ids of the energy stage's canonical units (no kvarh id: a suffix).
+ENERGY_UNITS = {"kWh": "kwatth", "kvarh": "suffix: kvarh", "m3": "m3", "t": "masst"}
+TCE_UNIT = "suffix: tce"  # no Grafana unit for tonnes of standard coal
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,11 @@ class Catalog:
     power: tuple[str, ...]
     pf: tuple[str, ...]
     areas: tuple[tuple[str, tuple[str, ...]], ...]  # area -> meters and nodes below it
+    hierarchy: bool  # node series exist (the site's and each node's)
+    tree: tuple[tuple[str, str], ...]  # site or node -> regex of the level below it
+    kinds: tuple[str, ...]  # consumption kinds with a coal factor (node series names)
+    contract_meter: str | None
+    by_unit: tuple[tuple[str, tuple[str, ...]], ...]  # canonical unit -> its counters
 
 
 def _sorted(names: Iterable[str]) -> tuple[str, ...]:
@@ -90,6 +108,14 @@ def catalog(loaded: LoadedConfig) -> Catalog:
     areas = tuple(
         (n.name, _sorted(below(n.name))) for n in nodes if n.level == "area" and not n.parent
     )
+    meters = sorted({p.device for p in counters})
+    tree = [(site.site, "|".join(sorted(n.name for n in nodes if not n.parent) or meters))]
+    for node in nodes:
+        kids = children.get(node.name) or [r.split(".", 1)[0] for r in node.meters]
+        tree.append((node.name, "|".join(sorted(kids))))
+    by_unit: dict[str, list[str]] = {}
+    for p in counters:
+        by_unit.setdefault(p.unit, []).append(p.point)
     influx = site.influx
     return Catalog(
         site=site.site,
@@ -116,6 +142,15 @@ def catalog(loaded: LoadedConfig) -> Catalog:
             p.name for p in points if p.name.startswith("pf") or p.name.startswith("power_factor")
         ),
         areas=areas,
+        hierarchy=bool(nodes),
+        tree=tuple(tree),
+        kinds=_sorted(
+            p.options.kind
+            for p in counters
+            if p.options.kind != "reactive" and p.options.direction in (None, "import")
+        ),
+        contract_meter=contract_meter(energy, [p.info for p in counters]),
+        by_unit=tuple((u, _sorted(names)) for u, names in sorted(by_unit.items())),
     )
 
 
@@ -147,14 +182,14 @@ class _Board:
             "id": len(self.panels) + 1,
             "type": kind,
             "title": title,
-            "datasource": {"type": "influxdb", "uid": DATASOURCE_UID},
+            "datasource": DATASOURCE,
             "gridPos": {"x": self._x, "y": self._y, "w": width, "h": height},
             "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})}, "overrides": []},
             "options": options or {},
             "targets": [
                 {
                     "refId": chr(ord("A") + i),
-                    "datasource": {"type": "influxdb", "uid": DATASOURCE_UID},
+                    "datasource": DATASOURCE,
                     "query": text,
                 }
                 for i, text in enumerate(queries)
@@ -165,8 +200,30 @@ class _Board:
         self.panels.append(panel)
         self._x += width
 
-    def dashboard(self, uid: str, title: str, *, time_from: str = "now-24h") -> dict[str, Any]:
+    def dashboard(
+        self,
+        uid: str,
+        title: str,
+        *,
+        time_from: str = "now-24h",
+        constants: Sequence[tuple[str, str]] = (),
+    ) -> dict[str, Any]:
         return {
+            # Grafana's "export for sharing externally" shape: import asks for the source.
+            "__inputs": [
+                {
+                    "name": DS_INPUT,
+                    "label": "InfluxDB (the ingest's bucket)",
+                    "description": "",
+                    "type": "datasource",
+                    "pluginId": "influxdb",
+                    "pluginName": "InfluxDB",
+                }
+            ],
+            "__requires": [
+                {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "11.0.0"},
+                {"type": "datasource", "id": "influxdb", "name": "InfluxDB", "version": "1.0.0"},
+            ],
             "uid": uid,
             "title": title,
             "tags": [TAG, self.cat.site],
@@ -176,17 +233,42 @@ class _Board:
             "editable": True,
             "refresh": "1m",
             "time": {"from": time_from, "to": "now"},
-            "templating": {"list": _variables(self.cat)},
+            "templating": {"list": _variables(self.cat) + _constants(constants)},
             "annotations": {"list": []},
             "panels": self.panels,
         }
 
 
-def _variables(cat: Catalog) -> list[dict[str, Any]]:
-    ds = {"type": "influxdb", "uid": DATASOURCE_UID}
-    m = f'r._measurement == "{cat.measurement}"'
-    area_options = [("All", ".*")] + [(name, "|".join(members)) for name, members in cat.areas]
+def _constants(pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Hidden constants: configured names a query needs (never typed into the query)."""
     return [
+        {
+            "name": name,
+            "type": "constant",
+            "hide": 2,
+            "query": value,
+            "current": {"text": value, "value": value},
+        }
+        for name, value in pairs
+    ]
+
+
+def _variables(cat: Catalog) -> list[dict[str, Any]]:
+    ds = DATASOURCE
+    m = f'r._measurement == "{cat.measurement}"'
+    # The first option is the whole site: its text is the site, whose series the totals read.
+    area_options = [(cat.site, ".*")] + [(name, "|".join(members)) for name, members in cat.areas]
+    return [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "influxdb",
+            # Replaced by the data source picked on import; provisioned as is, Grafana
+            # falls back to the InfluxDB source there is.
+            "current": {"text": f"${{{DS_INPUT}}}", "value": f"${{{DS_INPUT}}}"},
+            "hide": 0,
+        },
         {
             "name": "site",
             "label": "Site",
@@ -205,7 +287,7 @@ def _variables(cat: Catalog) -> list[dict[str, Any]]:
             "type": "custom",
             # "name : regex" pairs: the area shows by name, filters by its meters and nodes.
             "query": ", ".join(f"{name} : {regex}" for name, regex in area_options),
-            "current": {"text": "All", "value": ".*"},
+            "current": {"text": cat.site, "value": ".*"},
             "options": [
                 {"text": name, "value": regex, "selected": i == 0}
                 for i, (name, regex) in enumerate(area_options)
@@ -236,28 +318,61 @@ def _interval(counters: Sequence[str], suffix: str = "") -> list[str]:
     return [f"interval.{c}{suffix}" for c in counters]
 
 
+def _energy_panels(b: _Board, cat: Catalog, *, title: str, **kwargs: Any) -> None:
+    """Interval energy, one panel per unit (kWh and m3 never share an axis)."""
+    for unit, counters in cat.by_unit:
+        b.panel(
+            f"{title} ({unit})",
+            "timeseries",
+            [q.series(cat.bucket, cat.measurement, _interval(counters))],
+            unit=ENERGY_UNITS.get(unit, f"suffix: {unit}"),
+            width=24,
+            options={"legend": {"displayMode": "table", "calcs": ["sum"]}},
+            **kwargs,
+        )
+
+
 def overview(cat: Catalog) -> dict[str, Any]:
-    """Plant energy overview: today and this month by TOU period, tce, CO2, top consumers."""
+    """Plant energy overview: today and this month by TOU period, tce, CO2, the level below."""
     b = _Board(cat)
     bm, ms, imp = cat.bucket, cat.measurement, cat.import_counters
-    by_period = [f"interval.{c}.{p}" for c in imp for p in PERIODS]
     stat = {"reduceOptions": {"calcs": ["sum"], "values": False}, "textMode": "value_and_name"}
+    if cat.hierarchy:  # the node's own series: never a node plus its meters
+        by_period = [f"interval.electricity.{p}" for p in PERIODS]
+        tce = [f"day.{k}.tce" for k in cat.kinds]
+
+        def total(points: list[str], column: str) -> str:
+            return q.node_total(bm, ms, points, column)
+
+        def per_day(points: list[str]) -> str:
+            return q.node_daily(bm, ms, points, cat.timezone)
+
+        co2 = ["day.electricity.co2"]
+    else:  # no tree: the meters are all there is
+        by_period = [f"interval.{c}.{p}" for c in imp for p in PERIODS]
+        tce = [f"day.{c}.tce" for c in cat.consumption]
+        co2 = [f"day.{c}.co2" for c in imp]
+
+        def total(points: list[str], column: str) -> str:
+            return q.total_by(bm, ms, points, column)
+
+        def per_day(points: list[str]) -> str:
+            return q.daily(bm, ms, points, cat.timezone)
+
     for title, since in (("Today", "now/d"), ("This month", "now/M")):
         b.panel(
             f"{title}: electricity by TOU period",
             "stat",
-            [q.total_by(bm, ms, by_period, "point")],
+            [total(by_period, "point")],
             unit="kwatth",
             time_from=since,
             options=stat,
         )
-    day_tce = [f"day.{c}.tce" for c in cat.consumption]
-    day_co2 = [f"day.{c}.co2" for c in imp]
     b.panel(
         "This month: standard coal",
         "stat",
-        [q.total_by(bm, ms, day_tce, "device")],
-        unit="tce",
+        [total(tce, "site")],
+        unit=TCE_UNIT,
         time_from="now/M",
         options=stat,
         width=6,
@@ -265,34 +380,28 @@ def overview(cat: Catalog) -> dict[str, Any]:
     b.panel(
         "This month: CO2 (purchased electricity)",
         "stat",
-        [q.total_by(bm, ms, day_co2, "device")],
-        unit="t",
+        [total(co2, "site")],
+        unit="masst",
         time_from="now/M",
         options=stat,
         width=6,
     )
     b.panel(
-        "Top consumers (electricity, range)",
+        "Electricity by the level below (range)",
         "bargauge",
-        [q.top(bm, ms, _interval(imp))],
+        [q.children(bm, ms, ["interval.electricity", *_interval(imp)], cat.tree)],
         unit="kwatth",
         options={"orientation": "horizontal", "displayMode": "gradient"},
     )
     b.panel(
         "Daily electricity by TOU period",
         "barchart",
-        [q.daily(bm, ms, by_period, cat.timezone)],
+        [per_day(by_period)],
         unit="kwatth",
         width=24,
         options={"stacking": "normal", "xField": "_time"},
     )
-    b.panel(
-        "Interval energy (15 min)",
-        "timeseries",
-        [q.series(bm, ms, _interval(cat.counters))],
-        width=24,
-        options={"legend": {"displayMode": "table", "calcs": ["sum"]}},
-    )
+    _energy_panels(b, cat, title="Interval energy (per meter)")
     b.panel(
         "Manual entries (手工填报, range)",
         "table",
@@ -308,51 +417,62 @@ def meter(cat: Catalog) -> dict[str, Any]:
     bm, ms = cat.bucket, cat.measurement
     b.panel("Voltage", "timeseries", [q.series(bm, ms, cat.voltage)], unit="volt")
     b.panel("Current", "timeseries", [q.series(bm, ms, cat.current)], unit="amp")
+    b.panel("Active power", "timeseries", [q.power(bm, ms, cat.power)], unit="kwatt")
     b.panel(
-        "Active power (W or kW, as the meter reports)", "timeseries", [q.series(bm, ms, cat.power)]
-    )
-    b.panel(
-        "Power factor", "timeseries", [q.series(bm, ms, cat.pf)], defaults={"min": -1, "max": 1}
-    )
-    b.panel(
-        "Interval energy",
+        "Power factor",
         "timeseries",
-        [q.series(bm, ms, _interval(cat.counters))],
-        width=24,
-        options={"legend": {"displayMode": "table", "calcs": ["sum"]}},
-        defaults={"custom": {"drawStyle": "bars"}},
+        [q.series(bm, ms, cat.pf)],
+        unit="none",
+        defaults={"min": -1, "max": 1},
     )
+    _energy_panels(b, cat, title="Interval energy", defaults={"custom": {"drawStyle": "bars"}})
     return b.dashboard("edge-meter", f"{cat.site}: meter")
 
 
 def demand(cat: Catalog) -> dict[str, Any]:
-    """Demand (15-min sliding) and the month's maximum against the contract demand."""
+    """Demand (15-min sliding) and the month's maximum, the contract demand drawn on the
+    meter it is billed on only."""
     b = _Board(cat)
     bm, ms = cat.bucket, cat.measurement
-    contract = cat.contract_kw
-    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
-    if contract is not None:
-        steps.append({"color": "red", "value": contract})
-    defaults = {
-        "thresholds": {"mode": "absolute", "steps": steps},
-        # The contract demand drawn as a line across the panel.
-        "custom": {"thresholdsStyle": {"mode": "line" if contract is not None else "off"}},
-    }
+    contract, on = cat.contract_kw, cat.contract_meter
     series = [f"demand.{c}" for c in cat.import_counters]
     maxima = [f"demand.{c}.month_max" for c in cat.import_counters]
-    title = "Demand" + (f" (contract {contract:g} kW)" if contract is not None else "")
-    b.panel(
-        title, "timeseries", [q.series(bm, ms, series)], unit="kwatt", width=24, defaults=defaults
-    )
-    b.panel(
-        "Maximum demand this month",
-        "timeseries",
-        [q.series(bm, ms, maxima)],
-        unit="kwatt",
-        width=24,
-        defaults=defaults,
-    )
-    return b.dashboard("edge-demand", f"{cat.site}: demand")
+    title = "Demand" + (f" (contract {contract:g} kW on {on})" if contract and on else "")
+    for name, points in ((title, series), ("Maximum demand this month", maxima)):
+        if contract is None or on is None:
+            b.panel(name, "timeseries", [q.series(bm, ms, points)], unit="kwatt", width=24)
+            continue
+        b.panel(
+            name,
+            "timeseries",
+            [
+                q.device_series(bm, ms, points, "${contract}"),
+                q.device_series(bm, ms, points, "!${contract}"),
+            ],
+            unit="kwatt",
+            width=24,
+        )
+        # The contract demand, as a line, on the contract meter's series (query A) only.
+        b.panels[-1]["fieldConfig"]["overrides"] = [
+            {
+                "matcher": {"id": "byFrameRefID", "options": "A"},
+                "properties": [
+                    {
+                        "id": "thresholds",
+                        "value": {
+                            "mode": "absolute",
+                            "steps": [
+                                {"color": "green", "value": None},
+                                {"color": "red", "value": contract},
+                            ],
+                        },
+                    },
+                    {"id": "custom.thresholdsStyle", "value": {"mode": "line"}},
+                ],
+            }
+        ]
+    constants = [("contract", on)] if contract is not None and on is not None else []
+    return b.dashboard("edge-demand", f"{cat.site}: demand", constants=constants)
 
 
 def quality(cat: Catalog) -> dict[str, Any]:

@@ -5,8 +5,11 @@ The ingest writes one series per point (README "Ingest and storage"): measuremen
 reason. Every query here filters on those names only; tests/test_grafana_dashboards.py
 checks each generated query against what a real ingest run wrote.
 
-Template variables: `site` (one), `area` (custom, its value is a regex of the area's
-meters and nodes), `device` (multi, restricted by area).
+Template variables: `datasource`, `site` (one), `area` (custom: its text is the node, the
+site for the whole site; its value a regex of the node's meters and nodes), `device`
+(multi, restricted by area). Totals read the one series of `${area:text}` (a hierarchy
+node or the site, as the energy stage publishes it), never a sum over a node and the
+meters below it; breakdowns read the level below (`children`).
 """
 
 from __future__ import annotations
@@ -193,4 +196,78 @@ def tag_values(bucket: str, tag: str, predicate: str) -> str:
         'import "influxdata/influxdb/schema"\n'
         f'schema.tagValues(bucket: "{bucket}", tag: "{tag}", '
         f"predicate: (r) => {predicate}, start: -30d)"
+    )
+
+
+def node_total(bucket: str, measurement: str, points: Sequence[str], column: str) -> str:
+    """The sum in range of the selected node's own series (`${area:text}`), per `column`."""
+    return "\n".join(
+        [
+            *_field(bucket, measurement, "value"),
+            '  |> filter(fn: (r) => r.site == "${site}" and r.device == "${area:text}")',
+            f"  |> filter(fn: (r) => {_points(points)})",
+            f'  |> group(columns: ["{column}"])',
+            "  |> sum()",
+        ]
+    )
+
+
+def node_daily(bucket: str, measurement: str, points: Sequence[str], zone: str) -> str:
+    """The selected node's own series summed per local day and point, for bars."""
+    return "\n".join(
+        [
+            *_field(bucket, measurement, "value"),
+            '  |> filter(fn: (r) => r.site == "${site}" and r.device == "${area:text}")',
+            f"  |> filter(fn: (r) => {_points(points)})",
+            '  |> group(columns: ["point"])',
+            "  |> aggregateWindow(every: 1d, fn: sum, createEmpty: false,"
+            f' location: {{zone: "{zone}", offset: 0s}})',
+        ]
+    )
+
+
+def children(
+    bucket: str, measurement: str, points: Sequence[str], tree: Sequence[tuple[str, str]]
+) -> str:
+    """The sum in range per series one level below the selected node: `tree` maps each
+    node (and the site) to the regex of its children (nodes, or its meters)."""
+    pairs = ", ".join(f'"{node}": "{regex}"' for node, regex in tree)
+    return "\n".join(
+        [
+            'import "dict"',
+            'import "regexp"',
+            f"below = [{pairs}]",
+            'kids = regexp.compile(v: "^(" + dict.get(dict: below, key: "${area:text}",'
+            ' default: "") + ")$")',
+            *_field(bucket, measurement, "value"),
+            '  |> filter(fn: (r) => r.site == "${site}" and r.device =~ kids)',
+            f"  |> filter(fn: (r) => {_points(points)})",
+            '  |> group(columns: ["device"])',
+            "  |> sum()",
+            "  |> group()",
+            '  |> sort(columns: ["_value"], desc: true)',
+        ]
+    )
+
+
+def power(bucket: str, measurement: str, points: Sequence[str]) -> str:
+    """Active power in kW whatever the meter reports (a W series is divided by 1000)."""
+    return (
+        base(bucket, measurement, "value", points)
+        + '\n  |> map(fn: (r) => ({r with _value: if r.unit == "W" then r._value / 1000.0'
+        + " else r._value}))"
+        + '\n  |> group(columns: ["device", "point"])'
+        + "\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
+    )
+
+
+def device_series(bucket: str, measurement: str, points: Sequence[str], device: str) -> str:
+    """`series` of one device (given as a variable reference, e.g. `${contract}`), or of
+    every selected device but it when `device` starts with `!`."""
+    op, name = ("!=", device[1:]) if device.startswith("!") else ("==", device)
+    return (
+        base(bucket, measurement, "value", points)
+        + f'\n  |> filter(fn: (r) => r.device {op} "{name}")'
+        + '\n  |> group(columns: ["device", "point"])'
+        + "\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
     )

@@ -113,7 +113,7 @@ devices:
     url: tcp://127.0.0.1:5020   # rtu:///dev/ttyUSB0?baudrate=9600&parity=E, rtu+tcp://host:port
     device_id: 1
     interval_s: 1.0
-    profile: chint-dtsu666      # a file in configs/profiles/, or `points:` inline
+    profile: chint-dtsu666      # a shipped profile (edge-agent catalog), or `points:` inline
 """
 
 ONE_POINT_PROFILE = "points:\n  - {name: voltage_a, address: 0x2006, type: float32, unit: V}\n"

@@ -136,7 +136,7 @@ def test_report_recomputes_the_period_from_the_embedded_store(
         "report.html",
         "totals.csv",
     ]
-    with (out / "daily_energy.csv").open() as f:
+    with (out / "daily_energy.csv").open(encoding="utf-8-sig") as f:
         daily = list(csv.DictReader(f))
     rows = {(r["series"], r["counter"], r["date"]): r for r in daily}
     assert {d for _, _, d in rows} == {"2026-11-30", "2026-12-01"}  # only the period
@@ -157,18 +157,18 @@ def test_report_recomputes_the_period_from_the_embedded_store(
         )
     assert rows[("incomer", "energy_import", "2026-11-30")]["quality"] == "uncertain"  # outage
     assert rows[("incomer", "energy_import", "2026-12-01")]["quality"] == "good"
-    with (out / "power_factor.csv").open() as f:
+    with (out / "power_factor.csv").open(encoding="utf-8-sig") as f:
         pf = {r["date"]: r for r in csv.DictReader(f)}
     a, b = local_ms(2026, 12, 1), local_ms(2026, 12, 2)
     kwh, kvarh = incomer.energy(a, b), reactive.energy(a, b)
     assert float(pf["2026-12-01"]["pf"]) == pytest.approx(
         kwh / (kwh**2 + kvarh**2) ** 0.5, abs=1e-5
     )
-    with (out / "demand.csv").open() as f:
+    with (out / "demand.csv").open(encoding="utf-8-sig") as f:
         demand = [r for r in csv.DictReader(f) if r["meter"] == "incomer"]
     assert len(demand) == 2 * 1440  # every minute of the two days
     assert demand[0]["time"] == "2026-11-30T00:01:00+08:00"
-    with (out / "totals.csv").open() as f:
+    with (out / "totals.csv").open(encoding="utf-8-sig") as f:
         totals = {(r["series"], r["counter"]): r for r in csv.DictReader(f)}
     whole = incomer.energy(local_ms(2026, 11, 30), local_ms(2026, 12, 2))
     total = totals[("incomer", "energy_import")]
@@ -234,7 +234,7 @@ async def test_report_reads_victoriametrics_like_the_embedded_store(
         assert vm == (tmp_path / "db" / name).read_text(), name
         assert len(vm.splitlines()) > 1, name
     h = histories["incomer"]["energy_import"]
-    with (tmp_path / "vm" / "daily_energy.csv").open() as f:
+    with (tmp_path / "vm" / "daily_energy.csv").open(encoding="utf-8-sig") as f:
         row = next(
             r
             for r in csv.DictReader(f)
@@ -298,7 +298,7 @@ def test_manual_entries_are_reported_like_measured_data(
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "4 manual entries (手工填报)" in captured.err  # the 12-02 entry is outside
-    with (out / "daily_energy.csv").open() as f:
+    with (out / "daily_energy.csv").open(encoding="utf-8-sig") as f:
         daily = {(r["series"], r["counter"]): r for r in csv.DictReader(f)}
     coal, diesel = daily[("boiler-house", "coal_in")], daily[("generator", "diesel_in")]
     assert (coal["source"], coal["date"], coal["unit"]) == ("manual", "2026-12-01", "t")
@@ -307,11 +307,11 @@ def test_manual_entries_are_reported_like_measured_data(
     assert float(diesel["tce"]) == pytest.approx(0.5 * 1.4571)
     assert daily[("incomer", "energy_import")]["source"] == "measured"
     assert ("plant", "cement") not in daily  # output is not energy
-    with (out / "totals.csv").open() as f:
+    with (out / "totals.csv").open(encoding="utf-8-sig") as f:
         totals = {(r["series"], r["counter"]): r for r in csv.DictReader(f)}
     assert totals[("boiler-house", "coal_in")]["source"] == "manual"
     assert totals[("boiler-house", "coal_in")]["standard_coal"] == "gbt2589-2020-equivalent"
-    with (out / "manual.csv").open() as f:
+    with (out / "manual.csv").open(encoding="utf-8-sig") as f:
         manual = list(csv.DictReader(f))
     assert [(r["counter"], r["use"]) for r in manual] == [
         ("coal_in", "energy"),
@@ -319,7 +319,7 @@ def test_manual_entries_are_reported_like_measured_data(
         ("output_value", "other"),
         ("diesel_in", "energy"),
     ]
-    with (out / "indicators.csv").open() as f:
+    with (out / "indicators.csv").open(encoding="utf-8-sig") as f:
         ind = {r["indicator"]: r for r in csv.DictReader(f)}
     measured_tce = incomer.energy(*day) * 0.1229e-3  # the site series: Σ hall = incomer
     site_tce = measured_tce + 3.2 * 0.7143 + 0.5 * 1.4571

@@ -173,6 +173,11 @@ def _stored_names(victoria: Victoria, site: str, measurement: str) -> dict[str, 
         "field": fields,
         "tag": {k for s in series for k in s["metric"] if k != "__name__"},
         "point": {s["metric"]["point"] for s in series},
+        "series": {
+            f"{s['metric']['device']} {s['metric']['point']}"
+            for s in series
+            if s["metric"]["__name__"] == f"{measurement}_value"
+        },
     }
     return names
 
@@ -223,7 +228,8 @@ def test_dashboards_are_valid_grafana_json(tmp_path: Path) -> None:
         assert board["timezone"] == "Asia/Shanghai"
         assert isinstance(board["title"], str) and board["title"]
         names = [v["name"] for v in board["templating"]["list"]]
-        assert names == ["site", "area", "device"], path.name
+        extra = ["contract"] if path.name == "demand.json" else []
+        assert names == ["datasource", "site", "area", "device", *extra], path.name
         assert board["panels"], path.name
         ids = [p["id"] for p in board["panels"]]
         assert len(set(ids)) == len(ids)
@@ -238,7 +244,7 @@ def test_dashboards_are_valid_grafana_json(tmp_path: Path) -> None:
             }
             assert set(panel["gridPos"]) == {"x", "y", "w", "h"}
             assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
-            assert panel["datasource"]["uid"] == DATASOURCE_UID
+            assert panel["datasource"] == {"type": "influxdb", "uid": "${datasource}"}
             assert panel["targets"], panel["title"]
             for target in panel["targets"]:
                 assert re.fullmatch(r"[A-Z]", target["refId"])
@@ -246,25 +252,29 @@ def test_dashboards_are_valid_grafana_json(tmp_path: Path) -> None:
                 # gateway's own health series is one pseudo-device of every gateway;
                 # manual entries name devices that need not be configured ones).
                 query = target["query"]
+                assert target["datasource"] == panel["datasource"]
                 assert (
                     "${device:regex}" in query
                     or 'r.device == "_gateway"' in query
                     or "r.point =~ /^manual" in query
+                    or 'r.device == "${area:text}"' in query  # a node's own series
+                    or "r.device =~ kids" in query  # the level below the node
                 )
                 assert "main-incomer" not in target["query"]
     assert len(uids) == 5
     # The areas of the hierarchy, each standing for its meters and nodes.
     area = json.loads((tmp_path / "dashboards/edge-agent/meter.json").read_text())
-    options = {o["text"]: o["value"] for o in area["templating"]["list"][1]["options"]}
+    options = {o["text"]: o["value"] for o in area["templating"]["list"][2]["options"]}
     assert options["utilities"] == "compressor|utilities"
     assert "line-1-feeder" in options["workshop-1"].split("|")
     demand = json.loads((tmp_path / "dashboards/edge-agent/demand.json").read_text())
-    steps = demand["panels"][0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    (override,) = demand["panels"][0]["fieldConfig"]["overrides"]
+    steps = override["properties"][0]["value"]["steps"]
     assert steps[-1]["value"] == 40.0  # demo.yaml contract_demand_kw
 
 
 def test_committed_provisioning_matches_the_demo_config(tmp_path: Path) -> None:
-    """deploy/grafana is what `edge-agent grafana generate configs/demo.yaml` writes."""
+    """deploy/grafana is what `edge-agent grafana generate (the shipped demo)` writes."""
     for path in write(load_config(DEMO), tmp_path):
         committed = REPO / "deploy" / "grafana" / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), f"regenerate {committed}"
@@ -318,3 +328,133 @@ async def test_every_query_uses_only_names_a_real_ingest_wrote(
                     if column not in _BUILTIN:
                         assert column in stored["tag"], f"{name}: group by {column}"
     assert checked > 50  # the regexes did find the filters
+    # Every total reads the one series of the selected node, and the ingest stored it.
+    boards = dashboards(loaded)
+    overview = boards["energy-overview.json"]
+    area = next(v for v in overview["templating"]["list"] if v["name"] == "area")
+    nodes = [o["text"] for o in area["options"]]
+    assert nodes == [site, "workshop-1", "utilities"]
+    totals = [p for p in overview["panels"] if p["title"].startswith(TOTALS)]
+    assert len(totals) == 5
+    for panel in totals:
+        (target,) = panel["targets"]
+        for node in nodes:
+            query = target["query"].replace("${area:text}", node)
+            for point in re.findall(r'r\.point == "([^"]+)"', query):
+                assert f"{node} {point}" in stored["series"], (panel["title"], node, point)
+
+
+TOTALS = ("Today:", "This month:", "Daily electricity")
+
+
+def _board(tmp_path: Path, name: str) -> dict[str, Any]:
+    write(load_config(DEMO), tmp_path)
+    return json.loads((tmp_path / "dashboards/edge-agent" / name).read_text())  # type: ignore[no-any-return]
+
+
+def test_totals_come_from_one_level_and_breakdowns_from_the_level_below(tmp_path: Path) -> None:
+    """Never a node added to its own children (demo: workshop-1 is main-incomer, and
+    line-1/line-2 are feeders under it): a total filters the selected node's series by
+    name; the breakdown selects the level just below it."""
+    board = _board(tmp_path, "energy-overview.json")
+    totals = [p for p in board["panels"] if p["title"].startswith(TOTALS)]
+    assert [p["title"] for p in totals] == [
+        "Today: electricity by TOU period",
+        "This month: electricity by TOU period",
+        "This month: standard coal",
+        "This month: CO2 (purchased electricity)",
+        "Daily electricity by TOU period",
+    ]
+    for panel in totals:
+        (target,) = panel["targets"]
+        devices = re.findall(r"r\.device (==|=~) ([^ )]+)", target["query"])
+        assert devices == [("==", '"${area:text}"')], panel["title"]
+        points = re.findall(r'r\.point == "([^"]+)"', target["query"])
+        assert points and all(
+            p.startswith(("interval.electricity.", "day.electricity.")) for p in points
+        ), points  # node series: named by kind, never a meter's counter
+    (below,) = [p for p in board["panels"] if p["title"].startswith("Electricity by the level")]
+    query = below["targets"][0]["query"]
+    tree = dict(re.findall(r'"([\w.-]+)": "([\w.|-]+)"', query.split("\n")[2]))
+    assert tree == {
+        "demo-plant": "utilities|workshop-1",
+        "workshop-1": "line-1|line-2",
+        "line-1": "line-1-feeder",
+        "line-2": "line-2-feeder",
+        "utilities": "compressor",
+    }
+    assert "r.device =~ kids" in query and "|> sum()" in query
+
+
+# Grafana's unit ids (packages/grafana-data/src/valueFormats/categories.ts) the dashboards use.
+GRAFANA_UNITS = {
+    "kwatth",
+    "kwatt",
+    "watt",
+    "volt",
+    "amp",
+    "none",
+    "percentunit",
+    "s",
+    "masst",
+    "m3",
+}
+
+
+def test_every_panel_has_a_grafana_unit(tmp_path: Path) -> None:
+    write(load_config(DEMO), tmp_path)
+    units = {}
+    for path in sorted((tmp_path / "dashboards/edge-agent").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            unit = panel["fieldConfig"]["defaults"]["unit"]
+            assert unit in GRAFANA_UNITS or unit.startswith("suffix: "), (path.name, unit)
+            units[(path.stem, panel["title"])] = unit
+    assert units[("energy-overview", "Today: electricity by TOU period")] == "kwatth"
+    assert units[("energy-overview", "This month: standard coal")] == "suffix: tce"
+    assert units[("energy-overview", "This month: CO2 (purchased electricity)")] == "masst"
+    assert units[("energy-overview", "Interval energy (per meter) (kWh)")] == "kwatth"
+    assert units[("energy-overview", "Interval energy (per meter) (kvarh)")] == "suffix: kvarh"
+    assert units[("meter", "Interval energy (kWh)")] == "kwatth"
+    assert units[("meter", "Active power")] == "kwatt"
+    assert units[("demand", "Demand (contract 40 kW on main-incomer)")] == "kwatt"
+    meter = json.loads((tmp_path / "dashboards/edge-agent/meter.json").read_text())
+    power = next(p for p in meter["panels"] if p["title"] == "Active power")
+    # The demo has W (SDM630 power_total) and kW (DTSU666, DL/T 645) meters: one unit, kW.
+    assert 'if r.unit == "W" then r._value / 1000.0' in power["targets"][0]["query"]
+    energy = next(p for p in meter["panels"] if p["title"] == "Interval energy (kWh)")
+    assert "interval.reactive_energy_import" not in energy["targets"][0]["query"]
+
+
+def test_the_data_source_is_a_variable_and_imports_through_the_ui(tmp_path: Path) -> None:
+    board = _board(tmp_path, "meter.json")
+    (source,) = board["__inputs"]
+    assert (source["type"], source["pluginId"], source["name"]) == (
+        "datasource",
+        "influxdb",
+        "DS_EDGE",
+    )
+    variable = board["templating"]["list"][0]
+    assert (variable["name"], variable["type"], variable["query"]) == (
+        "datasource",
+        "datasource",
+        "influxdb",
+    )
+    assert variable["current"]["value"] == "${DS_EDGE}"  # replaced by the pick on import
+    text = json.dumps(board)
+    assert DATASOURCE_UID not in text  # no fixed uid left to edit by hand
+    assert text.count('"uid": "${datasource}"') == sum(
+        1 + len(p["targets"]) for p in board["panels"]
+    ) + sum(1 for v in board["templating"]["list"] if v["type"] == "query")
+
+
+def test_the_contract_demand_is_drawn_on_its_meter_only(tmp_path: Path) -> None:
+    board = _board(tmp_path, "demand.json")
+    contract = next(v for v in board["templating"]["list"] if v["name"] == "contract")
+    assert (contract["type"], contract["query"]) == ("constant", "main-incomer")
+    for panel in board["panels"]:
+        assert "thresholds" not in panel["fieldConfig"]["defaults"]
+        a, b = panel["targets"]
+        assert 'r.device == "${contract}"' in a["query"]
+        assert 'r.device != "${contract}"' in b["query"]
+        (override,) = panel["fieldConfig"]["overrides"]
+        assert override["matcher"] == {"id": "byFrameRefID", "options": "A"}

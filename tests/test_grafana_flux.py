@@ -3,7 +3,7 @@
 No InfluxDB or Grafana runs on this machine, so the queries go to flux-lsp, the official Flux
 language server (npm @influxdata/flux-lsp-node: InfluxData's Rust Flux parser and semantic
 analysis compiled to WASM), run with Node.js and driven over LSP. Every query of every
-dashboard `edge-agent grafana generate configs/demo.yaml` writes (panel targets and variable
+dashboard `edge-agent grafana generate (the shipped demo)` writes (panel targets and variable
 queries) is expanded as Grafana expands it before InfluxDB sees it: template variables in the
 browser (`${site}`, `${area}`, `${device:regex}` for each value the dashboard offers), then
 `v.timeRangeStart`, `v.timeRangeStop` and `v.windowPeriod` by Grafana's backend, which puts
@@ -134,8 +134,21 @@ _REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")  # Grafana's kbn.regexEscap
 _MACRO = re.compile(r"([a-zA-Z]+)\.([a-zA-Z]+)")  # as macros.go finds them
 
 
+class Option(str):
+    """A custom variable's option: its value, with its display text (`${name:text}`)."""
+
+    text: str
+
+    def __new__(cls, value: str, text: str) -> Option:
+        option = super().__new__(cls, value)
+        option.text = text
+        return option
+
+
 def _format(value: str | list[str], fmt: str | None) -> str:
     """A variable's value as Grafana's template service formats it."""
+    if fmt == "text":
+        return value.text if isinstance(value, Option) else str(value)
     if fmt == "regex":
         escaped = [_REGEX_SPECIAL.sub(r"\\\g<0>", v) for v in _listed(value)]
         return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
@@ -175,7 +188,7 @@ def _variable_values(board: Mapping[str, Any], devices: list[str]) -> dict[str, 
     for var in board["templating"]["list"]:
         name = var["name"]
         if var["type"] == "custom":
-            values[name] = [o["value"] for o in var["options"]]
+            values[name] = [Option(o["value"], o["text"]) for o in var["options"]]
         elif var.get("includeAll") or var.get("multi"):
             # The tag's values come from InfluxDB; the config's devices stand for them.
             values[name] = [devices, devices[:1]]
@@ -233,7 +246,7 @@ def failures(lsp: FluxLsp, queries: Sequence[Query]) -> list[str]:
 
 
 def _demo(tmp_path: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """What `edge-agent grafana generate configs/demo.yaml --out tmp_path` writes."""
+    """What `edge-agent grafana generate (the shipped demo) --out tmp_path` writes."""
     loaded: LoadedConfig = load_config(DEMO)
     written = write(loaded, tmp_path)
     boards = {p.name: json.loads(p.read_text()) for p in written if p.suffix == ".json"}

@@ -220,3 +220,75 @@ async def test_energy_series_are_ingested_like_readings(
     ]
     assert ingest.stats.stored_messages == 1  # a device name no topic could carry: dead letter
     assert dict(ingest.rejects.counts) == {"topic_mismatch": 1}
+
+
+async def test_every_meters_energy_lands_under_its_meter(
+    tmp_path: Path, mosquitto: Mosquitto, unique_prefix: str
+) -> None:
+    """Every meter's derived series share one topic; each is stored under its own meter."""
+    site = unique_site()
+    loaded = write_site(
+        tmp_path / "site.yaml",
+        broker_url=mosquitto.url,
+        prefix=unique_prefix,
+        site=site,
+        ingest="{flush_interval_s: 0.05}",
+    )
+    topic = f"{unique_prefix}/{site}/gw-01/energy"
+    meters = ["main-incomer", "line-1-feeder", "line-2-feeder", "utility-meter"]
+    t0 = 1_764_000_000_000
+    sent: list[tuple[str, bytes]] = []
+    expected: dict[str, list[tuple[str, float, int]]] = {m: [] for m in meters}
+    seq = 0
+    for k in range(3):  # three intervals, the meters interleaved in each
+        for n, meter in enumerate(meters):
+            seq += 1
+            ts = t0 + k * 900_000
+            kwh = 10.0 * (n + 1) + k  # a different number for every meter and interval
+            doc = {
+                "schema_version": 1,
+                "type": "interval",
+                "gateway": "gw-01",
+                "device": meter,
+                "seq": seq,
+                "ts_ms": ts,
+                "historical": False,
+                "points": {
+                    "interval.energy_import": {"value": kwh, "unit": "kWh", "quality": "good"},
+                    "interval.energy_import.valley": {
+                        "value": kwh,
+                        "unit": "kWh",
+                        "quality": "good",
+                    },
+                },
+            }
+            sent.append((topic, orjson.dumps(doc)))
+            expected[meter] += [
+                ("interval.energy_import", kwh, ts),
+                ("interval.energy_import.valley", kwh, ts),
+            ]
+    ingest = Ingest(loaded, worker="meters")
+    async with running(ingest):
+        await publish(mosquitto.url, sent)
+        await until(lambda: ingest.client.stats.acked == len(sent), "all acknowledged")
+    path = store_path(loaded)
+    assert count_readings(path) == 3 * 4 * 2
+    for meter in meters:
+        rows = read_points(path, site=site, device=meter)
+        assert sorted((r.point, r.value, r.ts_ms) for r in rows) == sorted(expected[meter]), meter
+        assert {(r.gateway, r.unit) for r in rows} == {("gw-01", "kWh")}
+    # a restarted worker (series ids read back from the file) keeps them apart too
+    store = EmbeddedStore(path)
+    now_ms = time.time_ns() // 1_000_000
+    source = parse_topic(topic, unique_prefix)
+    assert source is not None
+    again = [
+        decode_data(source, payload, now_ms=now_ms, max_future_ms=10**12)
+        for _, payload in sent[::-1]
+    ]
+    assert store.write_sync(again) == 24
+    store.close_sync()
+    assert count_readings(path) == 24
+    for meter in meters:
+        rows = read_points(path, site=site, device=meter)
+        assert sorted((r.point, r.value, r.ts_ms) for r in rows) == sorted(expected[meter]), meter

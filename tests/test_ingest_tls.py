@@ -375,7 +375,7 @@ async def test_the_report_reads_victoriametrics_over_https_with_the_ca_file(
         over_https = (tmp_path / "r1" / name).read_text()
         assert over_https == (tmp_path / "r2" / name).read_text(), name
         assert len(over_https.splitlines()) > 1, name
-    with (tmp_path / "r1" / "daily_energy.csv").open() as f:
+    with (tmp_path / "r1" / "daily_energy.csv").open(encoding="utf-8-sig") as f:
         row = next(r for r in csv.DictReader(f) if r["series"] == "incomer")
     assert float(row["energy"]) == pytest.approx(history.energy(a, b), abs=1e-4)
 
