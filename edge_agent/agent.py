@@ -256,7 +256,9 @@ class Agent:
         )
 
     def _device_state(self, device: str, up: bool, reason: str | None) -> None:
-        doc: dict[str, object] = {"state": "up" if up else "down", "ts_ms": time.time_ns() // 10**6}
+        # Up with a reason: it answers, but every point is bad (poller.py).
+        state = "down" if not up else "fault" if reason else "up"
+        doc: dict[str, object] = {"state": state, "ts_ms": time.time_ns() // 10**6}
         if reason:
             doc["reason"] = reason
         self.sink.publish(self.topics.device_status(device), orjson.dumps(doc), retain=True)
