@@ -30,6 +30,20 @@ def _address(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _point_type(text: str) -> PointType:
+    from drivers.modbus.type_names import point_type_name
+
+    names = ", ".join(t for t in PointType if t is not PointType.BIT)
+    try:
+        point_type = PointType(str(point_type_name(text)))  # FLOAT32 too; 32float: float32
+    except ValueError as exc:
+        message = str(exc) if "write" in str(exc) else f"unknown type {text!r} (use {names})"
+        raise argparse.ArgumentTypeError(message) from exc
+    if point_type is PointType.BIT:
+        raise argparse.ArgumentTypeError(f"read a bit's register as uint16 (types: {names})")
+    return point_type
+
+
 def _ids(text: str) -> list[int]:
     from edge_agent.diagnose_scan import parse_ids
 
@@ -47,9 +61,8 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     read.add_argument(
         "--type",
         dest="point_type",
-        type=PointType,
+        type=_point_type,
         default=PointType.UINT16,
-        choices=[t for t in PointType if t not in (PointType.BIT,)],
         metavar="TYPE",
         help="int16, uint16, int32, uint32, int64, uint64, float32, float64, string, "
         "bcd16, bcd32, bool (default uint16)",

@@ -307,9 +307,11 @@ class AgentCollector(Collector):
     def _agent(self) -> Iterator[Metric]:
         site = self.agent.loaded.site
         info = GaugeMetricFamily(
-            "edge_agent_info", "Version and identity of this agent.", labels=["version", "site"]
+            "edge_agent_info",
+            "Version and identity of this agent.",
+            labels=["version", "site", "gateway"],
         )
-        info.add_metric([__version__, f"{site.site}/{site.gateway}"], 1)
+        info.add_metric([__version__, site.site, site.gateway], 1)
         yield info
 
     def _devices(self) -> Iterator[Metric]:

@@ -87,7 +87,10 @@ def test_systemd_unit_is_hardened() -> None:
     }
     assert {k: service.get(k) for k in expected} == expected
     assert float(service["RestartSec"]) > 0
-    assert unit["Service"]["DeviceAllow"] == ["char-ttyS rw", "char-ttyUSB rw", "char-ttyACM rw"]
+    # Common gateway UARTs too: Raspberry Pi (ttyAMA), i.MX (ttymxc), SC16IS7xx (ttySC).
+    assert unit["Service"]["DeviceAllow"] == [
+        f"char-{name} rw" for name in ("ttyS", "ttyUSB", "ttyACM", "ttyAMA", "ttymxc", "ttySC")
+    ]
     assert "PrivateDevices" not in service  # it would hide the serial lines
     assert unit["Unit"]["StartLimitIntervalSec"] == ["0"]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]

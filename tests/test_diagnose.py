@@ -323,6 +323,7 @@ async def test_run_logs_one_json_object_per_line_with_the_flag(
         "level": "WARNING",
         "logger": "edge_agent.poller",
         "msg": "meter: no answer (connection refused); retrying with backoff up to 30 s",
+        "priority": 4,
     }
 
     code, lines = await _run_agent_logs(site, http="127.0.0.1:0")
