@@ -182,6 +182,34 @@ async def test_probe_word_swapped_and_integer_registers() -> None:
         )
 
 
+async def test_probe_says_when_a_reading_splices_two_values() -> None:
+    """Issue 18.3: one register past a float's start (a 1-based address), the word-swapped
+    reading pairs the float's low word with the next float's high word."""
+    async with _meters("tcp://127.0.0.1:0", ids=(1,)) as sim:
+        meter = sim.device("m1")
+        served = meter.served_values()["voltage_a"]  # float32 ABCD × 0.1 at 0x2006-0x2007
+        lines, found = await run_probe(meter.url, 0x2007, expected=round(served))
+        assert (found[0].point_type, found[0].order) == (PointType.FLOAT32, Order.CDAB)
+        header = next(i for i, line in enumerate(lines) if line.startswith("table"))
+        assert lines[header + 1].endswith("  *")
+        assert lines[-2] == (
+            "* may splice two values: register 8199 (0x2007) is the second word of 8198 "
+            f"(0x2006), which reads {served:.9g} as holding float32 ABCD × 0.1; a "
+            "multi-register reading at 8199 joins it to 8200. Was the address 1-based?"
+        )
+        assert lines[-1] == (
+            "profile point: {address: 0x2006, type: float32, order: ABCD, scale: 0.1} "
+            "(starting one register earlier), or {address: 0x2007, type: float32, "
+            "order: CDAB, scale: 0.1} if the value starts at 8199"
+        )
+        # At the float's own start nothing is marked.
+        lines, _ = await run_probe(meter.url, 0x2006, expected=round(served))
+        assert not any(line.endswith("*") or line.startswith("*") for line in lines)
+        assert lines[-1] == (
+            "profile point: {address: 0x2006, type: float32, order: ABCD, scale: 0.1}"
+        )
+
+
 async def test_scan_finds_the_served_ids_on_tcp_and_rtu_over_tcp() -> None:
     for url in ("tcp://127.0.0.1:0", "rtu+tcp://127.0.0.1:0"):
         async with _meters(url, ids=(1, 3, 7)) as sim:
