@@ -256,7 +256,9 @@ class Agent:
         )
 
     def _device_state(self, device: str, up: bool, reason: str | None) -> None:
-        doc: dict[str, object] = {"state": "up" if up else "down", "ts_ms": time.time_ns() // 10**6}
+        # Up with a reason: it answers, but every point is bad (poller.py).
+        state = "down" if not up else "fault" if reason else "up"
+        doc: dict[str, object] = {"state": state, "ts_ms": time.time_ns() // 10**6}
         if reason:
             doc["reason"] = reason
         self.sink.publish(self.topics.device_status(device), orjson.dumps(doc), retain=True)
@@ -303,9 +305,13 @@ class Agent:
                     gateway=gateway, device=u.driver.name, points=u.driver.points
                 )
                 self._data_topics[u.driver.name] = self.topics.data(u.driver.name)
-        for name in plan.removed:
+        polled = {u.driver.name for u in self.units}
+        for name in [*plan.removed, *plan.disabled]:
+            if name in polled:
+                continue
             self.encoders.pop(name, None)
-            # An empty retained message deletes the retained status of a removed device.
+            # An empty retained message deletes the retained status of a device no longer
+            # polled (removed, or `enabled: false`).
             self.sink.publish(self.topics.device_status(name), b"", retain=True)
         # Only devices are reloaded; everything else stays as the agent started with it.
         self.loaded = dataclasses.replace(
@@ -337,7 +343,12 @@ class Agent:
             except ConfigError as exc:
                 log.error("config not reloaded, the running one stays:\n%s", render_issues(exc))
                 return None
-            return await self.reload(loaded)
+            try:
+                return await self.reload(loaded)
+            except Exception:
+                # A reload runs beside the pollers (SIGHUP): its bug must not stop the agent.
+                log.exception("config reload failed; lines it had not stopped keep running")
+                return None
 
     def _resend_held(self) -> None:
         """Polls that waited in batches when the agent crashed go up now (batching.py)."""
@@ -375,7 +386,11 @@ class Agent:
                     self._pollers = pollers
                     for line in self.lines:
                         self._start_line(line)
+                    # The group lives as long as the agent, not as long as its lines: a
+                    # reload may stop every line (or leave none) before it starts new ones.
+                    await asyncio.Future()
             finally:
+                self._pollers = None
                 if self.batcher is not None:
                     self.batcher.flush()  # batches still waiting go up before the end
                 self.forwarder.flush()  # store the last polls before anything else

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from drivers.modbus.config import NAME_PATTERN
+from drivers.modbus.type_names import foreign_key_hint
 from edge_agent.config_errors import ConfigIssue, Loc
 from edge_agent.config_yaml import Document, child
 from edge_agent.mqtt_config import TOPIC_PREFIX
@@ -218,7 +219,11 @@ def _issue_from(error: ErrorDetails, doc: Document, root: type[BaseModel]) -> Co
     if error["type"] == "extra_forbidden":
         key = loc[-1]
         known = _known_keys(root, tuple(error["loc"])[:-1])
-        hint = suggest(key, known) or (f"known keys: {', '.join(known)}" if known else "")
+        hint = (
+            foreign_key_hint(key, doc.at(loc[:-1]))
+            or suggest(key, known)
+            or (f"known keys: {', '.join(known)}" if known else "")
+        )
         text = f"unknown key {str(key)!r}" + (f" ({hint})" if hint else "")
         return doc.issue(loc[:-1], text, line_loc=loc)
     if error["type"] == "missing":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import math
 import sys
 
 from drivers.modbus.codec import PointType, Table
@@ -30,6 +32,40 @@ def _address(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _point_type(text: str) -> PointType:
+    from drivers.modbus.type_names import point_type_name
+
+    names = ", ".join(t for t in PointType if t is not PointType.BIT)
+    try:
+        point_type = PointType(str(point_type_name(text)))  # FLOAT32 too; 32float: float32
+    except ValueError as exc:
+        message = str(exc) if "write" in str(exc) else f"unknown type {text!r} (use {names})"
+        raise argparse.ArgumentTypeError(message) from exc
+    if point_type is PointType.BIT:
+        raise argparse.ArgumentTypeError(f"read a bit's register as uint16 (types: {names})")
+    return point_type
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return value
+
+
 def _ids(text: str) -> list[int]:
     from edge_agent.diagnose_scan import parse_ids
 
@@ -47,15 +83,27 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     read.add_argument(
         "--type",
         dest="point_type",
-        type=PointType,
+        type=_point_type,
         default=PointType.UINT16,
-        choices=[t for t in PointType if t not in (PointType.BIT,)],
         metavar="TYPE",
         help="int16, uint16, int32, uint32, int64, uint64, float32, float64, string, "
         "bcd16, bcd32, bool (default uint16)",
     )
     read.add_argument("--length", type=int, default=None, help="registers of a string")
     read.add_argument("--scale", type=float, default=1.0, help="multiply by this (default 1)")
+    read.add_argument(
+        "--count", type=_positive_int, default=1, help="values of the type to read (default 1)"
+    )
+    read.add_argument(
+        "--poll",
+        type=_positive_float,
+        nargs="?",
+        const=1.0,
+        default=None,
+        metavar="SECONDS",
+        help="read again every SECONDS (default 1) until Ctrl-C",
+    )
+    read.add_argument("--polls", type=_positive_int, default=None, help="stop after N polls")
     _common(read, tables=True)
 
     probe = sub.add_parser(
@@ -108,6 +156,8 @@ async def _run(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "read":
+            if args.poll is not None or args.polls is not None:
+                return await _poll(args)
             lines = await run_read(
                 args.url,
                 args.address,
@@ -117,6 +167,7 @@ async def _run(args: argparse.Namespace) -> int:
                 length=args.length,
                 scale=args.scale,
                 timeout_s=args.timeout,
+                count=args.count,
             )
             print("\n".join(lines))
             return 0
@@ -140,6 +191,46 @@ async def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a URL that does not parse
         print(f"edge-agent {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+async def _poll(args: argparse.Namespace) -> int:
+    """`read --poll`: the read again at fixed phase; a failed read is shown, polling goes on."""
+    from edge_agent.diagnose_read import ReadFailed, open_line, run_read
+
+    interval = args.poll or 1.0
+    connection = open_line(args.url, timeout_s=args.timeout)
+    loop = asyncio.get_running_loop()
+    origin = loop.time()
+    answered = polls = 0
+    try:
+        while args.polls is None or polls < args.polls:
+            # Tick k at origin + k * interval; a read that ran over skips ticks, never queues.
+            due = origin + math.ceil(max(0.0, loop.time() - origin) / interval) * interval
+            if polls:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+            polls += 1
+            stamp = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+            try:
+                lines = await run_read(
+                    args.url,
+                    args.address,
+                    point_type=args.point_type,
+                    table=args.table,
+                    device_id=args.device_id,
+                    length=args.length,
+                    scale=args.scale,
+                    timeout_s=args.timeout,
+                    count=args.count,
+                    connection=connection,
+                )
+                answered += 1
+            except ReadFailed as exc:
+                lines = [f"{args.url}: {exc}"]
+                connection.close()  # the next poll opens the line afresh
+            print(f"-- poll {polls} at {stamp}", *lines, sep="\n", flush=True)
+    finally:
+        connection.close()
+    return 0 if answered else 1
 
 
 async def _scan(args: argparse.Namespace) -> int:

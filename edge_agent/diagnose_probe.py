@@ -11,6 +11,13 @@ where the map ends), decodes them as every numeric type in every order that diff
 every decimal scale from 0.0001 to 1000, and lists what lands within the tolerance of the
 expected value: closest first, and of equally close ones the plainer reading first (a
 float before a scaled integer, the Modbus default order before swapped ones).
+
+A multi-register reading may splice two values: asked for 3028 of a map whose floats start
+at 3027 and 3029, the words 3028-3029 in CDAB order pair the low word of one float with the
+high word of the next and can land near the expected value. So the probe also reads the two
+registers one earlier; when they hold a value whose high word comes first (the address was
+probably 1-based), every multi-register reading at the address is marked `*` as a possible
+splice, and the earlier start is proposed beside it.
 """
 
 from __future__ import annotations
@@ -122,6 +129,32 @@ async def _read_up_to_four(
     raise last
 
 
+def earlier_start(
+    registers: Sequence[int], expected: float, *, table: Table, tolerance: float
+) -> list[Candidate]:
+    """Readings of registers (A-1, A, ...) with their high word first: A as a second word."""
+    return rank(
+        [
+            c
+            for c in find_candidates(registers, expected, table=table, tolerance=tolerance)
+            if register_count(c.point_type) > 1 and c.order in (Order.ABCD, Order.BADC)
+        ]
+    )
+
+
+async def _read_earlier_pair(
+    connection: ModbusConnection, table: Table, address: int, *, device_id: int
+) -> list[int]:
+    if address == 0:
+        return []
+    try:
+        return await read_raw(connection, table, address - 1, 2, device_id=device_id)
+    except ReadFailed as exc:
+        if not str(exc).startswith("exception"):
+            raise
+        return []  # the map starts at the address
+
+
 async def run_probe(
     url: str,
     address: int,
@@ -137,6 +170,7 @@ async def run_probe(
     connection = open_line(url, timeout_s=timeout_s)
     lines: list[str] = []
     candidates: list[Candidate] = []
+    earlier: list[Candidate] = []
     answered = False
     try:
         for table in tables:
@@ -155,6 +189,8 @@ async def run_probe(
             candidates.extend(
                 find_candidates(registers, expected, table=table, tolerance=tolerance)
             )
+            pair = await _read_earlier_pair(connection, table, address, device_id=device_id)
+            earlier.extend(earlier_start(pair, expected, table=table, tolerance=tolerance))
     finally:
         connection.close()
     if not answered:
@@ -163,13 +199,36 @@ async def run_probe(
     if not ranked:
         lines.append(f"nothing reads within {tolerance:.0%} of {expected:g}")
         return lines, ranked
+    spliced = {table for table in tables if any(e.table is table for e in earlier)}
+
+    def suspect(c: Candidate) -> bool:
+        return c.table in spliced and register_count(c.point_type) > 1
+
     lines.append(f"{'table':<8} {'type':<8} {'order':<5}  {'scale':<6} {'value':<14} error")
     for c in ranked[:limit]:
         lines.append(
             f"{c.table!s:<8} {c.point_type!s:<8} {c.order!s:<5}  {c.scale:<6g} "
-            f"{c.value:<14.9g} {c.error:+.2%}"
+            f"{c.value:<14.9g} {c.error:+.2%}" + ("  *" if suspect(c) else "")
         )
     if len(ranked) > limit:
         lines.append(f"... and {len(ranked) - limit} less likely readings")
-    lines.append(f"profile point: {ranked[0].profile_point(address)}")
+    best = ranked[0]
+    if earlier and any(suspect(c) for c in ranked[:limit]):
+        start = rank(earlier)[0]
+        before = address - 1
+        lines.append(
+            f"* may splice two values: register {address} (0x{address:04X}) is the second "
+            f"word of {before} (0x{before:04X}), which reads {start.value:.9g} as "
+            f"{start.table} {start.point_type} {start.order}"
+            + (f" × {start.scale:g}" if start.scale != 1.0 else "")
+            + f"; a multi-register reading at {address} joins it to {address + 1}. "
+            "Was the address 1-based?"
+        )
+        if suspect(best):
+            lines.append(
+                f"profile point: {start.profile_point(before)} (starting one register "
+                f"earlier), or {best.profile_point(address)} if the value starts at {address}"
+            )
+            return lines, ranked
+    lines.append(f"profile point: {best.profile_point(address)}")
     return lines, ranked

@@ -5,6 +5,11 @@
     ABCD  230.5
     BADC  2.1350e-38 ...
 
+Only the orders that differ for the type are shown: all four for values of two or four
+registers, ABCD and BADC (bytes swapped) for one register and for text. `--count N` reads N
+such values in one request, one row each; `--poll S` repeats the read every S seconds (at
+fixed phase) until Ctrl-C, or `--polls` times, like mbpoll and modpoll.
+
 When a meter's manual is vague about word order, the one plausible line tells. The read
 goes through the agent's own Modbus connection and codec, so what it shows is what the
 agent would decode with that type and order.
@@ -23,6 +28,15 @@ from drivers.modbus.driver import exception_reason
 from drivers.reading import DeviceUnreachable, Value
 
 ORDERS = (Order.ABCD, Order.BADC, Order.CDAB, Order.DCBA)
+BYTE_ORDERS = (Order.ABCD, Order.BADC)  # one register, or text: no words to swap
+MAX_REGISTERS = 125  # FC03/FC04 protocol limit
+
+
+def orders_for(point_type: PointType, length: int | None = None) -> tuple[Order, ...]:
+    """The orders that read the type differently."""
+    if point_type is PointType.STRING or register_count(point_type, length) == 1:
+        return BYTE_ORDERS
+    return ORDERS
 
 
 class ReadFailed(Exception):
@@ -74,9 +88,9 @@ def decode_orders(
     length: int | None = None,
     scale: float = 1.0,
 ) -> list[OrderedValue]:
-    """The registers decoded in each of the four orders, scaled."""
+    """The registers decoded in each order that differs for the type, scaled."""
     values: list[OrderedValue] = []
-    for order in ORDERS:
+    for order in orders_for(point_type, length):
         try:
             value = decode(registers, point_type, order, length=length)
         except DecodeError as exc:
@@ -113,21 +127,38 @@ async def run_read(
     length: int | None = None,
     scale: float = 1.0,
     timeout_s: float = 1.0,
+    count: int = 1,
+    connection: ModbusConnection | None = None,
 ) -> list[str]:
-    """Read once and return the lines to print; ReadFailed when nothing came back."""
+    """Read once and return the lines to print; ReadFailed when nothing came back.
+
+    `count` values of the type follow each other from `address`; a `connection` given is
+    left open (for `--poll`), one made here is closed.
+    """
     if table.is_bits:
         point_type = PointType.BOOL
-    count = 1 if point_type is PointType.BOOL else register_count(point_type, length)
-    connection = open_line(url, timeout_s=timeout_s)
+    width = 1 if point_type is PointType.BOOL else register_count(point_type, length)
+    total = width * count
+    limit = 2000 if table.is_bits else MAX_REGISTERS
+    if total > limit or address + total > 65536:
+        unit = "bits" if table.is_bits else "registers"
+        raise ValueError(
+            f"--count {count} needs {total} {unit} from {address}: one request reads at most "
+            f"{limit}, and none past 65535"
+        )
+    line = connection or open_line(url, timeout_s=timeout_s)
     try:
-        registers = await read_raw(connection, table, address, count, device_id=device_id)
+        registers = await read_raw(line, table, address, total, device_id=device_id)
     finally:
-        connection.close()
+        if connection is None:
+            line.close()
     what = "bits" if table.is_bits else "registers"
     head = (
-        f"{url} id {device_id}, {table} {address} (0x{address:04X}), {count} {what}: "
+        f"{url} id {device_id}, {table} {address} (0x{address:04X}), {total} {what}: "
         + " ".join(f"{r:04X}" if not table.is_bits else str(r) for r in registers)
     )
+    if count > 1:
+        return [head, *_rows(registers, address, point_type, width, length=length, scale=scale)]
     if point_type is PointType.BOOL:
         return [head, f"value  {bool(registers[0])}"]
     lines = [head, f"order  {point_type}" + (f" × {scale:g}" if scale != 1.0 else "")]
@@ -135,3 +166,33 @@ async def run_read(
         shown = format_value(ov.value) if ov.error is None else f"({ov.error})"
         lines.append(f"{ov.order}   {shown}")
     return lines
+
+
+def _rows(
+    registers: Sequence[int],
+    address: int,
+    point_type: PointType,
+    width: int,
+    *,
+    length: int | None,
+    scale: float,
+) -> list[str]:
+    """One row per value: its address, then its value in each order that differs."""
+    if point_type is PointType.BOOL:
+        return [f"{address + i:<14} {bool(r)}" for i, r in enumerate(registers)]
+    cells: list[list[str]] = []
+    for k in range(0, len(registers), width):
+        at = address + k
+        values = decode_orders(registers[k : k + width], point_type, length=length, scale=scale)
+        cells.append(
+            [f"{at} (0x{at:04X})"]
+            + [format_value(v.value) if v.error is None else f"({v.error})" for v in values]
+        )
+    title = ["address"] + [str(o) for o in orders_for(point_type, length)]
+    widths = [max(len(row[i]) for row in [title, *cells]) for i in range(len(title))]
+    suffix = f"  ({point_type}" + (f" × {scale:g})" if scale != 1.0 else ")")
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        + (suffix if row is title else "")
+        for row in [title, *cells]
+    ]

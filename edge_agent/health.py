@@ -2,7 +2,8 @@
 
 A gateway is unhealthy when its MQTT uplink has been down longer than the site's
 `health.uplink_down_s`, or when more than `health.max_devices_down_share` of its devices
-have each been down longer than `health.device_down_s`. Short outages pass: a supervisor
+have each been down (or in fault: answering with every point bad) longer than
+`health.device_down_s`. Short outages pass: a supervisor
 that restarts the agent on every broker hiccup would only lose the readings in memory.
 
 Times are the loop's monotonic clock, the one the poller stamps `Unit.down_since` with.
@@ -52,6 +53,7 @@ class HealthReport:
     uplink_down_s: float | None = None
     devices_down: list[str] = field(default_factory=list)  # down longer than device_down_s
     devices: int = 0
+    devices_fault: list[str] = field(default_factory=list)  # in fault longer than that
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready, the body of /healthz."""
@@ -61,6 +63,7 @@ class HealthReport:
             "uplink_down_s": None if self.uplink_down_s is None else round(self.uplink_down_s, 3),
             "devices_down": self.devices_down,
             "devices": self.devices,
+            "devices_fault": self.devices_fault,
         }
 
 
@@ -78,10 +81,18 @@ def check_health(
         for u in units
         if u.stats.up is False and now - u.down_since > config.device_down_s
     ]
-    if units and len(down) / len(units) > config.max_devices_down_share:
+    fault = [
+        u.driver.name
+        for u in units
+        if u.stats.up and u.stats.fault is not None and now - u.fault_since > config.device_down_s
+    ]
+    troubled = [*down, *fault]
+    if units and len(troubled) / len(units) > config.max_devices_down_share:
+        what = "down or in fault" if fault else "down"
         problems.append(
-            f"{len(down)} of {len(units)} devices down for more than {config.device_down_s:g} s "
-            f"(limit {config.max_devices_down_share:.0%} of devices): {', '.join(down)}"
+            f"{len(troubled)} of {len(units)} devices {what} for more than "
+            f"{config.device_down_s:g} s (limit {config.max_devices_down_share:.0%} of devices): "
+            f"{', '.join(troubled)}"
         )
     return HealthReport(
         ok=not problems,
@@ -89,4 +100,5 @@ def check_health(
         uplink_down_s=uplink_down_s,
         devices_down=down,
         devices=len(units),
+        devices_fault=fault,
     )

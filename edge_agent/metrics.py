@@ -307,9 +307,11 @@ class AgentCollector(Collector):
     def _agent(self) -> Iterator[Metric]:
         site = self.agent.loaded.site
         info = GaugeMetricFamily(
-            "edge_agent_info", "Version and identity of this agent.", labels=["version", "site"]
+            "edge_agent_info",
+            "Version and identity of this agent.",
+            labels=["version", "site", "gateway"],
         )
-        info.add_metric([__version__, f"{site.site}/{site.gateway}"], 1)
+        info.add_metric([__version__, site.site, site.gateway], 1)
         yield info
 
     def _devices(self) -> Iterator[Metric]:
@@ -344,6 +346,11 @@ class AgentCollector(Collector):
             "How long the device has not answered; 0 while it answers.",
             labels=["device"],
         )
+        fault = GaugeMetricFamily(
+            "edge_agent_device_fault",
+            "1 while the device answers with every point bad (status `fault`), else 0.",
+            labels=["device"],
+        )
         for unit in units:
             name = unit.driver.name
             s = unit.stats
@@ -356,9 +363,11 @@ class AgentCollector(Collector):
                 up.add_metric([name], 1 if s.up else 0)
                 gone = 0.0 if s.up else max(0.0, now - unit.down_since)
                 down.add_metric([name], gone)
+                fault.add_metric([name], 1 if s.up and s.fault is not None else 0)
         yield from families.values()
         yield up
         yield down
+        yield fault
 
     def _outbox(self) -> Iterator[Metric]:
         box = self.agent.outbox.stats

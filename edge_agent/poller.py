@@ -6,6 +6,10 @@ next tick counts an overrun and the missed ticks are skipped, not queued. A unit
 does not answer is reported bad once, then retried on its own ticks after a capped,
 jittered exponential backoff; on a shared bus that keeps a dead unit from eating the
 time of the live ones, and a TCP device has its own task so it never delays another.
+
+A unit that answers with every point bad (a Modbus exception on every request, an OPC UA
+Bad status on every node) is in fault: it answers, but delivers nothing. That is reported
+and logged once on change too, and ends with the first poll that has a good point.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.reading import DeviceUnreachable, PointSpec, Poll
+from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,8 @@ class UnitStats:
     overruns: int = 0  # ticks skipped because a poll ran into them
     skipped_backoff: int = 0  # ticks skipped while backing off a dead unit
     up: bool | None = None  # None until the first poll
-    reason: str | None = None
+    reason: str | None = None  # why it is down, or, while up, why it is in fault
+    fault: str | None = None  # answering, but every point of the last answer was bad
     last_poll: Poll | None = None
     jitter_s: list[float] = field(default_factory=list)  # ring of start lateness samples
 
@@ -71,11 +76,27 @@ class Unit:
     next_due: float = 0.0
     retry_at: float = 0.0
     down_since: float = 0.0
+    fault_since: float = 0.0
     backoff_step: int = 0
 
 
 Emit = Callable[[Poll], None]
+# (device, up, reason): down with why; up with None; up with why every point is bad (fault).
 StateChange = Callable[[str, bool, str | None], None]
+
+
+def fault_reason(poll: Poll) -> str | None:
+    """Why every point of an answered poll is bad (the most frequent reason), else None."""
+    issues = poll.issues
+    n = len(poll.points)
+    if n == 0 or len(issues) < n:
+        return None
+    counts: dict[str, int] = {}
+    for quality, reason in issues.values():
+        if quality is not Quality.BAD:
+            return None
+        counts[reason] = counts.get(reason, 0) + 1
+    return max(counts, key=counts.__getitem__)  # ties: the earliest point's reason
 
 
 def _next_tick(unit: Unit, now: float) -> tuple[float, int]:
@@ -127,8 +148,11 @@ async def run_line(
             else:
                 stats.good_polls += 1
                 stats.last_poll = poll
-                if stats.up is not True:
-                    _came_up(unit, began, on_state)
+                fault = fault_reason(poll)
+                if stats.up is not True or (fault is None) != (stats.fault is None):
+                    _came_up(unit, began, on_state, fault)
+                elif fault is not None:
+                    stats.fault = stats.reason = fault  # still in fault: no new log line
                 emit(poll)
             if task.cancelling():
                 # On Python 3.11 asyncio.wait_for (inside pymodbus) can swallow a cancel
@@ -166,7 +190,7 @@ def _went_down(
         stats.reason = reason  # still down: no new log line, no new bad poll
         return
     unit.down_since = now
-    stats.up, stats.reason = False, reason
+    stats.up, stats.reason, stats.fault = False, reason, None
     name = unit.driver.name
     log.warning(
         "%s: no answer (%s); retrying with backoff up to %g s", name, reason, unit.backoff_max_s
@@ -178,12 +202,19 @@ def _went_down(
         on_state(name, False, reason)
 
 
-def _came_up(unit: Unit, now: float, on_state: StateChange | None) -> None:
+def _came_up(unit: Unit, now: float, on_state: StateChange | None, fault: str | None) -> None:
+    """The unit answered after being down, unknown, in fault, or fine: whichever changed."""
     stats = unit.stats
+    name = unit.driver.name
     if stats.up is False:
-        log.warning("%s: answering again after %.1f s", unit.driver.name, now - unit.down_since)
-    stats.up, stats.reason = True, None
+        log.warning("%s: answering again after %.1f s", name, now - unit.down_since)
+    if fault is not None:
+        log.warning("%s: every point bad (%s); device in fault", name, fault)
+        unit.fault_since = now
+    elif stats.fault is not None and stats.up:
+        log.warning("%s: points good again after %.1f s in fault", name, now - unit.fault_since)
+    stats.up, stats.reason, stats.fault = True, fault, fault
     unit.backoff_step = 0
     unit.retry_at = 0.0
     if on_state is not None:
-        on_state(unit.driver.name, True, None)
+        on_state(name, True, fault)

@@ -31,6 +31,7 @@ class ReloadPlan:
     added: tuple[str, ...]
     removed: tuple[str, ...]
     changed: tuple[str, ...]
+    disabled: tuple[str, ...]  # still in the file, now `enabled: false`
     needs_restart: tuple[str, ...]  # top-level settings that differ but are not reloaded
 
     @property
@@ -65,7 +66,10 @@ def plan_reload(
     added = tuple(n for n in new_devices if n not in old_devices)
     removed = tuple(n for n in old_devices if n not in new_devices)
     changed = tuple(n for n in new_devices if n in old_devices and old_devices[n] != new_devices[n])
+    disabled = tuple(
+        n for n in changed if old_devices[n].device.enabled and not new_devices[n].device.enabled
+    )
     old_rest = old.site.model_dump(exclude={"devices"})
     new_rest = new.site.model_dump(exclude={"devices"})
     needs_restart = tuple(k for k in new_rest if old_rest.get(k) != new_rest[k])
-    return ReloadPlan(keep, stop, start, added, removed, changed, needs_restart)
+    return ReloadPlan(keep, stop, start, added, removed, changed, disabled, needs_restart)

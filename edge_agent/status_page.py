@@ -35,7 +35,7 @@ def page_html() -> bytes:
 
 def _device(unit: Unit, now: float) -> dict[str, Any]:
     s = unit.stats
-    state = "starting" if s.up is None else ("up" if s.up else "down")
+    state = "starting" if s.up is None else ("down" if not s.up else "fault" if s.fault else "up")
     doc: dict[str, Any] = {
         "name": unit.driver.name,
         "state": state,

@@ -23,9 +23,10 @@ takes) and "active_faults" (what is switched on now):
 
 Faults and their parameters:
 
-    modbus, dlt645  none, no_answer, slow (delay_s), exception (code), drop, corrupt: one
-                    at a time (delay_s and code are kept for later); freeze / unfreeze hold
-                    the values still or let them move, whatever the fault
+    modbus, dlt645  none, no_answer, slow (delay_s), exception (code), drop, corrupt,
+                    intermittent (code): one at a time (delay_s and code are kept for
+                    later); freeze / unfreeze hold the values still or let them move,
+                    whatever the fault
     opcua           stop / start (listener and every session gone / back), restart,
                     freeze / unfreeze, bad_status (node, status: a Bad... or Uncertain...
                     name, default BadSensorFailure), delete_node (node), expire_sessions,

@@ -299,7 +299,9 @@ class Dlt645Meter:
         if kind in (FaultKind.NO_ANSWER, FaultKind.DROP):
             counters.ignored += 1
             return (Action.SILENT if kind is FaultKind.NO_ANSWER else Action.CLOSE), b"", 0.0
-        if kind is FaultKind.EXCEPTION:
+        if kind is FaultKind.EXCEPTION or (
+            kind is FaultKind.INTERMITTENT and counters.requests % 2
+        ):
             answer: Frame | None = self._error(request.function, self.faults.code)
         else:
             answer = self.respond(request)

@@ -4,6 +4,8 @@ none       answer normally
 no_answer  drop every request silently (the client times out)
 slow       answer correctly after delay_s (later answers queue behind it, in order)
 exception  answer every request with exception `code` (default 04, device failure)
+intermittent  answer every other request with exception `code` (the first, the third, ...):
+           e.g. code 06, a device often busy
 drop       TCP: close the connection on the next request; serial: stay silent
 corrupt    answer with a broken frame: RTU bad CRC; TCP a byte count that disagrees
            with the data (reads) or a garbled MBAP length (other answers)
@@ -30,6 +32,7 @@ class FaultKind(enum.StrEnum):
     EXCEPTION = "exception"
     DROP = "drop"
     CORRUPT = "corrupt"
+    INTERMITTENT = "intermittent"
 
 
 @dataclass(slots=True)
@@ -74,6 +77,8 @@ class Faults:
             return f"slow {self.delay_s:g}s"
         if self.kind is FaultKind.EXCEPTION:
             return f"exception {self.code:02d}"
+        if self.kind is FaultKind.INTERMITTENT:
+            return f"intermittent exception {self.code:02d}"
         return self.kind.value
 
     def as_dict(self) -> dict[str, Any]:

@@ -179,7 +179,9 @@ class SimDevice:
         if kind is FaultKind.NO_ANSWER or kind is FaultKind.DROP:
             counters.ignored += 1
             return (Action.SILENT if kind is FaultKind.NO_ANSWER else Action.CLOSE), b"", 0.0
-        if kind is FaultKind.EXCEPTION:
+        if kind is FaultKind.EXCEPTION or (
+            kind is FaultKind.INTERMITTENT and counters.requests % 2
+        ):
             out = exception_pdu(pdu[0], faults.code)
         else:
             out = self.respond(pdu)

@@ -87,7 +87,10 @@ def test_systemd_unit_is_hardened() -> None:
     }
     assert {k: service.get(k) for k in expected} == expected
     assert float(service["RestartSec"]) > 0
-    assert unit["Service"]["DeviceAllow"] == ["char-ttyS rw", "char-ttyUSB rw", "char-ttyACM rw"]
+    # Common gateway UARTs too: Raspberry Pi (ttyAMA), i.MX (ttymxc), SC16IS7xx (ttySC).
+    assert unit["Service"]["DeviceAllow"] == [
+        f"char-{name} rw" for name in ("ttyS", "ttyUSB", "ttyACM", "ttyAMA", "ttymxc", "ttySC")
+    ]
     assert "PrivateDevices" not in service  # it would hide the serial lines
     assert unit["Unit"]["StartLimitIntervalSec"] == ["0"]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
@@ -207,7 +210,9 @@ def _binds(service: dict[str, Any]) -> list[tuple[str, str]]:
 def test_compose_stack_is_complete_and_every_file_it_uses_exists() -> None:
     doc = _compose()
     services = doc["services"]
-    assert set(services) == {"mosquitto", "influxdb", "grafana", "simulators", "agent", "ingest"}
+    assert set(services) == {
+        "mosquitto", "influxdb", "grafana", "dashboards", "simulators", "agent", "ingest"
+    }  # fmt: skip
     declared_volumes = set(doc["volumes"])
     for name, service in services.items():
         for volume in service.get("volumes", []):
@@ -222,9 +227,9 @@ def test_compose_stack_is_complete_and_every_file_it_uses_exists() -> None:
             assert (context / build["dockerfile"]).resolve() == DOCKERFILE
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name}: {port} is not on loopback"
-    # Grafana reads this repository's provisioning folder.
-    assert ("../grafana", "/etc/grafana/provisioning") in _binds(services["grafana"])
-    assert (COMPOSE_DIR / "../grafana").is_dir()
+    # Grafana reads the provisioning the dashboards service generates from the stack's site.
+    assert "grafana-provisioning:/etc/grafana/provisioning:ro" in services["grafana"]["volumes"]
+    assert "grafana-provisioning:/provisioning" in services["dashboards"]["volumes"]
     assert ("./mosquitto.conf", "/mosquitto/config/mosquitto.conf") in _binds(services["mosquitto"])
     # Secrets come from .env (documented in .env.example), never from a file in the repo.
     text = COMPOSE.read_text()
@@ -247,14 +252,53 @@ def _container_root(tmp_path: Path, service: dict[str, Any]) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", ["simulators", "agent", "ingest"])
+def test_compose_services_wait_on_the_health_of_what_they_need() -> None:
+    services = _compose()["services"]
+    needs = {
+        name: {dep: cond["condition"] for dep, cond in service["depends_on"].items()}
+        for name, service in services.items()
+        if "depends_on" in service
+    }
+    assert needs == {
+        "agent": {"mosquitto": "service_healthy", "simulators": "service_healthy"},
+        "ingest": {"mosquitto": "service_healthy", "influxdb": "service_healthy"},
+        "grafana": {
+            "influxdb": "service_healthy",
+            "dashboards": "service_completed_successfully",
+        },
+    }
+    # Whatever is waited on for health has a healthcheck, and so has every long-lived
+    # service that can tell (the ingest has no HTTP port; the dashboards job exits).
+    healthy = {dep for deps in needs.values() for dep, c in deps.items() if c == "service_healthy"}
+    checked = {name for name, service in services.items() if "healthcheck" in service}
+    assert healthy <= checked
+    assert checked == {"mosquitto", "influxdb", "grafana", "simulators", "agent"}
+    for name in checked:
+        check = services[name]["healthcheck"]
+        assert check["test"][0] == "CMD" and len(check["test"]) > 1, name
+        assert {"interval", "timeout", "retries"} <= set(check), name
+    # The one-shot job is not restarted, and the checks probe what each service serves.
+    assert services["dashboards"]["restart"] == "no"
+    assert services["simulators"]["healthcheck"]["test"][-1].endswith(
+        "urlopen('http://127.0.0.1:8502/devices', timeout=3)"
+    )
+    assert _parser().parse_args(services["simulators"]["command"]).control == ("0.0.0.0", 8502)
+
+
+@pytest.mark.parametrize("name", ["simulators", "agent", "ingest", "dashboards"])
 def test_compose_services_of_our_image_run_commands_our_cli_accepts(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     service = _compose()["services"][name]
     assert service["image"] == OUR_IMAGE
     args = _parser().parse_args(service["command"])
-    assert args.command == {"simulators": "simulate", "agent": "run", "ingest": "ingest"}[name]
+    expected = {
+        "simulators": "simulate",
+        "agent": "run",
+        "ingest": "ingest",
+        "dashboards": "grafana",
+    }
+    assert args.command == expected[name]
     root = _container_root(tmp_path, service)
     config = root / str(args.config).lstrip("/")
     assert config.is_file(), f"{name} reads {args.config}, which nothing mounts"
@@ -279,3 +323,30 @@ def test_compose_services_of_our_image_run_commands_our_cli_accepts(
         site = yaml.safe_load(config.read_text())
         hosts = {re.sub(r"^[a-z+]+://([^:/]+).*$", r"\1", d["url"]) for d in site["devices"]}
         assert hosts == {"simulators"}
+
+
+def test_compose_dashboards_are_generated_from_the_site_the_stack_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = _compose()["services"]["dashboards"]
+    root = _container_root(tmp_path, service)
+    argv = [a.replace("/etc/edge-agent", str(root / "etc/edge-agent")) for a in service["command"]]
+    out = tmp_path / "provisioning"
+    argv[argv.index("/provisioning")] = str(out)
+    monkeypatch.delenv("INFLUX_TOKEN", raising=False)
+    assert main(argv) == 0, capsys.readouterr().err
+    site = yaml.safe_load((COMPOSE_DIR / "site.yaml").read_text())
+    # The stack's site, not the demo's that deploy/grafana holds: its name, and no energy
+    # areas (the demo has workshop-1 and utilities, which nothing in the stack writes).
+    meter = json.loads((out / "dashboards/edge-agent/meter.json").read_text())
+    variables = {v["name"]: v for v in meter["templating"]["list"]}
+    assert variables["site"]["current"]["value"] == site["site"] == "demo-plant"
+    assert [o["text"] for o in variables["area"]["options"]] == ["All"]
+    demo = json.loads((DEPLOY / "grafana/dashboards/edge-agent/meter.json").read_text())
+    demo_areas = [o["text"] for o in demo["templating"]["list"][1]["options"]]
+    assert demo_areas == ["All", "workshop-1", "utilities"]
+    source = yaml.safe_load((out / "datasources/edge.yaml").read_text())["datasources"][0]
+    assert source["url"] == site["influx"]["url"] == "http://influxdb:8086"
+    # Grafana finds the dashboards where the provider says, inside its provisioning mount.
+    provider = yaml.safe_load((out / "dashboards/edge-agent.yaml").read_text())["providers"][0]
+    assert provider["options"]["path"] == "/etc/grafana/provisioning/dashboards/edge-agent"

@@ -104,14 +104,55 @@ async def test_read_every_type_and_table_and_failures() -> None:
             await run_read(url, 0x2006, point_type=PointType.FLOAT32, table=Table.INPUT)
         lines = await run_read(url, 0x2006, point_type=PointType.UINT16)
         raw = int(lines[0].rsplit(" ", 1)[1], 16)
-        assert [line.split()[1] for line in lines[2:]] == [
-            str(raw),
-            str(int.from_bytes(raw.to_bytes(2, "big"), "little")),
-            str(raw),
-            str(int.from_bytes(raw.to_bytes(2, "big"), "little")),
+        # One register has no word order: only the byte orders that differ are shown.
+        assert [line.split() for line in lines[2:]] == [
+            ["ABCD", str(raw)],
+            ["BADC", str(int.from_bytes(raw.to_bytes(2, "big"), "little"))],
         ]
     with pytest.raises(ReadFailed, match="connection refused"):
         await run_read(f"tcp://127.0.0.1:{free_port()}", 0, point_type=PointType.UINT16)
+
+
+async def test_read_count_and_poll_like_mbpoll() -> None:
+    async with _meters("tcp://127.0.0.1:0", ids=(1,)) as sim:
+        meter = sim.device("m1")
+        served = meter.served_values()
+        lines = await run_read(meter.url, 0x2006, point_type=PointType.FLOAT32, scale=0.1, count=3)
+        assert lines[0].startswith(f"{meter.url} id 1, holding 8198 (0x2006), 6 registers: ")
+        assert lines[1].split() == [
+            "address",
+            "ABCD",
+            "BADC",
+            "CDAB",
+            "DCBA",
+            "(float32",
+            "×",
+            "0.1)",
+        ]
+        rows = [line.split() for line in lines[2:]]
+        assert [r[:2] for r in rows] == [
+            ["8198", "(0x2006)"],
+            ["8200", "(0x2008)"],
+            ["8202", "(0x200A)"],
+        ]
+        for row, name in zip(rows, ("voltage_a", "voltage_b", "voltage_c"), strict=True):
+            assert float(row[2]) == pytest.approx(served[name], rel=1e-7)
+        words = await run_read(meter.url, 0x2006, point_type=PointType.UINT16, count=2)
+        assert words[1].split() == ["address", "ABCD", "BADC", "(uint16)"]
+        with pytest.raises(ValueError, match="--count 70 needs 140 registers from 8198"):
+            await run_read(meter.url, 0x2006, point_type=PointType.FLOAT32, count=70)
+
+        done = await _cli("read", meter.url, "0x2006", "--type", "float32", "--poll", "0.05",
+                          "--polls", "3")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        heads = [line for line in done.stdout.splitlines() if line.startswith("-- poll ")]
+        assert [h.split()[2] for h in heads] == ["1", "2", "3"]
+        assert done.stdout.count("ABCD   ") == 3
+    # Polling goes on through failures and says why; exit 1 when nothing answered.
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    done = await _cli("read", dead, "0", "--poll", "0.05", "--polls", "2")
+    assert done.returncode == 1
+    assert done.stdout.count(f"{dead}: connection refused") == 2
 
 
 def test_decode_orders_and_addresses() -> None:
@@ -180,6 +221,34 @@ async def test_probe_word_swapped_and_integer_registers() -> None:
             Table.INPUT,
             point_type,
             order,
+        )
+
+
+async def test_probe_says_when_a_reading_splices_two_values() -> None:
+    """Issue 18.3: one register past a float's start (a 1-based address), the word-swapped
+    reading pairs the float's low word with the next float's high word."""
+    async with _meters("tcp://127.0.0.1:0", ids=(1,)) as sim:
+        meter = sim.device("m1")
+        served = meter.served_values()["voltage_a"]  # float32 ABCD × 0.1 at 0x2006-0x2007
+        lines, found = await run_probe(meter.url, 0x2007, expected=round(served))
+        assert (found[0].point_type, found[0].order) == (PointType.FLOAT32, Order.CDAB)
+        header = next(i for i, line in enumerate(lines) if line.startswith("table"))
+        assert lines[header + 1].endswith("  *")
+        assert lines[-2] == (
+            "* may splice two values: register 8199 (0x2007) is the second word of 8198 "
+            f"(0x2006), which reads {served:.9g} as holding float32 ABCD × 0.1; a "
+            "multi-register reading at 8199 joins it to 8200. Was the address 1-based?"
+        )
+        assert lines[-1] == (
+            "profile point: {address: 0x2006, type: float32, order: ABCD, scale: 0.1} "
+            "(starting one register earlier), or {address: 0x2007, type: float32, "
+            "order: CDAB, scale: 0.1} if the value starts at 8199"
+        )
+        # At the float's own start nothing is marked.
+        lines, _ = await run_probe(meter.url, 0x2006, expected=round(served))
+        assert not any(line.endswith("*") or line.startswith("*") for line in lines)
+        assert lines[-1] == (
+            "profile point: {address: 0x2006, type: float32, order: ABCD, scale: 0.1}"
         )
 
 
@@ -324,6 +393,7 @@ async def test_run_logs_one_json_object_per_line_with_the_flag(
         "level": "WARNING",
         "logger": "edge_agent.poller",
         "msg": "meter: no answer (connection refused); retrying with backoff up to 30 s",
+        "priority": 4,
     }
 
     code, lines = await _run_agent_logs(site, http="127.0.0.1:0")

@@ -237,7 +237,8 @@ async def test_metrics_count_what_the_agent_did_and_healthz_follows_outages(
             assert m.value("edge_agent_mqtt_acked_total") > 0
             assert m.value("edge_agent_alarms_active", priority="3") == 0
             assert m.value("edge_agent_alarms_raised_total") == 0
-            assert m.value("edge_agent_info", version=__version__, site="plant-a/gw-01") == 1
+            info = {"version": __version__, "site": "plant-a", "gateway": "gw-01"}
+            assert m.value("edge_agent_info", **info) == 1
 
             loop = asyncio.get_running_loop()
             await _until(

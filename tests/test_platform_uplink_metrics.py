@@ -275,7 +275,7 @@ async def test_no_platform_uplink_metrics_or_status_without_an_uplink_block(
     assert platform_uplink(agent) is None
     async with _running(agent) as base:
         text, m = await _scrape(base)
-        info = frozenset({("version", __version__), ("site", "plant-a/gw-01")})
+        info = frozenset({("version", __version__), ("site", "plant-a"), ("gateway", "gw-01")})
         assert m[("edge_agent_info", info)] == 1  # a real scrape, only without these:
         assert "platform_uplink" not in text
         _, doc = await _status(base)

@@ -190,3 +190,129 @@ async def test_sighup_under_load_loses_no_reading(
         lambda: {d["seq"] for d in _data(sub)} >= set(range(1, max(seqs) + 1)), what="no gap in seq"
     )
     assert not (tmp_path / "edge-agent.pid").exists()
+
+
+async def test_reload_restarting_every_line_keeps_the_agent_running(
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """Issue 18.1: on a one-device site every reload restarts every line, even to none."""
+    async with serve(_specs()) as sim:
+        url = {n: sim.device(n).url for n in "abc"}
+        site = tmp_path / "site.yaml"
+
+        def write(*devices: dict[str, Any]) -> None:
+            _site(site, broker=mosquitto, prefix=unique_prefix, devices=list(devices))
+
+        write(_device("a", url["a"], 1))
+        agent = Agent(load_config(site))
+        sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+        task = asyncio.create_task(agent.run())
+
+        async def reload_and_see(device: str, *, more: int = 3) -> None:
+            seen = _count(sub, device)
+            plan = await agent.reload_file()
+            assert plan is not None
+            await until(lambda: _count(sub, device) >= seen + more, what=f"{device} polled")
+            assert not task.done()
+
+        try:
+            await until(lambda: _count(sub, "a") >= 3, what="a")
+            # 1. The only device's interval changes: its line, the only one, restarts.
+            write(_device("a", url["a"], 1, 0.03))
+            await reload_and_see("a")
+            assert [u.interval_s for u in agent.units] == [0.03]
+            # 2. The only device goes away (disabled: a site keeps at least one entry).
+            write({**_device("a", url["a"], 1), "enabled": False})
+            plan = await agent.reload_file()
+            assert plan is not None and plan.stop == ("tcp:a",) and plan.start == ()
+            assert agent.units == [] and not task.done()
+            await until(
+                lambda: sub.payloads(f"{unique_prefix}/plant-a/gw-01/a/status")[-1:] == [b""],
+                what="a's retained status cleared",
+            )
+            # 3. ... and comes back.
+            write(_device("a", url["a"], 1))
+            await reload_and_see("a")
+            # 4. Replaced by another device: every line stops, a new one starts.
+            write(_device("b", url["b"], 2))
+            await reload_and_see("b")
+            # 5. Two devices, then the last one in the list removed and added back.
+            write(_device("b", url["b"], 2), _device("c", url["c"], 3))
+            await reload_and_see("c")
+            write(_device("b", url["b"], 2))
+            await reload_and_see("b")
+            write(_device("b", url["b"], 2), _device("c", url["c"], 3))
+            await reload_and_see("c")
+            assert sorted(u.driver.name for u in agent.units) == ["b", "c"]
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=20)
+        assert task.cancelled(), task.exception()
+        last = agent.seq
+        await until(
+            lambda: {d["seq"] for d in _data(sub)} >= set(range(1, last + 1)),
+            what="every sequence number",
+        )
+        assert sorted(d["seq"] for d in _data(sub)) == list(range(1, last + 1))
+
+
+async def test_reload_command_on_a_one_device_site_keeps_the_agent_running(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    """Issue 18.1 as the user met it: `edge-agent reload` after changing the only interval."""
+    async with serve(_specs()) as sim:
+        url = sim.device("a").url
+        site = _site(
+            tmp_path / "site.yaml",
+            broker=mosquitto,
+            prefix=unique_prefix,
+            devices=[_device("a", url, 1, 0.05)],
+        )
+        sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+        log = (tmp_path / "agent.log").open("wb")
+        agent = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "edge_agent.cli", "run", str(site), "--http", "off"),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            await until(lambda: _count(sub, "a") >= 5, what="a", timeout_s=40)
+            _site(
+                site,
+                broker=mosquitto,
+                prefix=unique_prefix,
+                devices=[_device("a", url, 1, 0.02)],
+            )
+            reload = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "edge_agent.cli", "reload", str(site)),
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(reload.communicate(), 30)
+            assert reload.returncode == 0, err
+            await until(
+                lambda: "config reloaded" in (tmp_path / "agent.log").read_text(), what="reload"
+            )
+            seen = _count(sub, "a")
+            await until(lambda: _count(sub, "a") >= seen + 20, what="a after the reload")
+            assert agent.returncode is None
+            agent.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(agent.wait(), 30) == 0
+        finally:
+            if agent.returncode is None:
+                agent.kill()
+                await agent.wait()
+            log.close()
+    text = (tmp_path / "agent.log").read_text()
+    assert "config reloaded: 0 devices added, 0 removed, 1 changed; 1 lines restarted" in text
+    assert "Traceback" not in text
+    seqs = {d["seq"] for d in _data(sub)}
+    await until(
+        lambda: {d["seq"] for d in _data(sub)} >= set(range(1, max(seqs) + 1)), what="no gap in seq"
+    )

@@ -174,7 +174,8 @@ async def test_every_device_type_is_listed_with_its_faults_and_errors_name_the_a
         assert list(m)[: len(MODBUS_KEYS) + 1] == [*MODBUS_KEYS, "counters"]
         assert list(m)[len(MODBUS_KEYS) + 1 :] == ["type", "available_faults", "active_faults"]
         assert m["url"] == site.device("meter-1").url and m["fault"] == "none"
-        line_faults = ["none", "no_answer", "slow", "exception", "drop", "corrupt", "freeze"]
+        line_faults = ["none", "no_answer", "slow", "exception", "drop", "corrupt"]
+        line_faults += ["intermittent", "freeze"]
         assert m["available_faults"] == meter["available_faults"] == [*line_faults, "unfreeze"]
         assert plc["available_faults"] == [
             "none",

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.modbus.codec import Order, PointType, Table, register_count
+from drivers.modbus.type_names import order_name, point_type_name
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
@@ -129,6 +130,16 @@ class ModbusPoint(_Model):
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_name(cls, value: object) -> object:
+        return point_type_name(value)  # FLOAT32 accepted; 32float refused with float32
+
+    @field_validator("order", mode="before")
+    @classmethod
+    def _order_name(cls, value: object) -> object:
+        return order_name(value)
 
     @model_validator(mode="after")
     def _fits_table(self) -> ModbusPoint:
@@ -291,6 +302,11 @@ class ModbusProfile(_Model):
     points: Annotated[tuple[ModbusPoint, ...], Field(min_length=1)]
     alarms: DeviceAlarms = ()  # for every device of the profile: comm_loss, rules by point
 
+    @field_validator("order", mode="before")
+    @classmethod
+    def _order_name(cls, value: object) -> object:
+        return order_name(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> ModbusProfile:
         _check_points(self.points, self.unreadable)
@@ -318,6 +334,11 @@ class ModbusDevice(_Model):
     batch: BatchOptions | None = None  # several polls per data message (schema v2)
     alarms: DeviceAlarms = ()  # added to the profile's; same name (and point) replaces it
     enabled: bool = True
+
+    @field_validator("order", mode="before")
+    @classmethod
+    def _order_name(cls, value: object) -> object:
+        return order_name(value)
 
     @field_validator("url")
     @classmethod

@@ -8,6 +8,7 @@ not an error), so the rest of the agent never imports pymodbus.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from pymodbus import FramerType
@@ -58,6 +59,15 @@ class _RawInputRegisters(_RawHoldingRegisters, ReadInputRegistersResponse):
     """FC04 answer kept as bytes (see _RawHoldingRegisters)."""
 
     function_code = 4
+
+
+def _missing_device(endpoint: Endpoint) -> str | None:
+    """Why a serial line did not open when its path does not exist; pymodbus only says it
+    did not connect, which reads like a refusing peer, while an unplugged adapter is the
+    usual cause."""
+    if endpoint.transport == "rtu" and not os.path.exists(endpoint.path):
+        return f"no such serial device: {endpoint.path}"
+    return None
 
 
 class ModbusConnection:
@@ -117,10 +127,12 @@ class ModbusConnection:
             ok = await client.connect()
         except Exception as exc:  # OSError, ModbusException, termios.error, SerialException...
             client.close()
-            raise DeviceUnreachable(self.name, f"cannot open line: {exc}") from exc
+            reason = _missing_device(self.endpoint) or f"cannot open line: {exc}"
+            raise DeviceUnreachable(self.name, reason) from exc
         if not ok:
             client.close()
-            raise DeviceUnreachable(self.name, "connection refused")
+            reason = _missing_device(self.endpoint) or "connection refused"
+            raise DeviceUnreachable(self.name, reason)
         self._client = client
 
     async def read(

@@ -3,11 +3,15 @@
 The plan is compiled in __init__ and no socket is opened there, so `edge-agent check`
 and `edge-agent plan` work offline. An exception answer marks only that request's
 points bad ("exception 02"); a value that cannot decode marks only its point bad; no
-answer at all raises DeviceUnreachable for the poller to handle.
+answer at all raises DeviceUnreachable for the poller to handle. Exception 06 (device busy)
+asks the client to try again later: the request is repeated after each delay of
+BUSY_RETRY_DELAYS_S before its points are marked bad, a bound that keeps a busy unit from
+holding a shared line for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from drivers.modbus.config import ModbusDevice, ModbusProfile
@@ -24,6 +28,10 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable",
     11: "gateway target failed to respond",
 }
+
+
+BUSY = 6
+BUSY_RETRY_DELAYS_S = (0.05, 0.1)
 
 
 def exception_reason(code: int) -> str:
@@ -65,6 +73,11 @@ class ModbusDriver:
         for req in self.plan.requests:
             base = len(values)
             answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
+            for delay_s in BUSY_RETRY_DELAYS_S:
+                if answer != BUSY:
+                    break
+                await asyncio.sleep(delay_s)
+                answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
             n = len(req.point_names)
             if isinstance(answer, int):
                 issue = (Quality.BAD, exception_reason(answer))
