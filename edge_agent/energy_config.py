@@ -3,7 +3,7 @@
     energy:
       timezone: Asia/Shanghai          # intervals, days and months follow this wall clock
       interval_min: 15                 # 实时指标 every 15 min (30 or 60 where allowed)
-      tariff: example-tou              # a calendar in configs/energy/tariffs/, or a path
+      tariff: example-tou              # a calendar by name (edge-agent catalog), or a path
       standard_coal: gbt2589-2020-equivalent
       grid_emission: mee-nbs-2023-national
       contract_demand_kw: 800          # drawn in the report against the demand curve

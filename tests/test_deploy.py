@@ -341,10 +341,12 @@ def test_compose_dashboards_are_generated_from_the_site_the_stack_runs(
     meter = json.loads((out / "dashboards/edge-agent/meter.json").read_text())
     variables = {v["name"]: v for v in meter["templating"]["list"]}
     assert variables["site"]["current"]["value"] == site["site"] == "demo-plant"
-    assert [o["text"] for o in variables["area"]["options"]] == ["All"]
+    # The area variable's first option is the site itself (its own series hold the totals).
+    assert [o["text"] for o in variables["area"]["options"]] == ["demo-plant"]
     demo = json.loads((DEPLOY / "grafana/dashboards/edge-agent/meter.json").read_text())
-    demo_areas = [o["text"] for o in demo["templating"]["list"][1]["options"]]
-    assert demo_areas == ["All", "workshop-1", "utilities"]
+    demo_variables = {v["name"]: v for v in demo["templating"]["list"]}
+    demo_areas = [o["text"] for o in demo_variables["area"]["options"]]
+    assert demo_areas == ["demo-plant", "workshop-1", "utilities"]
     source = yaml.safe_load((out / "datasources/edge.yaml").read_text())["datasources"][0]
     assert source["url"] == site["influx"]["url"] == "http://influxdb:8086"
     # Grafana finds the dashboards where the provider says, inside its provisioning mount.

@@ -23,6 +23,7 @@ from drivers.modbus.config import ModbusDevice, ModbusProfile
 from drivers.modbus.driver import BUSY_RETRY_DELAYS_S, ModbusDriver
 from drivers.reading import PointSpec, Poll, Quality
 from edge_agent.agent import Agent
+from edge_agent.catalog import Kind, shipped
 from edge_agent.config import load_config
 from edge_agent.http_server import serving_http
 from edge_agent.poller import Unit, fault_reason
@@ -33,7 +34,7 @@ from tests.waiting import until
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = load_profile(ROOT / "configs" / "profiles" / "chint-dtsu666.yaml")
+PROFILE = load_profile(shipped(Kind.PROFILES, "chint-dtsu666"))
 ILLEGAL_ADDRESS = "exception 02 (illegal data address)"
 
 
