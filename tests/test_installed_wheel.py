@@ -257,3 +257,22 @@ def test_demo_from_an_empty_directory(installed: Path, tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stderr
     assert "main-incomer" in demo.stdout and "utility-meter" in demo.stdout
     assert list(tmp_path.iterdir()) == []  # a demo leaves nothing behind
+
+
+def test_a_modbus_only_site_imports_no_optional_stack(tmp_path: Path) -> None:
+    """OPC UA, the time-series client, Grafana and the embedded broker stay unloaded."""
+    (tmp_path / "site.yaml").write_text(
+        "site: s\ngateway: g\ndevices:\n"
+        "  - {name: m, driver: modbus, url: 'tcp://127.0.0.1:9', profile: chint-dtsu666}\n"
+    )
+    probe = (
+        "import sys\nfrom pathlib import Path\n"
+        "from edge_agent.cli import start_agent\nfrom edge_agent.config import load_config\n"
+        "start_agent(load_config(Path('site.yaml')))\n"
+        "heavy = ('asyncua', 'influxdb_client', 'grafana_client', 'amqtt', 'aiohttp')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
