@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from drivers.modbus.codec import DecodeError, Order, PointType, Table, decode, register_count
 from drivers.modbus.config import parse_endpoint
-from drivers.modbus.connection import ModbusConnection
+from drivers.modbus.connection import BadAnswer, ModbusConnection
 from drivers.modbus.driver import exception_reason
 from drivers.reading import DeviceUnreachable, Value
 
@@ -26,7 +26,7 @@ ORDERS = (Order.ABCD, Order.BADC, Order.CDAB, Order.DCBA)
 
 
 class ReadFailed(Exception):
-    """The device did not answer, or answered with an exception."""
+    """The device did not answer, answered with an exception, or answered wrongly."""
 
 
 def parse_address(text: str) -> int:
@@ -49,7 +49,7 @@ async def read_raw(
     try:
         await connection.connect()
         answer = await connection.read(table, address, count, device_id=device_id)
-    except DeviceUnreachable as exc:
+    except (DeviceUnreachable, BadAnswer) as exc:
         raise ReadFailed(exc.reason) from exc
     if isinstance(answer, int):
         raise ReadFailed(exception_reason(answer))

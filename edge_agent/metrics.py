@@ -344,9 +344,17 @@ class AgentCollector(Collector):
             "How long the device has not answered; 0 while it answers.",
             labels=["device"],
         )
+        bad_answers = CounterMetricFamily(
+            "edge_agent_bad_answers",
+            "Modbus answers refused: malformed, incomplete, or not matching the request.",
+            labels=["device"],
+        )
         for unit in units:
             name = unit.driver.name
             s = unit.stats
+            driver = unit.driver.inner if isinstance(unit.driver, MeteredDriver) else unit.driver
+            if isinstance(driver, ModbusDriver):
+                bad_answers.add_metric([name], driver.bad_answers)
             families["polls"].add_metric([name], s.polls)
             families["answered"].add_metric([name], s.good_polls)
             families["failures"].add_metric([name], s.failures)
@@ -359,6 +367,7 @@ class AgentCollector(Collector):
         yield from families.values()
         yield up
         yield down
+        yield bad_answers
 
     def _outbox(self) -> Iterator[Metric]:
         box = self.agent.outbox.stats

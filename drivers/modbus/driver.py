@@ -2,8 +2,9 @@
 
 The plan is compiled in __init__ and no socket is opened there, so `edge-agent check`
 and `edge-agent plan` work offline. An exception answer marks only that request's
-points bad ("exception 02"); a value that cannot decode marks only its point bad; no
-answer at all raises DeviceUnreachable for the poller to handle.
+points bad ("exception 02"), and so does an answer that is malformed or does not match its
+request ("wrong answer: function code 4 (asked 3)"); a value that cannot decode marks only
+its point bad; no answer at all raises DeviceUnreachable for the poller to handle.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 
 from drivers.modbus.config import ModbusDevice, ModbusProfile
-from drivers.modbus.connection import ModbusConnection
+from drivers.modbus.connection import BadAnswer, ModbusConnection
 from drivers.modbus.plan import Plan, apply_scaling, build_plan
 from drivers.reading import PointSpec, Poll, Quality, Value
 
@@ -58,26 +59,31 @@ class ModbusDriver:
     async def read(self) -> Poll:
         """One poll: every request of the plan, in order."""
         conn = self.connection
-        if not conn.connected:
-            await conn.connect()
         values: list[Value] = []
         issues: dict[int, tuple[Quality, str]] = {}
         for req in self.plan.requests:
+            if not conn.connected:
+                # Also mid-poll: a broken MBAP header closes the line, the next request
+                # of the poll starts on a fresh one.
+                await conn.connect()
             base = len(values)
-            answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
             n = len(req.point_names)
+            try:
+                answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
+            except BadAnswer as exc:
+                issue = (Quality.BAD, exc.reason)
+                values.extend([None] * n)
+                for k in range(base, base + n):
+                    issues[k] = issue
+                continue
             if isinstance(answer, int):
                 issue = (Quality.BAD, exception_reason(answer))
                 values.extend([None] * n)
                 for k in range(base, base + n):
                     issues[k] = issue
             elif req.decoder is None:
-                if len(answer) < req.count:
-                    values.extend([None] * n)
-                    for k in range(base, base + n):
-                        issues[k] = (Quality.BAD, "short answer")
-                else:
-                    values.extend([bool(answer[o]) for o in req.bit_offsets])
+                # The connection checked the byte count: every asked bit is there.
+                values.extend([bool(answer[o]) for o in req.bit_offsets])
             else:
                 try:
                     decoded, errors = req.decoder.decode_bytes(answer)  # type: ignore[arg-type]
@@ -91,6 +97,11 @@ class ModbusDriver:
                     issues[base + k] = (Quality.BAD, reason)
         apply_scaling(values, self.plan.scalings)  # type: ignore[arg-type]
         return Poll(self.name, time.time_ns(), self.points, values, issues)
+
+    @property
+    def bad_answers(self) -> int:
+        """Answers of this unit refused as malformed, incomplete or not matching the read."""
+        return self.connection.bad_answers[self.device_id]
 
     async def close(self) -> None:
         """Close the connection; idempotent."""
