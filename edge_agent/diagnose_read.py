@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from drivers.modbus.codec import DecodeError, Order, PointType, Table, decode, register_count
 from drivers.modbus.config import parse_endpoint
-from drivers.modbus.connection import ModbusConnection
+from drivers.modbus.connection import BadAnswer, ModbusConnection
 from drivers.modbus.driver import exception_reason
 from drivers.reading import DeviceUnreachable, Value
 
@@ -40,7 +40,7 @@ def orders_for(point_type: PointType, length: int | None = None) -> tuple[Order,
 
 
 class ReadFailed(Exception):
-    """The device did not answer, or answered with an exception."""
+    """The device did not answer, answered with an exception, or answered wrongly."""
 
 
 def parse_address(text: str) -> int:
@@ -63,7 +63,7 @@ async def read_raw(
     try:
         await connection.connect()
         answer = await connection.read(table, address, count, device_id=device_id)
-    except DeviceUnreachable as exc:
+    except (DeviceUnreachable, BadAnswer) as exc:
         raise ReadFailed(exc.reason) from exc
     if isinstance(answer, int):
         raise ReadFailed(exception_reason(answer))

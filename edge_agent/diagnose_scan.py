@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from drivers.modbus.codec import Table
+from drivers.modbus.connection import BadAnswer
 from drivers.modbus.driver import exception_reason
 from drivers.reading import DeviceUnreachable
 from edge_agent.diagnose_read import open_line
@@ -98,6 +99,9 @@ async def scan_ids(
             except DeviceUnreachable as exc:
                 if exc.reason.startswith("cannot open line") or exc.reason == "connection refused":
                     raise  # nothing to scan: the line itself is not there
+                answer = None
+            except BadAnswer as exc:
+                hits.append(Hit(device_id, exc.reason))  # a wrong answer: a unit is there
                 answer = None
             if isinstance(answer, int):
                 if answer not in GATEWAY_NO_UNIT:

@@ -351,9 +351,17 @@ class AgentCollector(Collector):
             "1 while the device answers with every point bad (status `fault`), else 0.",
             labels=["device"],
         )
+        bad_answers = CounterMetricFamily(
+            "edge_agent_bad_answers",
+            "Modbus answers refused: malformed, incomplete, or not matching the request.",
+            labels=["device"],
+        )
         for unit in units:
             name = unit.driver.name
             s = unit.stats
+            driver = unit.driver.inner if isinstance(unit.driver, MeteredDriver) else unit.driver
+            if isinstance(driver, ModbusDriver):
+                bad_answers.add_metric([name], driver.bad_answers)
             families["polls"].add_metric([name], s.polls)
             families["answered"].add_metric([name], s.good_polls)
             families["failures"].add_metric([name], s.failures)
@@ -368,6 +376,7 @@ class AgentCollector(Collector):
         yield up
         yield down
         yield fault
+        yield bad_answers
 
     def _outbox(self) -> Iterator[Metric]:
         box = self.agent.outbox.stats

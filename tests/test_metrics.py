@@ -262,6 +262,16 @@ async def test_metrics_count_what_the_agent_did_and_healthz_follows_outages(
                           reason=reason)  # fmt: skip
             assert bad > 0 and bad % len(metered.points) == 0  # every point, in every poll
 
+            # A malformed answer: its points bad with what was wrong, the answer counted.
+            other.faults.set("corrupt")
+            await _until(lambda: _malformed(agent, "meter-2"), what="malformed answers")
+            m = await _scrape(base)
+            assert m.value("edge_agent_bad_answers_total", device="meter-2") > 0
+            assert m.value("edge_agent_bad_answers_total", device="meter-1") == 0
+            assert m.value("edge_agent_point_issues_total", device="meter-2", quality="bad",
+                           reason="malformed answer") > 0  # fmt: skip
+            assert m.value("edge_agent_device_up", device="meter-2") == 1
+
             # A raised alarm shows in the alarm counts.
             sim.device("boiler").image.store({"pressure": 85.0})
             await _until(lambda: agent.outbox.stats.appended > 0 and _raised(agent), what="raise")
@@ -322,6 +332,13 @@ def _post(request: urllib.request.Request) -> int:
             return int(answer.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def _malformed(agent: Agent, device: str) -> bool:
+    poll = _unit(agent, device).stats.last_poll
+    return poll is not None and any(
+        reason.startswith("malformed answer: byte count") for _, reason in poll.issues.values()
+    )
 
 
 def _raised(agent: Agent) -> bool:

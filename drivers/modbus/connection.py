@@ -1,24 +1,26 @@
 """One pymodbus client per line: a TCP connection, a serial port or an RTU-over-TCP socket.
 
-This is the only module that touches pymodbus. Its exceptions stop here: no answer or a
-lost connection becomes `DeviceUnreachable`, an exception answer becomes its code (data,
-not an error), so the rest of the agent never imports pymodbus.
+This module and `answers` (its framers) are the only ones that touch pymodbus. Its
+exceptions stop here: no answer or a lost connection becomes `DeviceUnreachable`, an
+answer that is malformed or does not match the read becomes `BadAnswer`, and an exception
+answer becomes its code (data, not an error), so the rest of the agent never imports
+pymodbus.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu.register_message import (
-    ReadHoldingRegistersResponse,
-    ReadInputRegistersResponse,
-)
+from pymodbus.pdu import DecodePDU
 
+from drivers.modbus.answers import Answer, RtuAnswers, TcpAnswers
 from drivers.modbus.codec import Table
 from drivers.modbus.config import Endpoint
 from drivers.reading import DeviceUnreachable
@@ -29,36 +31,17 @@ log = logging.getLogger(__name__)
 # once per state change, so its per-request noise would drown the useful lines.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
-
-class _RawHoldingRegisters(ReadHoldingRegistersResponse):
-    """FC03 answer kept as the bytes on the wire.
-
-    pymodbus's own response unpacks every register in a Python loop and renders the whole
-    PDU to text for a debug line on every answer; keeping the bytes lets the plan's
-    BlockDecoder read every point of the block with one struct call. Registered through
-    pymodbus's documented `client.register()` hook for custom responses.
-    """
-
-    function_code = 3
-    raw = b""
-
-    def decode(self, data: bytes) -> None:
-        count = data[0]
-        if count >= len(data):
-            raise ModbusIOException(
-                f"byte_count {count} > length of packet {len(data)}",
-                function_code=self.function_code,
-            )
-        self.raw = bytes(data[1 : 1 + count])
-
-    def __str__(self) -> str:
-        return f"{type(self).__name__}(dev_id={self.dev_id}, bytes={len(self.raw)})"
+# The 8 bits of each byte value, least significant first (Modbus packs coils that way).
+_BITS = tuple(tuple(bool(b >> i & 1) for i in range(8)) for b in range(256))
 
 
-class _RawInputRegisters(_RawHoldingRegisters, ReadInputRegistersResponse):
-    """FC04 answer kept as bytes (see _RawHoldingRegisters)."""
+class BadAnswer(Exception):
+    """The device answered one read, but malformed or not what was asked."""
 
-    function_code = 4
+    def __init__(self, device: str, reason: str) -> None:
+        super().__init__(f"{device}: {reason}")
+        self.device = device
+        self.reason = reason
 
 
 def _missing_device(endpoint: Endpoint) -> str | None:
@@ -77,15 +60,35 @@ class ModbusConnection:
         self.endpoint = endpoint
         self.name = name
         self.timeout_s = timeout_s
+        # Answers refused (malformed, incomplete, not matching the read) per device id.
+        self.bad_answers: Counter[int] = Counter()
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._framer: TcpAnswers | RtuAnswers | None = None
+        self._in_flight = False
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-        client = self._new_client()
-        client.register(_RawHoldingRegisters)
-        client.register(_RawInputRegisters)
+        framer = (
+            TcpAnswers(DecodePDU(False))
+            if self.endpoint.transport == "tcp"
+            else RtuAnswers(DecodePDU(False))
+        )
+        client = self._new_client(framer)
+
+        def line_changed(up: bool) -> None:
+            # pymodbus leaves a read waiting for its timeout when the peer closes or
+            # resets the connection; end it now, as a lost connection.
+            future = client.ctx.response_future
+            if not up and self._in_flight and not future.done():
+                future.set_exception(ConnectionException("connection lost"))
+
+        client.ctx.trace_connect = line_changed
+        client.ctx.framer = framer
+        self._framer = framer
         return client
 
-    def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    def _new_client(
+        self, framer: TcpAnswers | RtuAnswers
+    ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         ep = self.endpoint
         # reconnect_delay=0: the poller owns reconnects (capped, jittered, logged once);
         # retries=0: a retry on a shared RS-485 line would steal the other units' time.
@@ -101,6 +104,7 @@ class ModbusConnection:
                 retries=0,
                 reconnect_delay=0,
                 name=self.name,
+                trace_pdu=framer.note_request,
             )
         return AsyncModbusTcpClient(
             ep.host,
@@ -110,6 +114,7 @@ class ModbusConnection:
             retries=0,
             reconnect_delay=0,
             name=self.name,
+            trace_pdu=framer.note_request,
         )
 
     @property
@@ -138,10 +143,17 @@ class ModbusConnection:
     async def read(
         self, table: Table, start: int, count: int, *, device_id: int
     ) -> bytes | Sequence[bool] | int:
-        """Register bytes as on the wire, or bits, or the exception code the device sent."""
+        """Register bytes as on the wire, or bits, or the exception code the device sent.
+
+        BadAnswer when the device answered this read with a malformed frame or one that
+        does not match it (unit, function code, byte count); DeviceUnreachable when no
+        answer came (the reason names a partial or passed-over answer, if any).
+        """
         client = self._client
-        if client is None or not client.connected:
+        framer = self._framer
+        if client is None or framer is None or not client.connected:
             raise DeviceUnreachable(self.name, "not connected")
+        self._in_flight = True
         try:
             if table is Table.HOLDING:
                 rr = await client.read_holding_registers(start, count=count, device_id=device_id)
@@ -152,22 +164,45 @@ class ModbusConnection:
             else:
                 rr = await client.read_discrete_inputs(start, count=count, device_id=device_id)
         except ModbusIOException as exc:
+            reason = self._no_answer_reason(client, framer, device_id)
             if self.endpoint.transport == "tcp":
                 # A TCP peer that went silent is usually half-open; start afresh.
                 self.close()
-            raise DeviceUnreachable(self.name, "timeout") from exc
+            raise DeviceUnreachable(self.name, reason) from exc
         except (ConnectionException, OSError) as exc:
             self.close()
             raise DeviceUnreachable(self.name, "connection lost") from exc
         except ModbusException as exc:
             raise DeviceUnreachable(self.name, f"bad answer: {exc}") from exc
-        if rr.isError():
-            return int(getattr(rr, "exception_code", 4))
+        finally:
+            self._in_flight = False
+        if not isinstance(rr, Answer):
+            raise BadAnswer(self.name, f"unexpected answer {type(rr).__name__}")
+        if rr.refused is not None:
+            self.bad_answers[device_id] += 1
+            if rr.desync:
+                self.close()  # nothing after a broken MBAP header can be trusted
+            raise BadAnswer(self.name, rr.refused)
+        if rr.exception is not None:
+            return rr.exception
         if table.is_bits:
-            return rr.bits
-        if not isinstance(rr, _RawHoldingRegisters):
-            raise DeviceUnreachable(self.name, f"unexpected answer {type(rr).__name__}")
-        return rr.raw
+            return list(itertools.chain.from_iterable(map(_BITS.__getitem__, rr.data)))
+        return rr.data
+
+    def _no_answer_reason(
+        self,
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+        framer: TcpAnswers | RtuAnswers,
+        device_id: int,
+    ) -> str:
+        partial = len(client.ctx.recv_buffer)
+        if partial:
+            self.bad_answers[device_id] += 1
+            return f"incomplete answer: {partial} byte{'s' if partial > 1 else ''}, then nothing"
+        if framer.passed_over is not None:
+            self.bad_answers[device_id] += 1
+            return f"wrong answer: {framer.passed_over}, then nothing"
+        return "timeout"
 
     def close(self) -> None:
         """Close the line; idempotent."""

@@ -2,11 +2,12 @@
 
 The plan is compiled in __init__ and no socket is opened there, so `edge-agent check`
 and `edge-agent plan` work offline. An exception answer marks only that request's
-points bad ("exception 02"); a value that cannot decode marks only its point bad; no
-answer at all raises DeviceUnreachable for the poller to handle. Exception 06 (device busy)
-asks the client to try again later: the request is repeated after each delay of
-BUSY_RETRY_DELAYS_S before its points are marked bad, a bound that keeps a busy unit from
-holding a shared line for long.
+points bad ("exception 02"), and so does an answer that is malformed or does not match its
+request ("wrong answer: function code 4 (asked 3)"); a value that cannot decode marks only
+its point bad; no answer at all raises DeviceUnreachable for the poller to handle.
+Exception 06 (device busy) asks the client to try again later: the request is repeated
+after each delay of BUSY_RETRY_DELAYS_S before its points are marked bad, a bound that
+keeps a busy unit from holding a shared line for long.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import time
 
 from drivers.modbus.config import ModbusDevice, ModbusProfile
-from drivers.modbus.connection import ModbusConnection
+from drivers.modbus.connection import BadAnswer, ModbusConnection
 from drivers.modbus.plan import Plan, apply_scaling, build_plan
 from drivers.reading import PointSpec, Poll, Quality, Value
 
@@ -66,31 +67,38 @@ class ModbusDriver:
     async def read(self) -> Poll:
         """One poll: every request of the plan, in order."""
         conn = self.connection
-        if not conn.connected:
-            await conn.connect()
         values: list[Value] = []
         issues: dict[int, tuple[Quality, str]] = {}
         for req in self.plan.requests:
+            if not conn.connected:
+                # Also mid-poll: a broken MBAP header closes the line, the next request
+                # of the poll starts on a fresh one.
+                await conn.connect()
             base = len(values)
-            answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
-            for delay_s in BUSY_RETRY_DELAYS_S:
-                if answer != BUSY:
-                    break
-                await asyncio.sleep(delay_s)
-                answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
             n = len(req.point_names)
+            try:
+                answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
+                for delay_s in BUSY_RETRY_DELAYS_S:
+                    if answer != BUSY:
+                        break
+                    await asyncio.sleep(delay_s)
+                    answer = await conn.read(
+                        req.table, req.start, req.count, device_id=self.device_id
+                    )
+            except BadAnswer as exc:
+                issue = (Quality.BAD, exc.reason)
+                values.extend([None] * n)
+                for k in range(base, base + n):
+                    issues[k] = issue
+                continue
             if isinstance(answer, int):
                 issue = (Quality.BAD, exception_reason(answer))
                 values.extend([None] * n)
                 for k in range(base, base + n):
                     issues[k] = issue
             elif req.decoder is None:
-                if len(answer) < req.count:
-                    values.extend([None] * n)
-                    for k in range(base, base + n):
-                        issues[k] = (Quality.BAD, "short answer")
-                else:
-                    values.extend([bool(answer[o]) for o in req.bit_offsets])
+                # The connection checked the byte count: every asked bit is there.
+                values.extend([bool(answer[o]) for o in req.bit_offsets])
             else:
                 try:
                     decoded, errors = req.decoder.decode_bytes(answer)  # type: ignore[arg-type]
@@ -104,6 +112,11 @@ class ModbusDriver:
                     issues[base + k] = (Quality.BAD, reason)
         apply_scaling(values, self.plan.scalings)  # type: ignore[arg-type]
         return Poll(self.name, time.time_ns(), self.points, values, issues)
+
+    @property
+    def bad_answers(self) -> int:
+        """Answers of this unit refused as malformed, incomplete or not matching the read."""
+        return self.connection.bad_answers[self.device_id]
 
     async def close(self) -> None:
         """Close the connection; idempotent."""

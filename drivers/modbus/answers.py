@@ -1,0 +1,186 @@
+"""Cutting a read's answer out of the byte stream and checking it against the read.
+
+pymodbus's client framers hand every frame to its PDU decoders: an FC04 answer decodes
+fine for an FC03 read (its response class subclasses the FC03 one), more registers than
+asked decode fine too, and a byte count that disagrees with the frame raises inside
+`data_received`, where asyncio logs a traceback and drops the connection. These framers
+replace that step for the agent's reads: they know what is in flight (the request PDU,
+seen through pymodbus's `trace_pdu` hook as it is sent) and turn what arrives into
+exactly one `Answer`: the data, an exception code, or what was wrong with it. They never
+raise, so nothing reaches asyncio's fatal-error path.
+
+    Modbus TCP   [tid 2][protocol 2][length 2][unit 1] [fc 1][byte count 1][data n]
+    RTU          [unit 1][fc 1][byte count 1][data n][CRC 2]
+    exception    [unit 1][fc | 0x80][code 1]    (TCP: after the MBAP header; RTU: + CRC)
+
+What is checked, in this order:
+
+    TCP  protocol id 0 and a length 2..254, else "malformed answer" (the stream is out of
+         step: the line is dropped); another transaction id: not this read's answer,
+         passed over (see below); then unit, function, byte count as for RTU
+    RTU  a known function shape, else "malformed answer"; CRC, else "malformed answer";
+         another unit: passed over (a late answer on a shared bus; the Modbus serial
+         spec keeps the response timeout running); then:
+    both function code = the read's (or its exception), else "wrong answer";
+         byte count = what the frame carries, else "malformed answer";
+         byte count = what the read asked for, else "wrong answer"
+
+A passed-over frame is remembered: if no right answer follows before the timeout, the
+connection reports it instead of a bare timeout.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pymodbus.framer import FramerRTU, FramerSocket
+from pymodbus.pdu import ModbusPDU
+
+_MBAP = struct.Struct(">HHHB")  # transaction, protocol, length, unit
+_MBAP_SIZE = 7
+_MAX_PDU = 253
+_READS = frozenset({1, 2, 3, 4})
+_FIXED_RTU = {5: 8, 6: 8, 15: 8, 16: 8}  # write echoes: unit, fc, 4 bytes, CRC
+_BIT_READS = frozenset({1, 2})
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class Answer(ModbusPDU):
+    """What one read got back: data, an exception code, or why it was refused."""
+
+    def __init__(
+        self,
+        dev_id: int,
+        transaction_id: int,
+        *,
+        data: bytes = b"",
+        exception: int | None = None,
+        refused: str | None = None,
+        desync: bool = False,
+    ) -> None:
+        super().__init__(dev_id=dev_id, transaction_id=transaction_id)
+        self.data = data
+        self.exception = exception
+        self.refused = refused  # "malformed answer: ..." or "wrong answer: ..."
+        self.desync = desync  # the stream's framing can no longer be trusted
+
+
+class _ReadAnswers:
+    """What the framers share: the read in flight and what was passed over while waiting."""
+
+    function_code = 0
+    byte_count = 0
+    asked = ""  # "2 registers" / "5 bits", for reasons
+    passed_over: str | None = None
+
+    def note_request(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """pymodbus `trace_pdu` hook: remember the read being sent."""
+        if sending:
+            fc = pdu.function_code
+            count = pdu.count
+            self.function_code = fc
+            if fc in _BIT_READS:
+                self.byte_count = (count + 7) // 8
+                self.asked = _plural(count, "bit")
+            else:
+                self.byte_count = 2 * count
+                self.asked = _plural(count, "register")
+            self.passed_over = None
+        return pdu
+
+    def check(self, pdu: bytes, unit: int, exp_unit: int, tid: int) -> Answer:
+        """The answer a complete PDU from the expected transaction / unit gives."""
+        fc = pdu[0]
+        expected = self.function_code
+        if unit != exp_unit:
+            return Answer(exp_unit, tid, refused=f"wrong answer: unit {unit} (asked {exp_unit})")
+        if fc == expected | 0x80:
+            if len(pdu) != 2:
+                return Answer(
+                    exp_unit,
+                    tid,
+                    refused=f"malformed answer: exception answer of {len(pdu)} bytes",
+                )
+            return Answer(exp_unit, tid, exception=pdu[1])
+        if fc != expected:
+            return Answer(
+                exp_unit, tid, refused=f"wrong answer: function code {fc} (asked {expected})"
+            )
+        if len(pdu) < 2 or pdu[1] != len(pdu) - 2:
+            carried = max(0, len(pdu) - 2)
+            said = f"byte count {pdu[1]}" if len(pdu) > 1 else "no byte count"
+            return Answer(
+                exp_unit, tid, refused=f"malformed answer: {said} but {carried} data bytes"
+            )
+        if pdu[1] != self.byte_count:
+            return Answer(
+                exp_unit,
+                tid,
+                refused=f"wrong answer: {pdu[1]} data bytes (asked {self.asked})",
+            )
+        return Answer(exp_unit, tid, data=pdu[2:])
+
+
+class TcpAnswers(_ReadAnswers, FramerSocket):
+    """Modbus TCP (MBAP) answers to the agent's reads."""
+
+    def handleFrame(
+        self, data: bytes, exp_devid: int, exp_tid: int
+    ) -> tuple[int, ModbusPDU | None]:
+        """(bytes used, the answer or None to wait for more); never raises."""
+        used = 0
+        size = len(data)
+        while size - used >= _MBAP_SIZE + 1:
+            tid, protocol, length, unit = _MBAP.unpack_from(data, used)
+            if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:
+                what = f"protocol id {protocol}" if protocol else f"MBAP length {length}"
+                return size, Answer(
+                    exp_devid, exp_tid, refused=f"malformed answer: {what}", desync=True
+                )
+            end = used + 6 + length
+            if end > size:
+                break
+            if tid != exp_tid:
+                self.passed_over = f"transaction {tid} (asked {exp_tid})"
+                used = end
+                continue
+            return end, self.check(data[used + _MBAP_SIZE : end], unit, exp_devid, exp_tid)
+        return used, None
+
+
+class RtuAnswers(_ReadAnswers, FramerRTU):
+    """Modbus RTU answers to the agent's reads (a serial line or RTU over TCP)."""
+
+    def handleFrame(
+        self, data: bytes, exp_devid: int, exp_tid: int
+    ) -> tuple[int, ModbusPDU | None]:
+        """(bytes used, the answer or None to wait for more); never raises."""
+        used = 0
+        size = len(data)
+        while size - used >= 3:
+            unit, fc, third = data[used], data[used + 1], data[used + 2]
+            if fc & 0x80:
+                length = 5
+            elif fc in _READS:
+                length = 5 + third
+            elif fc in _FIXED_RTU:
+                length = _FIXED_RTU[fc]
+            else:
+                return size, Answer(
+                    exp_devid, exp_tid, refused=f"malformed answer: function code {fc}"
+                )
+            end = used + length
+            if end > size:
+                break
+            frame = data[used:end]
+            if not self.check_CRC(frame[:-2], (frame[-2] << 8) | frame[-1]):
+                return size, Answer(exp_devid, exp_tid, refused="malformed answer: bad CRC")
+            if unit != exp_devid:
+                self.passed_over = f"unit {unit} (asked {exp_devid})"
+                used = end
+                continue
+            return size, self.check(frame[1:-2], unit, exp_devid, exp_tid)
+        return used, None
