@@ -470,6 +470,14 @@ class AgentCollector(Collector):
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
+        refusals = CounterMetricFamily(
+            "edge_agent_alarm_command_refusals",
+            "Commands answered with an error, by reason (alarm_commands.REFUSAL_REASONS).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(stage.refusals.counts.items()):
+            refusals.add_metric([reason], n)
+        yield refusals
 
     def _platform_uplink(self) -> Iterator[Metric]:
         """Per endpoint of the 能耗在线监测 uplink: backlog, requests, acknowledgements."""
