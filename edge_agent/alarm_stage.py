@@ -58,6 +58,9 @@ SUFFIX = "alarms"
 ACTIVE_SUFFIX = "alarms/active"
 CMD_SUFFIX = "alarms/cmd"
 REPLY_SUFFIX = "alarms/cmd/reply"
+# A refused command gets no reply while this many messages wait for the broker: a flood of
+# bad commands must not fill the MQTT queue that readings and transitions go through.
+REFUSED_REPLY_BACKLOG = 1000
 SCHEMA_VERSION = 1
 
 _LABEL = {
@@ -222,6 +225,7 @@ class AlarmStage:
         self.counters = AlarmCounters()
         # Refused commands by reason (metrics); a flood of them logs a line a minute.
         self.refusals = RefusalLog(log, "alarm commands")
+        self.replies_dropped = 0  # replies to refused commands not sent (REFUSED_REPLY_BACKLOG)
         cfg = self.config
         self.windows = RaiseWindows(
             self.counters,
@@ -415,7 +419,8 @@ class AlarmStage:
         """One command from the broker: apply it, answer with the alarm's new state.
 
         A refused command is counted by reason (`refusals`, in metrics); only the first of
-        a flood is logged in full, the rest in one summary line per minute.
+        a flood is logged in full, the rest in one summary line per minute. Its reply is
+        dropped (and counted) while the broker is REFUSED_REPLY_BACKLOG messages behind.
         """
         self.counters.commands += 1
         command, refusal, request_id = parse_command(payload)
@@ -433,6 +438,9 @@ class AlarmStage:
             self.refusals.refused(
                 refusal.reason, "alarm command refused: %s (%s)", refusal.error, shown(payload)
             )
+            if self.sink.stats.pending >= REFUSED_REPLY_BACKLOG:
+                self.replies_dropped += 1
+                return reply
         self.sink.publish(f"{self.outlet.base_topic}/{REPLY_SUFFIX}", orjson.dumps(reply), qos=1)
         return reply
 

@@ -478,6 +478,11 @@ class AgentCollector(Collector):
         for reason, n in sorted(stage.refusals.counts.items()):
             refusals.add_metric([reason], n)
         yield refusals
+        yield CounterMetricFamily(
+            "edge_agent_alarm_command_replies_dropped",
+            "Replies to refused commands not sent because the MQTT queue was backed up.",
+            value=stage.replies_dropped,
+        )
 
     def _platform_uplink(self) -> Iterator[Metric]:
         """Per endpoint of the 能耗在线监测 uplink: backlog, requests, acknowledgements."""
