@@ -9,19 +9,23 @@ published alongside still arrive.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.reading import PointSpec, Poll
 from edge_agent.config import load_config
 from edge_agent.energy_stage import build_energy_stages
 from edge_agent.ingest import Ingest, store_path
+from edge_agent.ingest_http import serving_ingest_metrics
 from edge_agent.ingest_schema import DataMessage, Source
 from edge_agent.ingest_series import KnownSeries
 from edge_agent.payload import DeviceEncoder
@@ -92,10 +96,21 @@ async def test_unknown_names_and_big_messages_make_no_rows_and_are_dead_letters(
     mixed = _message(unique_prefix, site, "meter-1", CONFIGURED + STRANGERS, seq=11)
     hostile = _hostile(unique_prefix, site)
     ingest = Ingest(loaded, worker="cardinality")
-    async with running(ingest):
+    async with running(ingest), serving_ingest_metrics(ingest, "127.0.0.1", 0) as http:
         await publish(mosquitto.url, [*good[:5], *hostile, mixed, *good[5:]])
         total = len(good) + len(hostile) + 1
         await until(lambda: ingest.client.stats.acked == total, f"{total} acknowledged")
+        host, port = http.address
+        metrics = await asyncio.to_thread(_scrape, f"http://{host}:{port}/metrics")
+    assert {
+        dict(labels)["kind"]: value
+        for (name, labels), value in metrics.items()
+        if name == "edge_ingest_rejected_total"
+    } == EXPECTED_KINDS
+    plain = frozenset[tuple[str, str]]()
+    assert metrics[("edge_ingest_unconfigured_points_total", plain)] == 1000 * 2 + 2 + 2
+    assert metrics[("edge_ingest_stored_messages_total", plain)] == len(good) + 1
+    assert metrics[("edge_ingest_deadlettered_total", plain)] == sum(EXPECTED_KINDS.values())
 
     with sqlite3.connect(store_path(loaded)) as db:
         series = db.execute("SELECT site, gateway, device, point FROM series").fetchall()
@@ -136,6 +151,16 @@ async def test_unknown_names_and_big_messages_make_no_rows_and_are_dead_letters(
     records = [r for r in caplog.records if r.name == "edge_agent.ingest_deadletter"]
     assert len(records) <= 11
     assert sum(len(r.getMessage()) for r in records) < 11 * 600
+
+
+def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_every_energy_series_the_stage_publishes_is_configured(tmp_path: Path) -> None:
