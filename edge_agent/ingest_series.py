@@ -4,7 +4,8 @@ Every tag value of a stored reading is a site, gateway, device or point name, so
 number of series is the number of names the ingest accepts. It accepts:
 
 - the site file it was started with: its `site`, `gateway`, every device (enabled or
-  not) and each device's points (profile or inline);
+  not) and each device's points (profile or inline) with the point's configured unit (a
+  unit is a tag too: the same point in another unit would be another series);
 - what those derive on `{prefix}/{site}/{gateway}/energy`: for a device, `{span}.{point}`
   and `{span}.{point}.{suffix}` with span interval, day, month or demand and suffix a
   tariff period (sharp, peak, flat, valley) or completeness, tce, co2, month_max,
@@ -33,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
+from drivers.dlt645.config import Dlt645Point
 from edge_agent.alarm_stage import build_watches
 from edge_agent.config import LoadedConfig
 from edge_agent.energy_coefficients import CANONICAL
@@ -53,6 +55,7 @@ SPAN_EXTRAS: Mapping[str, frozenset[str]] = {
     "demand.": frozenset({"meter", "meter_max"}),
 }
 _CACHE_LIMIT = 100_000  # allow-pattern decisions remembered
+_ABSENT = object()  # not a unit: a point the device does not have
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ class Gateway:
 
     site: str
     gateway: str
-    points: Mapping[str, frozenset[str]]  # device -> point names
+    points: Mapping[str, Mapping[str, str | None]]  # device -> point name -> unit
     nodes: frozenset[str]  # hierarchy nodes, virtual meters, the site (energy series)
     alarms: frozenset[str]  # alarm ids
 
@@ -69,11 +72,13 @@ class Gateway:
 def configured_gateway(loaded: LoadedConfig) -> Gateway:
     """The names a site file configures (see the module docstring)."""
     site = loaded.site
-    points: dict[str, frozenset[str]] = {}
+    points: dict[str, Mapping[str, str | None]] = {}
     for setup in loaded.devices:
         device = setup.device
         spec = setup.profile.points if setup.profile is not None else device.points
-        points[device.name] = frozenset(p.name for p in spec or ())
+        points[device.name] = {
+            p.name: p.effective_unit if isinstance(p, Dlt645Point) else p.unit for p in spec or ()
+        }
     energy: EnergyConfig | None = getattr(site, "energy", None)
     nodes: set[str] = set()
     if energy is not None:
@@ -93,7 +98,7 @@ class KnownSeries:
     """Decides which names get series: a configured gateway plus `allow` patterns."""
 
     def __init__(self, gateways: Sequence[Gateway], allow: Iterable[str] = ()) -> None:
-        self._points: dict[tuple[str, str, str], frozenset[str]] = {}
+        self._points: dict[tuple[str, str, str], Mapping[str, str | None]] = {}
         self._nodes: set[tuple[str, str, str]] = set()
         self._alarms: set[tuple[str, str, str]] = set()
         for g in gateways:
@@ -129,10 +134,16 @@ class KnownSeries:
         source = message.source
         known = self._points.get((source.site, source.gateway, source.device))
         points = message.points
-        if not energy and known is not None and known.issuperset(p[0] for p in points):
-            return []  # the steady state: a configured device's own points
-        accept = self._energy_name if energy else self._data_name
-        keep = [accept(source, known, p[0]) for p in points]
+        if not energy and known is not None:
+            get = known.get
+            if all(get(p[0], _ABSENT) == p[2] for p in points):
+                return []  # the steady state: a configured device's own points and units
+        keep = [
+            self._energy_name(source, known, p[0])
+            if energy
+            else self._data_name(source, known, p[0], p[2])
+            for p in points
+        ]
         if all(keep):
             return []
         dropped = [p[0] for p, k in zip(points, keep, strict=True) if not k]
@@ -149,12 +160,16 @@ class KnownSeries:
         message.points = [p for p, k in zip(points, keep, strict=True) if k]
         return dropped
 
-    def _data_name(self, source: Source, known: frozenset[str] | None, name: str) -> bool:
+    def _data_name(
+        self, source: Source, known: Mapping[str, str | None] | None, name: str, unit: str | None
+    ) -> bool:
         if known is not None and name in known:
-            return True
+            return known[name] == unit  # configured: in its configured unit only
         return self.allowed(source.site, source.gateway, source.device, name)
 
-    def _energy_name(self, source: Source, known: frozenset[str] | None, name: str) -> bool:
+    def _energy_name(
+        self, source: Source, known: Mapping[str, str | None] | None, name: str
+    ) -> bool:
         counters: Iterable[str] | None = known
         if counters is None and (source.site, source.gateway, source.device) in self._nodes:
             counters = CANONICAL  # a node's series are per energy kind

@@ -246,7 +246,21 @@ def test_allow_patterns_name_each_level(tmp_path: Path) -> None:
         [("frequency", 1.0, None, 0, None), ("energy_import", 2.0, None, 0, None)],
         {1: 5},
     )
-    assert known.admit(configured, energy=False) == ["frequency"]
+    assert known.admit(configured, energy=False) == ["frequency", "energy_import"]
+    assert configured.points == []  # energy_import came without its unit (kWh)
+    configured = DataMessage(
+        Source("t", "plant-e", "gw-01", "feeder"),
+        1,
+        0,
+        False,
+        [
+            ("frequency", 1.0, None, 0, None),
+            ("energy_import", 2.0, "kWh", 0, None),
+            ("voltage", 230.0, "kV", 0, None),  # a unit is a tag: another would be a series
+        ],
+        {1: 5},
+    )
+    assert known.admit(configured, energy=False) == ["frequency", "voltage"]
     assert [p[0] for p in configured.points] == ["energy_import"]
     assert configured.point_ts == {0: 5}  # the kept point keeps its own time
 
