@@ -12,6 +12,9 @@ number of series is the number of names the ingest accepts. It accepts:
   demand_max, load_factor, plus `day.pf`, `month.pf`, `demand.meter`, `demand.meter_max`;
   for a hierarchy node, a virtual meter or the site (energy: hierarchy), the same with an
   energy kind (electricity, reactive, water, ...) in place of the point;
+- the gateway's own health series (`_gateway`, gateway_health.py);
+- manual entries of its gateway (`manual.{counter}` of any device on the energy topic):
+  they are the operator's own, typed in with `edge-agent uplink manual`;
 - alarm transitions of the alarms the file configures;
 - anything matching `ingest.allow`: `site/gateway/device/point` patterns, a name or a
   glob (`*`, `?`, `[...]`) per level, for gateways described by other files (a central
@@ -40,8 +43,10 @@ from edge_agent.config import LoadedConfig
 from edge_agent.energy_coefficients import CANONICAL
 from edge_agent.energy_config import EnergyConfig
 from edge_agent.energy_tariffs import PERIODS
+from edge_agent.gateway_health import GATEWAY_DEVICE, gateway_doc
 from edge_agent.ingest_alarms import AlarmMessage
 from edge_agent.ingest_schema import DataMessage, Source
+from edge_agent.outbox import OutboxStats
 
 SPANS = ("interval.", "day.", "month.", "demand.")
 SUFFIXES = frozenset(
@@ -56,6 +61,14 @@ SPAN_EXTRAS: Mapping[str, frozenset[str]] = {
 }
 _CACHE_LIMIT = 100_000  # allow-pattern decisions remembered
 _ABSENT = object()  # not a unit: a point the device does not have
+MANUAL = "manual."  # manual entries on the energy topic (platform_uplink.manual_doc)
+# The health pseudo-device's points and units, from the document it publishes.
+GATEWAY_POINTS: Mapping[str, str | None] = {
+    name: entry["unit"]
+    for name, entry in gateway_doc(OutboxStats(), mqtt_connected=True, devices_up=0, devices=0)[
+        "points"
+    ].items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +85,7 @@ class Gateway:
 def configured_gateway(loaded: LoadedConfig) -> Gateway:
     """The names a site file configures (see the module docstring)."""
     site = loaded.site
-    points: dict[str, Mapping[str, str | None]] = {}
+    points: dict[str, Mapping[str, str | None]] = {GATEWAY_DEVICE: GATEWAY_POINTS}
     for setup in loaded.devices:
         device = setup.device
         spec = setup.profile.points if setup.profile is not None else device.points
@@ -101,6 +114,7 @@ class KnownSeries:
         self._points: dict[tuple[str, str, str], Mapping[str, str | None]] = {}
         self._nodes: set[tuple[str, str, str]] = set()
         self._alarms: set[tuple[str, str, str]] = set()
+        self._gateways = {(g.site, g.gateway) for g in gateways}
         for g in gateways:
             for device, names in g.points.items():
                 self._points[(g.site, g.gateway, device)] = names
@@ -174,6 +188,8 @@ class KnownSeries:
         if counters is None and (source.site, source.gateway, source.device) in self._nodes:
             counters = CANONICAL  # a node's series are per energy kind
         if counters is not None and _derived(name, counters):
+            return True
+        if name.startswith(MANUAL) and (source.site, source.gateway) in self._gateways:
             return True
         return self.allowed(source.site, source.gateway, source.device, name)
 

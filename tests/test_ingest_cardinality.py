@@ -192,6 +192,16 @@ def test_every_energy_series_the_stage_publishes_is_configured(tmp_path: Path) -
     for device, point in sorted(names):
         message = _energy_message(device, [point])
         assert known.admit(message, energy=True) == [], (device, point)
+    # The operator's manual entries of this gateway, and its own health series.
+    assert known.admit(_energy_message("boiler-house", ["manual.coal_in"]), energy=True) == []
+    health = DataMessage(
+        Source("t", "plant-e", "gw-01", "_gateway"),
+        1,
+        0,
+        False,
+        [("outbox_bytes", 1.0, "B", 0, None), ("devices_up", 2.0, None, 0, None)],
+    )
+    assert known.admit(health, energy=False) == []
     # Names of the same shape the configuration cannot produce.
     for device, point in [
         ("incomer", "interval.voltage"),  # not a point of the device
@@ -200,6 +210,7 @@ def test_every_energy_series_the_stage_publishes_is_configured(tmp_path: Path) -
         ("hall", "interval.energy_import"),  # a node's series are per kind
         ("nobody", "interval.electricity"),
         ("incomer", "energy_import"),
+        ("incomer", "manuals.coal_in"),
     ]:
         assert known.admit(_energy_message(device, [point]), energy=True) == [point]
 
