@@ -39,7 +39,7 @@ from drivers.options.alarms import (
     reference_issues,
 )
 from drivers.reading import PointSpec, Poll, Quality, Value
-from edge_agent.alarm_commands import AlarmCommand, parse_command
+from edge_agent.alarm_commands import AlarmCommand, Refusal, parse_command
 from edge_agent.alarm_config import AlarmsConfig
 from edge_agent.alarm_counters import AlarmCounters, RaiseWindows
 from edge_agent.alarm_rules import Check, Delay, build_check
@@ -49,6 +49,7 @@ from edge_agent.config import LoadedConfig
 from edge_agent.config_errors import ConfigError, ConfigIssue, format_loc
 from edge_agent.forwarder import Forwarder
 from edge_agent.mqtt_sink import MqttSink
+from edge_agent.refusal_log import RefusalLog, shown
 from edge_agent.stages import Outlet, Stage
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ SUFFIX = "alarms"
 ACTIVE_SUFFIX = "alarms/active"
 CMD_SUFFIX = "alarms/cmd"
 REPLY_SUFFIX = "alarms/cmd/reply"
+# A refused command gets no reply while this many messages wait for the broker: a flood of
+# bad commands must not fill the MQTT queue that readings and transitions go through.
+REFUSED_REPLY_BACKLOG = 1000
 SCHEMA_VERSION = 1
 
 _LABEL = {
@@ -219,6 +223,9 @@ class AlarmStage:
             for alarm in [*w.comm_loss, *(a for alist in w.by_point.values() for a in alist)]:
                 self.alarms[alarm.id] = alarm
         self.counters = AlarmCounters()
+        # Refused commands by reason (metrics); a flood of them logs a line a minute.
+        self.refusals = RefusalLog(log, "alarm commands")
+        self.replies_dropped = 0  # replies to refused commands not sent (REFUSED_REPLY_BACKLOG)
         cfg = self.config
         self.windows = RaiseWindows(
             self.counters,
@@ -409,28 +416,38 @@ class AlarmStage:
     # -- commands ----------------------------------------------------------------------------
 
     def on_command(self, _topic: str, payload: bytes) -> dict[str, Any]:
-        """One command from the broker: apply it, answer with the alarm's new state."""
+        """One command from the broker: apply it, answer with the alarm's new state.
+
+        A refused command is counted by reason (`refusals`, in metrics); only the first of
+        a flood is logged in full, the rest in one summary line per minute. Its reply is
+        dropped (and counted) while the broker is REFUSED_REPLY_BACKLOG messages behind.
+        """
         self.counters.commands += 1
-        command, error, request_id = parse_command(payload)
+        command, refusal, request_id = parse_command(payload)
         reply: dict[str, Any] = {"request_id": request_id}
         if command is not None:
             reply.update(cmd=command.cmd, id=command.id)
-            error = self._apply(command)
+            refusal = self._apply(command)
             alarm = self.alarms.get(command.id)
             if alarm is not None:
                 reply["alarm"] = alarm.describe()
-        reply["ok"] = error is None
-        if error is not None:
+        reply["ok"] = refusal is None
+        if refusal is not None:
             self.counters.refused += 1
-            reply["error"] = error
-            log.info("alarm command refused: %s (%s)", error, payload[:200])
+            reply["error"] = refusal.error
+            self.refusals.refused(
+                refusal.reason, "alarm command refused: %s (%s)", refusal.error, shown(payload)
+            )
+            if self.sink.stats.pending >= REFUSED_REPLY_BACKLOG:
+                self.replies_dropped += 1
+                return reply
         self.sink.publish(f"{self.outlet.base_topic}/{REPLY_SUFFIX}", orjson.dumps(reply), qos=1)
         return reply
 
-    def _apply(self, command: AlarmCommand) -> str | None:
+    def _apply(self, command: AlarmCommand) -> Refusal | None:
         alarm = self.alarms.get(command.id)
         if alarm is None:
-            return f"unknown alarm {command.id!r}"
+            return Refusal("unknown_alarm", f"unknown alarm {command.id!r}")
         status = alarm.status
         now_ms = self.wall_ms()
         latch = alarm.rule.latch or False
@@ -444,7 +461,10 @@ class AlarmStage:
                 case "shelve":
                     assert command.duration_s is not None
                     if command.duration_s > self.config.shelve_max_s:
-                        return f"duration_s over alarms.shelve_max_s ({self.config.shelve_max_s:g})"
+                        return Refusal(
+                            "bad_field",
+                            f"duration_s over alarms.shelve_max_s ({self.config.shelve_max_s:g})",
+                        )
                     until = now_ms + int(command.duration_s * 1000)
                     transition = status.shelve(until, now_ms=now_ms)
                 case "unshelve":
@@ -454,7 +474,7 @@ class AlarmStage:
                 case "in_service":
                     transition = status.return_to_service(latch=latch, now_ms=now_ms)
         except Refused as exc:
-            return str(exc)
+            return Refusal("not_allowed", str(exc))
         self._stage(alarm, transition, now_ms, operator=command.operator, comment=command.comment)
         self._commit()
         self._find_shelved()
@@ -543,6 +563,7 @@ class AlarmStage:
                     await asyncio.sleep(self.config.tick_s)
                     self.tick()
         finally:
+            self.refusals.flush()
             self.store.close()
 
     async def _run_republish(self) -> None:

@@ -110,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--worker", default=None, help="name of this worker when several run on one host"
     )
+    ingest.add_argument(
+        "--http",
+        type=_http_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the worker's /metrics (default: none)",
+    )
 
     report = sub.add_parser(
         "report", help="energy report of a period (HTML with plots, plus CSV) from the store"
@@ -214,7 +221,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "demo":
         return _run_until_signal(_demo(loaded, store=args.store, seconds=args.seconds))
     if args.command == "ingest":
-        return _run_until_signal(_ingest(loaded, worker=args.worker))
+        return _run_until_signal(_ingest(loaded, worker=args.worker, http=args.http))
     if args.command == "grafana":
         return grafana_push.run(loaded, args)
     if args.command == "uplink":
@@ -464,14 +471,27 @@ async def _simulator_process(config: Path) -> AsyncIterator[None]:
                 await proc.wait()
 
 
-async def _ingest(loaded: LoadedConfig, *, worker: str | None) -> None:
+async def _ingest(
+    loaded: LoadedConfig, *, worker: str | None, http: tuple[str, int] | None = None
+) -> None:
     from edge_agent.ingest import Ingest, IngestStopped
+    from edge_agent.ingest_http import serving_ingest_metrics
 
-    try:
-        await Ingest(loaded, worker=worker).run()
-    except IngestStopped as exc:
-        print(f"ingest stopped: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc
+    ingest = Ingest(loaded, worker=worker)
+    async with contextlib.AsyncExitStack() as stack:
+        if http is not None:
+            try:
+                await stack.enter_async_context(serving_ingest_metrics(ingest, *http))
+            except OSError as exc:
+                raise SystemExit(
+                    f"edge-agent: cannot listen on {http[0]}:{http[1]} (--http): "
+                    f"{os.strerror(exc.errno).lower() if exc.errno else exc}"
+                ) from exc
+        try:
+            await ingest.run()
+        except IngestStopped as exc:
+            print(f"ingest stopped: {exc}", file=sys.stderr)
+            raise SystemExit(1) from exc
 
 
 async def _browse(endpoint: str, path: str, depth: int, standard: bool) -> int:

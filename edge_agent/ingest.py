@@ -44,7 +44,9 @@ from edge_agent.ingest_schema import (
     Rejected,
     decode_messages,
     parse_topic,
+    shown_name,
 )
+from edge_agent.ingest_series import KnownSeries
 from edge_agent.ingest_store import PointStore, StoreBatch, StoreRejected, StoreUnavailable
 from edge_agent.mqtt_sink import backoff_delays
 
@@ -69,6 +71,7 @@ class IngestStats:
     batches: int = 0
     write_failures: int = 0  # attempts that raised StoreUnavailable
     deadlettered: int = 0  # dead letters the broker acknowledged
+    unconfigured_points: int = 0  # points given no series (ingest_series.py), all messages
     unacked: int = 0  # received, not acknowledged yet
     store_up: bool | None = None
     last_error: str | None = None
@@ -78,7 +81,7 @@ class IngestStats:
 @dataclass(slots=True, eq=False)
 class _Entry:
     delivery: Delivery
-    done: bool = False
+    waiting: int = 1  # its batch's write and/or its dead letter; acknowledged at 0
 
 
 @dataclass(slots=True, eq=False)
@@ -151,6 +154,7 @@ class Ingest:
         self.config = config
         self.prefix = site.mqtt.prefix
         self.store = store if store is not None else make_store(loaded)
+        self.series = KnownSeries.from_config(loaded)
         self.stats = IngestStats()
         self.rejects = RejectLog()
         self.client_id = client_id or config.client_id or default_client_id(config.group, worker)
@@ -215,23 +219,38 @@ class Ingest:
             )
             messages: list[DataMessage] = []
             alarms: list[AlarmMessage] = []
+            unconfigured: Rejected | None = None  # points of a stored message without series
             try:
-                if alarm_source is not None:
-                    alarms.append(
-                        decode_alarm(
-                            alarm_source,
-                            delivery.payload,
-                            now_ms=now_ms,
-                            max_future_ms=self._max_future_ms,
-                        )
+                if len(delivery.payload) > config.max_message_bytes:
+                    raise Rejected(
+                        "too_large",
+                        f"{len(delivery.payload):,} bytes, over ingest.max_message_bytes "
+                        f"({config.max_message_bytes:,})",
                     )
+                if alarm_source is not None:
+                    alarm = decode_alarm(
+                        alarm_source,
+                        delivery.payload,
+                        now_ms=now_ms,
+                        max_future_ms=self._max_future_ms,
+                    )
+                    if not self.series.alarm(alarm):
+                        raise Rejected(
+                            "not_configured", f"alarm {shown_name(alarm.id)} is not configured"
+                        )
+                    alarms.append(alarm)
                 elif source is None:
                     raise Rejected("not_data", "not a data topic")
                 else:
                     # One message per poll; a batched (v2) delivery holds several.
                     messages = decode_messages(
-                        source, delivery.payload, now_ms=now_ms, max_future_ms=self._max_future_ms
+                        source,
+                        delivery.payload,
+                        now_ms=now_ms,
+                        max_future_ms=self._max_future_ms,
+                        max_points=config.max_points_per_message,
                     )
+                    messages, unconfigured = self._admit(messages, energy=source.device == "")
             except Rejected as rejected:
                 self._dead_letter(entry, rejected, now_ms)
                 continue
@@ -239,6 +258,9 @@ class Ingest:
                 logger.exception("could not decode a message on %s", delivery.topic)
                 self._dead_letter(entry, Rejected("unexpected", repr(exc)), now_ms)
                 continue
+            if unconfigured is not None:  # acknowledged once stored and dead-lettered
+                entry.waiting = 2
+                self._dead_letter(entry, unconfigured, now_ms)
             batch = self._batches[-1] if self._batches else None
             if batch is None or batch.store.points >= config.batch_size:
                 batch = _Batch(started=loop_time)
@@ -252,6 +274,31 @@ class Ingest:
             self._work.set()
             if self._go_now():
                 self._full.set()
+
+    def _admit(
+        self, messages: list[DataMessage], *, energy: bool
+    ) -> tuple[list[DataMessage], Rejected | None]:
+        """The messages with only the points that get series, and why the rest do not.
+
+        Raises Rejected when no point is left.
+        """
+        dropped: list[str] = []
+        for message in messages:
+            dropped += self.series.admit(message, energy=energy)
+        if not dropped:
+            return messages, None
+        self.stats.unconfigured_points += len(dropped)
+        source = messages[0].source
+        names = ", ".join(shown_name(n) for n in dict.fromkeys(dropped[:5]))
+        more = f" and {len(dropped) - 5:,} more" if len(dropped) > 5 else ""
+        where = shown_name(f"{source.site}/{source.gateway}/{source.device}")
+        rejected = Rejected(
+            "not_configured", f"{len(dropped):,} points of {where} not configured: {names}{more}"
+        )
+        kept = [m for m in messages if m.points]
+        if not kept:
+            raise rejected
+        return kept, rejected
 
     def _go_now(self) -> bool:
         """Whether the head batch should be written without waiting for its flush time."""
@@ -282,7 +329,7 @@ class Ingest:
 
         def acked() -> None:
             self.stats.deadlettered += 1
-            entry.done = True
+            entry.waiting -= 1
             self._ack_ready()
 
         try:
@@ -294,7 +341,7 @@ class Ingest:
         """Acknowledge, in arrival order, every message from the head that is done."""
         unacked = self._unacked
         ack = self.client.ack
-        while unacked and unacked[0].done:
+        while unacked and unacked[0].waiting <= 0:
             ack(unacked.popleft().delivery)
         self.stats.unacked = len(unacked)
 
@@ -328,7 +375,7 @@ class Ingest:
         finally:
             slots.release()
         for entry in batch.entries:
-            entry.done = True
+            entry.waiting -= 1
         self._ack_ready()
 
     async def _write(self, batch: _Batch) -> None:

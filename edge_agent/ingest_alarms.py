@@ -35,6 +35,7 @@ from edge_agent.ingest_schema import (
     SCHEMA_VERSION,
     Rejected,
     Source,
+    shown_name,
 )
 
 ALARMS_TOPIC = "alarms"
@@ -117,7 +118,7 @@ def decode_alarm(
     device = doc.get("device")
     for name in (source.site, source.gateway):
         if NAME.fullmatch(name) is None:
-            raise Rejected("topic_mismatch", f"topic level {name!r} is not a valid name")
+            raise Rejected("topic_mismatch", f"topic level {shown_name(name)} is not a valid name")
     if doc.get("gateway") != source.gateway:
         raise Rejected(
             "topic_mismatch",

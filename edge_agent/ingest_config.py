@@ -27,6 +27,9 @@ GROUP_PATTERN = r"^[A-Za-z0-9_.-]+$"
 MEASUREMENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SITE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 TOPIC_PATTERN = r"^[^#+\s]+$"
+# `site/gateway/device/point`, each level a name or a glob (`*`, `?`, `[...]`).
+_LEVEL = r"[A-Za-z0-9_.*?\[\]!-]+"
+ALLOW_PATTERN = rf"^{_LEVEL}(/{_LEVEL}){{3}}$"
 
 
 class InfluxConfig(BaseModel):
@@ -96,3 +99,11 @@ class IngestConfig(BaseModel):
     backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # store retry cap
     deadletter_topic: Annotated[str, Field(pattern=TOPIC_PATTERN)] | None = None
     max_future_s: Annotated[float, Field(ge=0)] = 300.0  # later timestamps are rejected
+    # Series are written only for this file's site, gateway, devices and points (and the
+    # energy and alarm series they derive); `allow` adds `site/gateway/device/point`
+    # patterns for gateways this file does not describe (ingest_series.py).
+    allow: tuple[Annotated[str, Field(pattern=ALLOW_PATTERN, max_length=300)], ...] = ()
+    # Larger messages are dead letters unread (`too_large`), and so are messages with more
+    # points (in one poll of a batched message).
+    max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
+    max_points_per_message: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000

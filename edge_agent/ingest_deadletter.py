@@ -1,10 +1,12 @@
 """Dead letters: what the ingest does with a message it will not store.
 
 A rejected message is counted by kind, logged once per source topic (again only when the
-kind of problem changes), and published at QoS 1 to a dead-letter topic, by default
-`{prefix}/{site}/{gateway}/deadletter` of its source (a topic the data subscription does
-not match). The original is acknowledged only after the broker acknowledged the dead
-letter, so a bad message is never simply dropped. The envelope (JSON):
+kind of problem changes) and at most LOG_BURST such lines a minute (a flood from
+thousands of new topics becomes one summary line a minute, RefusalLog), and published at
+QoS 1 to a dead-letter topic, by default `{prefix}/{site}/{gateway}/deadletter` of its
+source (a topic the data subscription does not match). The original is acknowledged only
+after the broker acknowledged the dead letter, so a bad message is never simply dropped.
+The envelope (JSON):
 
     {"topic": "factory/plant-a/gw-01/meter-1/data", "kind": "bad_timestamp",
      "detail": "ts_ms 1 is before 2000-01-01", "received_ms": 1764154930123,
@@ -22,10 +24,12 @@ from collections import Counter
 import orjson
 
 from edge_agent.ingest_schema import Rejected, Source
+from edge_agent.refusal_log import RefusalLog, shown
 
 logger = logging.getLogger(__name__)
 
 LOGGED_SOURCES_LIMIT = 10_000
+LOG_BURST = 10  # lines about new sources per minute; the rest is one summary line
 
 
 def deadletter_topic(source: Source | None, *, prefix: str, configured: str | None = None) -> str:
@@ -62,6 +66,12 @@ class RejectLog:
         self.counts: Counter[str] = Counter()
         self._last_kind: dict[str, str] = {}
         self._overflow_logged = False
+        self.lines = RefusalLog(
+            logger,
+            "ingest: rejected messages from new sources",
+            burst=LOG_BURST,
+            level=logging.WARNING,
+        )
 
     @property
     def total(self) -> int:
@@ -83,10 +93,11 @@ class RejectLog:
                 )
             return
         self._last_kind[topic] = rejected.kind
-        logger.warning(
+        self.lines.refused(
+            rejected.kind,
             "rejected a message on %s (%s): %s; sent to the dead-letter topic, further "
             "ones from this source are only counted",
-            topic,
+            shown(topic, 200),
             rejected.kind,
             rejected.detail,
         )

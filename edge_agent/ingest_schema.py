@@ -69,8 +69,11 @@ REJECT_KINDS = (
     "bad_timestamp",
     "bad_point",
     "bad_value",
+    "not_configured",  # a site, gateway, device or point without series (ingest_series.py)
+    "too_large",  # over ingest.max_message_bytes or ingest.max_points_per_message
     "unexpected",  # the ingest itself failed on it (logged with a traceback)
 )
+NAME_MAX = 64  # characters of a site, gateway, device or point name (the NAME pattern)
 
 
 class Rejected(Exception):
@@ -170,8 +173,13 @@ def _int_field(doc: dict[str, object], key: str) -> int:
     return value
 
 
-def decode_data(source: Source, payload: bytes, *, now_ms: int, max_future_ms: int) -> DataMessage:
-    """Validate one data message completely; raises Rejected naming the first problem."""
+def decode_data(
+    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int, max_points: int = 0
+) -> DataMessage:
+    """Validate one data message completely; raises Rejected naming the first problem.
+
+    `max_points` > 0: a message with more points is `too_large`.
+    """
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -188,7 +196,7 @@ def decode_data(source: Source, payload: bytes, *, now_ms: int, max_future_ms: i
         )
     for name in (source.site, source.gateway, source.device):
         if not _valid_name(name):
-            raise Rejected("topic_mismatch", f"topic level {name!r} is not a valid name")
+            raise Rejected("topic_mismatch", f"topic level {shown_name(name)} is not a valid name")
     if doc.get("gateway") != source.gateway or doc.get("device") != source.device:
         raise Rejected(
             "topic_mismatch",
@@ -206,12 +214,17 @@ def decode_data(source: Source, payload: bytes, *, now_ms: int, max_future_ms: i
     raw_points = doc.get("points")
     if type(raw_points) is not dict or not raw_points:
         raise Rejected("bad_field", "points must be a non-empty object")
+    if max_points and len(raw_points) > max_points:
+        raise Rejected(
+            "too_large",
+            f"{len(raw_points):,} points, over ingest.max_points_per_message ({max_points:,})",
+        )
     points: list[Point] = []
     append = points.append
     point_ts: dict[int, int] | None = None
     for name, entry in raw_points.items():
         if type(entry) is not dict:
-            raise Rejected("bad_point", f"point {name!r} is not an object")
+            raise Rejected("bad_point", f"point {shown_name(name)} is not an object")
         value = entry.get("value")
         unit = entry.get("unit")
         quality = QUALITY_CODES.get(entry.get("quality"))  # type: ignore[arg-type]
@@ -264,7 +277,7 @@ def _checked_point(
     entry: dict[str, object],
 ) -> Point:
     if not _valid_name(name):
-        raise Rejected("bad_point", f"point name {name!r} is not a valid name")
+        raise Rejected("bad_point", f"point name {shown_name(name)} is not a valid name")
     if quality is None:
         raise Rejected("bad_point", f"point {name!r}: quality {_shown(entry.get('quality'))}")
     if unit is not None and unit not in _good_units:
@@ -290,6 +303,13 @@ def _checked_point(
     elif type(value) not in (float, int, bool, str):
         raise Rejected("bad_value", f"point {name!r}: value {_shown(value)}")
     return (name, value, unit, quality, reason)  # type: ignore[return-value]
+
+
+def shown_name(name: str) -> str:
+    """A name from a message, quoted, cut so a detail never echoes a runaway one."""
+    if len(name) <= NAME_MAX:
+        return repr(name)
+    return f"{name[:NAME_MAX]!r}... ({len(name):,} characters, at most {NAME_MAX})"
 
 
 def _shown(value: object) -> str:
@@ -391,7 +411,7 @@ _BATCH_HEAD = b'{"schema_version":2,'
 
 
 def decode_messages(
-    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int
+    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int, max_points: int = 0
 ) -> list[DataMessage]:
     """A data message as DataMessages: one for v1, one per poll for a batched v2 message.
 
@@ -400,21 +420,37 @@ def decode_messages(
     """
     if not payload.startswith(_BATCH_HEAD):
         try:
-            return [decode_data(source, payload, now_ms=now_ms, max_future_ms=max_future_ms)]
+            return [
+                decode_data(
+                    source,
+                    payload,
+                    now_ms=now_ms,
+                    max_future_ms=max_future_ms,
+                    max_points=max_points,
+                )
+            ]
         except Rejected as rejected:
             if rejected.kind != "schema_version":
                 raise
             try:  # a v2 message whose keys came in another order
-                return _decode_batch(source, payload, now_ms=now_ms, max_future_ms=max_future_ms)
+                return _decode_batch(
+                    source,
+                    payload,
+                    now_ms=now_ms,
+                    max_future_ms=max_future_ms,
+                    max_points=max_points,
+                )
             except Rejected as batch_rejected:
                 if batch_rejected.kind == "schema_version":
                     raise rejected from None
                 raise
-    return _decode_batch(source, payload, now_ms=now_ms, max_future_ms=max_future_ms)
+    return _decode_batch(
+        source, payload, now_ms=now_ms, max_future_ms=max_future_ms, max_points=max_points
+    )
 
 
 def _decode_batch(
-    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int
+    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int, max_points: int
 ) -> list[DataMessage]:
     try:
         doc = orjson.loads(payload)
@@ -436,5 +472,9 @@ def _decode_batch(
         if type(poll) is not dict or set(poll) != {"ts_ms", "points"}:
             raise Rejected("bad_field", f"polls[{k}] must be an object of ts_ms and points")
         one = orjson.dumps({**doc, "ts_ms": poll["ts_ms"], "points": poll["points"]})
-        messages.append(decode_data(source, one, now_ms=now_ms, max_future_ms=max_future_ms))
+        messages.append(
+            decode_data(
+                source, one, now_ms=now_ms, max_future_ms=max_future_ms, max_points=max_points
+            )
+        )
     return messages

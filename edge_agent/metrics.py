@@ -51,6 +51,7 @@ from edge_agent.report_filter import ReportFilter
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
+    from edge_agent.ingest import Ingest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 JITTER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -488,6 +489,19 @@ class AgentCollector(Collector):
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
+        refusals = CounterMetricFamily(
+            "edge_agent_alarm_command_refusals",
+            "Commands answered with an error, by reason (alarm_commands.REFUSAL_REASONS).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(stage.refusals.counts.items()):
+            refusals.add_metric([reason], n)
+        yield refusals
+        yield CounterMetricFamily(
+            "edge_agent_alarm_command_replies_dropped",
+            "Replies to refused commands not sent because the MQTT queue was backed up.",
+            value=stage.replies_dropped,
+        )
 
     def _platform_uplink(self) -> Iterator[Metric]:
         """Per endpoint of the 能耗在线监测 uplink: backlog, requests, acknowledgements."""
@@ -557,3 +571,48 @@ def _loop_clock() -> Callable[[], float]:
         return asyncio.get_running_loop().time
     except RuntimeError:
         return time.monotonic
+
+
+class IngestCollector(Collector):
+    """The counters of one ingest worker (`edge-agent ingest --http`), read at scrape time."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    def collect(self) -> Iterable[Metric]:
+        """Every family; see the README's Ingest section."""
+        s = self.ingest.stats
+        counters = [
+            ("edge_ingest_received", "Deliveries, redeliveries included.", s.received),
+            ("edge_ingest_stored_messages", "Data messages written.", s.stored_messages),
+            ("edge_ingest_stored_points", "Readings and transitions written.", s.stored_points),
+            ("edge_ingest_deadlettered", "Dead letters the broker acknowledged.", s.deadlettered),
+            (
+                "edge_ingest_unconfigured_points",
+                "Points given no series: not configured nor allowed (ingest.allow).",
+                s.unconfigured_points,
+            ),
+            ("edge_ingest_write_failures", "Store writes retried.", s.write_failures),
+        ]
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        rejected = CounterMetricFamily(
+            "edge_ingest_rejected",
+            "Messages dead-lettered, by kind (ingest_schema.REJECT_KINDS).",
+            labels=["kind"],
+        )
+        for kind, n in sorted(self.ingest.rejects.counts.items()):
+            rejected.add_metric([kind], n)
+        yield rejected
+        yield GaugeMetricFamily(
+            "edge_ingest_unacked", "Messages received, not acknowledged yet.", value=s.unacked
+        )
+
+
+def ingest_registry(ingest: Ingest) -> CollectorRegistry:
+    """A registry of one ingest worker's counters and its process."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    registry.register(IngestCollector(ingest))
+    ProcessCollector(registry=registry)
+    return registry

@@ -48,8 +48,18 @@ def write_site(
     influx_url: str | None = None,
     ingest: str = "",
     token_env: dict[str, str] | None = None,
+    allow: Sequence[str] | None = None,
 ) -> LoadedConfig:
-    """A site file with one (never polled) device `meter-1` and the given blocks."""
+    """A site file with one (never polled) device `meter-1` and the given blocks.
+
+    The ingest writes series only for configured names: these tests publish other devices
+    and points of their own site too (`meter-2`, the POINTS not in meter-1's profile), so
+    `ingest.allow` is `{site}/*/*/*` unless `allow` says otherwise (`()`: none).
+    """
+    patterns = [f"{site}/*/*/*"] if allow is None else list(allow)
+    if patterns:
+        listed = f"allow: [{', '.join(repr(p) for p in patterns)}]"
+        ingest = f"{{{listed}, {ingest[1:]}" if ingest else f"{{{listed}}}"
     lines = [
         f"site: {site}",
         "gateway: gw-01",
