@@ -18,14 +18,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from drivers.dlt645.config import Dlt645Device, Dlt645Profile
-from drivers.dlt645.driver import Dlt645Driver
-from drivers.dlt645.line import Dlt645Line
-from drivers.modbus.config import ModbusDevice, ModbusProfile
-from drivers.modbus.connection import ModbusConnection
-from drivers.modbus.driver import ModbusDriver
-from drivers.opcua.config import OpcUaDevice
 from drivers.reading import Poll
+from drivers.registry import plugin
 from edge_agent import __version__
 from edge_agent.alarm_stage import build_alarm_stages
 from edge_agent.batching import build_batcher, resend_held
@@ -82,75 +76,26 @@ class Topics:
 
 
 def build_lines(devices: tuple[DeviceSetup, ...]) -> list[Line]:
-    """Group devices into lines and spread their phases evenly over each interval."""
+    """Group devices into lines (their protocol says which share one) and spread their
+    phases evenly over each interval, by the device's place among the enabled ones."""
     enabled = [d for d in devices if d.device.enabled]
-    lines: dict[str, Line] = {}
-    connections: dict[str, ModbusConnection] = {}
-    meter_lines: dict[str, Dlt645Line] = {}
+    grouped: dict[str, list[tuple[int, DeviceSetup]]] = {}
     for index, setup in enumerate(enabled):
-        device = setup.device
-        if isinstance(device, OpcUaDevice):
-            # Imported here so a Modbus-only site never loads asyncua (~0.4 s).
-            from drivers.opcua.driver import OpcUaDriver
-
-            # Every OPC UA server is a line of its own: one session, one task.
+        key = plugin(setup.device.driver).line_key(setup.device)
+        grouped.setdefault(key, []).append((index, setup))
+    lines: list[Line] = []
+    for key, members in grouped.items():
+        protocol = plugin(members[0][1].device.driver)
+        parts = protocol.open_line(key, [(s.device, s.profile) for _, s in members])
+        units = []
+        for (index, setup), driver in zip(members, parts.drivers, strict=True):
+            device = setup.device
             phase = device.interval_s * index / max(1, len(enabled))
-            unit = Unit(
-                OpcUaDriver(device),
-                device.interval_s,
-                backoff_max_s=device.backoff_max_s,
-                phase_s=phase,
+            units.append(
+                Unit(driver, device.interval_s, backoff_max_s=device.backoff_max_s, phase_s=phase)
             )
-            lines[f"opcua:{device.name}"] = Line(f"opcua:{device.name}", [unit])
-            continue
-        if isinstance(device, Dlt645Device):
-            assert isinstance(setup.profile, Dlt645Profile)
-            key = device.endpoint.bus_key
-            if key not in meter_lines:
-                # The meter line keeps its own frame gap between any two transactions.
-                gap = max(
-                    d.device.frame_gap_s
-                    for d in enabled
-                    if isinstance(d.device, Dlt645Device) and d.device.endpoint.bus_key == key
-                )
-                meter_lines[key] = Dlt645Line(device.endpoint, name=key, frame_gap_s=gap)
-            phase = device.interval_s * index / max(1, len(enabled))
-            lines.setdefault(key, Line(key, [])).units.append(
-                Unit(
-                    Dlt645Driver(device, setup.profile, line=meter_lines[key]),
-                    device.interval_s,
-                    backoff_max_s=device.backoff_max_s,
-                    phase_s=phase,
-                )
-            )
-            continue
-        assert isinstance(setup.profile, ModbusProfile)
-        endpoint = device.endpoint
-        key = endpoint.bus_key or f"tcp:{device.name}"
-        if endpoint.bus_key:
-            shared = [
-                d.device
-                for d in enabled
-                if isinstance(d.device, ModbusDevice)
-                and d.device.endpoint.bus_key == endpoint.bus_key
-            ]
-            if key not in connections:
-                # One client per bus; it waits as long as the slowest unit is allowed to.
-                connections[key] = ModbusConnection(
-                    endpoint,
-                    name=endpoint.bus_key,
-                    timeout_s=max(d.timeout_s for d in shared),
-                )
-            driver = ModbusDriver(device, setup.profile, connection=connections[key])
-        else:
-            driver = ModbusDriver(device, setup.profile)
-        line = lines.setdefault(key, Line(key, []))
-        line.frame_gap_s = max(line.frame_gap_s, device.frame_gap_s)
-        phase = device.interval_s * index / max(1, len(enabled))
-        line.units.append(
-            Unit(driver, device.interval_s, backoff_max_s=device.backoff_max_s, phase_s=phase)
-        )
-    return list(lines.values())
+        lines.append(Line(key, units, frame_gap_s=parts.frame_gap_s))
+    return lines
 
 
 class Agent:

@@ -23,25 +23,21 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
+from drivers.contract import PointChecks
 from drivers.dlt645.config import Dlt645Device, Dlt645Profile
-from drivers.dlt645.driver import Dlt645Driver
 from drivers.modbus.config import (
     NAME_PATTERN,
     ModbusDevice,
-    ModbusPoint,
     ModbusProfile,
-    Unreadable,
-    point_issues,
-    span_text,
 )
-from drivers.modbus.plan import build_plan
 from drivers.opcua.config import OpcUaDevice
 from drivers.options.alarms import reference_issues
+from drivers.registry import PROTOCOLS, plugin
 from edge_agent.alarm_config import AlarmsConfig
 from edge_agent.catalog import Folder, Kind, find, folders, known
 from edge_agent.config_errors import ConfigError, ConfigIssue, Loc, shown_path
@@ -73,10 +69,10 @@ __all__ = [
     "DeviceSetup",
     "LoadedConfig",
     "SiteConfig",
-    "address_clashes",
     "device_clashes",
     "duplicate_names",
     "load_config",
+    "protocol_clashes",
 ]
 
 INLINE = "inline"  # profile_name of a device whose points are in the site file
@@ -99,13 +95,6 @@ class DeviceClash:
     message: str
 
 
-def _line_key(device: ModbusDevice) -> str:
-    ep = device.endpoint
-    if ep.transport == "rtu":
-        return f"rtu:{ep.path}"
-    return f"{ep.transport}:{ep.host}:{ep.port}"
-
-
 def duplicate_names(names: Sequence[tuple[int, str]]) -> list[DeviceClash]:
     """Entries (index, device name) whose name an earlier entry already has."""
     clashes: list[DeviceClash] = []
@@ -119,41 +108,24 @@ def duplicate_names(names: Sequence[tuple[int, str]]) -> list[DeviceClash]:
     return clashes
 
 
-def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[DeviceClash]:
-    """Enabled entries on the same line (host:port or serial port) with the same device_id."""
-    clashes: list[DeviceClash] = []
-    seen: dict[tuple[str, int], tuple[int, ModbusDevice]] = {}
+def protocol_clashes(devices: Sequence[tuple[int, AnyDevice]]) -> list[DeviceClash]:
+    """Entries clashing with an earlier one of their protocol (same line and address)."""
+    by_protocol: dict[str, list[tuple[int, AnyDevice]]] = {}
     for index, device in devices:
-        # A disabled entry is a spare (e.g. the old profile kept while trying a new one).
-        if not device.enabled:
-            continue
-        address = (_line_key(device), device.device_id)
-        if address not in seen:
-            seen[address] = (index, device)
-            continue
-        first, other = seen[address]
-        also = "" if other.url == device.url else f" at {other.url!r}"
-        message = (
-            f"device_id {device.device_id} at {device.url!r} is already used by "
-            f"devices[{first}] {other.name!r}{also}"
-        )
-        clashes.append(DeviceClash(index, "device_id", message))
-    return clashes
-
-
-def _modbus_only(
-    devices: Sequence[tuple[int, AnyDevice]],
-) -> list[tuple[int, ModbusDevice]]:
-    """The Modbus entries: only they have a line and a device_id that can clash."""
-    return [(i, d) for i, d in devices if isinstance(d, ModbusDevice)]
+        by_protocol.setdefault(device.driver, []).append((index, device))
+    return [
+        DeviceClash(index, key, message)
+        for name, entries in by_protocol.items()
+        for index, key, message in plugin(name).site_issues(entries)
+    ]
 
 
 def device_clashes(
     devices: Sequence[tuple[int, AnyDevice]],
 ) -> list[DeviceClash]:
-    """Entries (index, device) reusing an earlier entry's name or line and device_id."""
+    """Entries (index, device) reusing an earlier entry's name or line and address."""
     names = duplicate_names([(index, device.name) for index, device in devices])
-    return sorted([*names, *address_clashes(_modbus_only(devices))], key=lambda c: c.index)
+    return sorted([*names, *protocol_clashes(devices)], key=lambda c: c.index)
 
 
 class SiteConfig(BaseModel):
@@ -220,26 +192,33 @@ def _valid_items(doc: Document, loc: Loc, model: type[Model]) -> list[tuple[Loc,
     return valid
 
 
-def _point_issues(
-    doc: Document,
-    points: Sequence[tuple[Loc, ModbusPoint]],
-    unreadable: Sequence[tuple[Loc, Unreadable]],
-) -> list[ConfigIssue]:
-    """The models' point checks, each issue placed at the point it concerns."""
+def _point_issues(doc: Document, loc: Loc, checks: PointChecks | None) -> list[ConfigIssue]:
+    """The protocol's checks across the points (and unreadable ranges) listed at `loc`,
+    each issue placed at the point it concerns."""
+    if checks is None:
+        return []
+    points = _valid_items(doc, (*loc, "points"), checks.point_model)
+    unreadable = _valid_items(doc, (*loc, "unreadable"), checks.unreadable_model)
     issues: list[ConfigIssue] = []
-    for issue in point_issues([p for _, p in points], [u for _, u in unreadable]):
-        loc = points[issue.index][0]
+    for issue in checks.check([p for _, p in points], [u for _, u in unreadable]):
+        at = points[issue.index][0]
         if issue.other is not None:
             line = doc.line_of(points[issue.other][0])
             if issue.message.startswith("duplicate"):
                 text = f"{issue.message} (first at line {line})"
-                issues.append(doc.issue((*loc, "name"), text))
+                issues.append(doc.issue((*at, "name"), text))
             else:  # "... overlap 'level' (40-41)" -> "... overlap 'level' (40-41, line 8)"
-                issues.append(doc.issue(loc, f"{issue.message[:-1]}, line {line})"))
+                issues.append(doc.issue(at, f"{issue.message[:-1]}, line {line})"))
         elif issue.unreadable is not None:
             line = doc.line_of(unreadable[issue.unreadable][0])
-            issues.append(doc.issue(loc, f"{issue.message} (line {line})"))
+            issues.append(doc.issue(at, f"{issue.message} (line {line})"))
     return issues
+
+
+def _checks_at(doc: Document, loc: Loc) -> PointChecks | None:
+    """The point checks of the protocol the entry at `loc` names, if it names a known one."""
+    name = doc.at((*loc, DISCRIMINATOR))
+    return plugin(name).point_checks if isinstance(name, str) and name in PROTOCOLS else None
 
 
 @dataclass(eq=False)  # one per file, compared by identity
@@ -249,9 +228,9 @@ class _Profile:
     path: Path
     users: list[str] = field(default_factory=list)
     doc: Document | None = None
-    profile: ModbusProfile | Dlt645Profile | None = None
+    profile: Any = None  # the model of `protocol`'s profiles, once valid
     issues: list[ConfigIssue] = field(default_factory=list)
-    dlt645: bool = False  # a DL/T 645 meter model (data identifiers), not a register map
+    protocol: str = "modbus"  # whose profile model it is read with: its first user's
 
 
 def _used_by(users: Sequence[str]) -> str:
@@ -270,25 +249,17 @@ def _load_profile(entry: _Profile, environ: Mapping[str, str]) -> None:
     if doc.data is None:
         entry.issues.append(doc.issue((), "the profile is empty; it needs at least points:"))
         return
-    if entry.dlt645:
-        meter, meter_errors = validate(Dlt645Profile, doc)
-        entry.issues.extend(issues_from(meter_errors, doc, Dlt645Profile))
-        entry.issues[:] = _unshadowed(entry.issues, doc)
-        if not entry.issues:
-            entry.profile = meter
-        return
-    profile, errors = validate(ModbusProfile, doc)
-    located = _point_issues(
-        doc,
-        _valid_items(doc, ("points",), ModbusPoint),
-        _valid_items(doc, ("unreadable",), Unreadable),
-    )
+    model = plugin(entry.protocol).profile_model
+    assert model is not None  # _find_profiles reads profiles of profile-using protocols only
+    checks = plugin(entry.protocol).point_checks
+    profile, errors = validate(model, doc)
+    located = _point_issues(doc, (), checks)
     entry.issues.extend(located)
     # The profile's own check of its points is already reported point by point.
     kept = [
         (loc, e) for loc, e in errors if not (located and not loc and e["type"] == "value_error")
     ]
-    entry.issues.extend(issues_from(kept, doc, ModbusProfile))
+    entry.issues.extend(issues_from(kept, doc, model))
     entry.issues[:] = _unshadowed(entry.issues, doc)
     if not entry.issues:
         entry.profile = profile
@@ -306,22 +277,14 @@ def _unknown_profile(name: str, dirs: Sequence[Folder]) -> str:
 
 
 def _unreadable_covers(
-    doc: Document, device_loc: Loc, device: ModbusDevice, entry: _Profile
+    doc: Document, device_loc: Loc, device: AnyDevice, entry: _Profile, checks: PointChecks
 ) -> list[ConfigIssue]:
     """The device's own unreadable ranges against the points of its profile file."""
-    assert isinstance(entry.profile, ModbusProfile) and entry.doc is not None
+    assert entry.doc is not None
     issues: list[ConfigIssue] = []
-    for k, u in enumerate(device.unreadable):
-        for index, p in enumerate(entry.profile.points):
-            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
-                where = f"{entry.doc.file}:{entry.doc.line_of(('points', index))}"
-                issues.append(
-                    doc.issue(
-                        (*device_loc, "unreadable", k),
-                        f"unreadable {u.table} range {u.start}-{u.end} covers {p.name!r} at "
-                        f"{span_text(p)} of profile {device.profile!r} ({where})",
-                    )
-                )
+    for k, j, message in checks.covers(device, entry.profile):
+        where = f"{entry.doc.file}:{entry.doc.line_of(('points', j))}"
+        issues.append(doc.issue((*device_loc, "unreadable", k), f"{message} ({where})"))
     return issues
 
 
@@ -364,15 +327,7 @@ def _check_devices(
     for i in range(count):
         loc: Loc = ("devices", i)
         # Checked here as well as by the model, to place each issue at its point.
-        inline_located[i] = (
-            []
-            if doc.at((*loc, DISCRIMINATOR)) in ("opcua", "dlt645")  # not registers
-            else _point_issues(
-                doc,
-                _valid_items(doc, (*loc, "points"), ModbusPoint),
-                _valid_items(doc, (*loc, "unreadable"), Unreadable),
-            )
-        )
+        inline_located[i] = _point_issues(doc, loc, _checks_at(doc, loc))
         issues.extend(inline_located[i])
         try:
             valid.append((i, _DEVICE.validate_python(doc.at(loc))))
@@ -382,7 +337,7 @@ def _check_devices(
     issues.extend(issues_from(_site_errors(errors, doc, inline_located), doc, SiteConfig))
     raw_names = [(i, doc.at(("devices", i, "name"))) for i in range(count)]
     names = [(i, name) for i, name in raw_names if isinstance(name, str)]
-    for clash in [*duplicate_names(names), *address_clashes(_modbus_only(valid))]:
+    for clash in [*duplicate_names(names), *protocol_clashes(valid)]:
         key_loc: Loc = ("devices", clash.index, clash.key)
         present, _ = child(doc.at(key_loc[:-1]), clash.key)
         if present:
@@ -412,8 +367,10 @@ def _find_profiles(
             issues.append(doc.issue(("devices", i, "profile"), _unknown_profile(name, dirs)))
             continue
         user = doc.at(("devices", i, "name"))
-        dlt645 = doc.at(("devices", i, DISCRIMINATOR)) == "dlt645"
-        entry = profiles.setdefault(found.resolve(), _Profile(found, dlt645=dlt645))
+        driver = doc.at(("devices", i, DISCRIMINATOR))
+        known_driver = isinstance(driver, str) and driver in PROTOCOLS
+        protocol = driver if known_driver and plugin(str(driver)).profile_model else "modbus"
+        entry = profiles.setdefault(found.resolve(), _Profile(found, protocol=str(protocol)))
         entry.users.append(user if isinstance(user, str) else f"devices[{i}]")
         wanted[i] = entry
     for entry in profiles.values():
@@ -421,75 +378,28 @@ def _find_profiles(
     return wanted, issues
 
 
-def _meter_setup(
-    doc: Document,
-    index: int,
-    device: Dlt645Device,
-    entry: _Profile | None,
-    issues: list[ConfigIssue],
-) -> DeviceSetup | None:
-    """A DL/T 645 meter with its identifiers, or None after recording why not."""
-    if device.profile is None:
-        profile, name = device.inline_profile(), INLINE
-    elif entry is None or not isinstance(entry.profile, Dlt645Profile):
-        if entry is not None and entry.profile is not None:
-            issues.append(
-                doc.issue(
-                    ("devices", index, "profile"),
-                    f"{device.profile!r} is not a DL/T 645 "
-                    "profile (its points need di:, not address:)",
-                )
-            )
-        return None
-    else:
-        profile, name = entry.profile, device.profile
-    try:
-        Dlt645Driver(device, profile)  # compiles the plan; opens nothing
-    except ValueError as exc:
-        issues.append(doc.issue(("devices", index), str(exc)))
-        return None
-    return DeviceSetup(device, profile, name)
-
-
 def _line_sharing_issues(
     doc: Document, valid: Sequence[tuple[int, AnyDevice]]
 ) -> list[ConfigIssue]:
-    """Meters on one line need distinct addresses; a serial path speaks one protocol."""
+    """A serial line speaks one protocol: later protocols on a line are told the first."""
+    first: dict[str, str] = {}  # serial line -> the protocol that has it (table order)
+    told: set[tuple[str, str]] = set()
     issues: list[ConfigIssue] = []
-    meters: dict[str, list[tuple[int, Dlt645Device]]] = {}
-    modbus_lines = {
-        d.endpoint.bus_key for _, d in valid if isinstance(d, ModbusDevice) and d.enabled
-    }
-    for i, d in valid:
-        if isinstance(d, Dlt645Device) and d.enabled:
-            meters.setdefault(d.endpoint.bus_key, []).append((i, d))
-    for key, on_line in meters.items():
-        if key in modbus_lines:
+    ordered = sorted(valid, key=lambda e: list(PROTOCOLS).index(e[1].driver))
+    for i, d in ordered:
+        path = plugin(d.driver).serial_path(d) if d.enabled else None
+        if path is None:
+            continue
+        owner = first.setdefault(path, d.driver)
+        if owner != d.driver and (path, d.driver) not in told:
+            told.add((path, d.driver))
             issues.append(
                 doc.issue(
-                    ("devices", on_line[0][0], "url"),
-                    f"{key} is also a Modbus line; one serial line speaks one protocol",
+                    ("devices", i, "url"),
+                    f"{path} is also a {plugin(owner).title} line; one serial line speaks "
+                    "one protocol",
                 )
             )
-        seen: dict[str, int] = {}
-        for i, d in on_line:
-            if d.address in seen:
-                issues.append(
-                    doc.issue(
-                        ("devices", i, "address"),
-                        f"address {d.address} is already used on {key} by "
-                        f"devices[{seen[d.address]}]",
-                    )
-                )
-            seen.setdefault(d.address, i)
-            if "AA" in d.address and len(on_line) > 1:
-                issues.append(
-                    doc.issue(
-                        ("devices", i, "address"),
-                        f"wildcard address {d.address} on {key}, which has "
-                        f"{len(on_line)} meters: every meter would answer",
-                    )
-                )
     return issues
 
 
@@ -520,36 +430,33 @@ def load_config(
 
     setups: list[DeviceSetup] = []
     for i, device in valid:
-        if isinstance(device, OpcUaDevice):
-            # Certificate paths are relative to the site file; the driver gets them absolute.
-            setups.append(DeviceSetup(device.resolved(site_dir.resolve()), None, INLINE))
-            continue
-        if isinstance(device, Dlt645Device):
-            meter = _meter_setup(doc, i, device, wanted.get(i), issues)
-            if meter is not None:
-                setups.append(meter)
-            continue
-        if device.profile is None:
+        protocol = plugin(device.driver)
+        device = protocol.resolved(device, site_dir.resolve())
+        if protocol.profile_model is None:
+            profile, profile_name = None, INLINE
+        elif device.profile is None:
             profile, profile_name = device.inline_profile(), INLINE
         else:
             entry = wanted.get(i)
             if entry is None or entry.profile is None:
                 continue
-            if not isinstance(entry.profile, ModbusProfile):
+            if not isinstance(entry.profile, protocol.profile_model):
                 issues.append(
-                    doc.issue(
-                        ("devices", i, "profile"),
-                        f"{device.profile!r} is a DL/T 645 profile, not a Modbus register map",
-                    )
+                    doc.issue(("devices", i, "profile"), protocol.wrong_profile(device.profile))
                 )
                 continue
-            covers = _unreadable_covers(doc, ("devices", i), device, entry)
+            checks = protocol.point_checks
+            covers = (
+                []
+                if checks is None
+                else _unreadable_covers(doc, ("devices", i), device, entry, checks)
+            )
             if covers:
                 issues.extend(covers)
                 continue
             profile, profile_name = entry.profile, device.profile
         try:
-            build_plan(device, profile)
+            protocol.compile(device, profile)
         except ValueError as exc:
             issues.append(doc.issue(("devices", i), str(exc)))
             continue

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -41,12 +39,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from drivers.modbus.driver import ModbusDriver
+from drivers.contract import PolledDriver, WireEstimate
 from drivers.reading import DeviceUnreachable, PointSpec, Poll
+from drivers.registry import PROTOCOLS, plugin
 from edge_agent import __version__
 from edge_agent.alarm_stage import AlarmStage
 from edge_agent.platform_uplink import PlatformUplink
-from edge_agent.poller import PolledDriver, Unit, UnitStats
+from edge_agent.poller import Unit, UnitStats
 from edge_agent.report_filter import ReportFilter
 
 if TYPE_CHECKING:
@@ -57,45 +56,17 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 JITTER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 REASON_MAX = 48
 
-MBAP_SIZE = 7  # Modbus TCP header: transaction, protocol, length, unit id
-RTU_OVERHEAD = 3  # unit id before the PDU, CRC after it
-
 
 def reason_label(reason: str) -> str:
     """A bounded label for a failure reason: the text before the first ':'."""
     return reason.split(":", 1)[0].strip()[:REASON_MAX] or "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class WireEstimate:
-    """Bytes of one complete poll on the wire (framing included), from the read plan."""
-
-    request_bytes: int  # every request of the plan
-    response_bytes: int  # every normal answer
-    first_request_bytes: int  # what a poll sends before it times out on the first request
-
-
-def wire_estimate(driver: object) -> WireEstimate | None:
-    """Request and answer sizes of one poll of a Modbus driver; None for other protocols.
-
-    A read request PDU is 5 bytes (function, start, count); its answer is 2 bytes
-    (function, byte count) plus the data: 2 bytes per register, a bit per coil rounded up
-    to whole bytes. Modbus TCP adds the 7-byte MBAP header, RTU a unit id and a 2-byte CRC.
-    """
-    if not isinstance(driver, ModbusDriver):
+def wire_estimate(driver: PolledDriver) -> WireEstimate | None:
+    """Bytes one poll of `driver` puts on the wire, where its protocol can tell."""
+    if driver.protocol not in PROTOCOLS:  # a stand-in driver of a test or a benchmark
         return None
-    overhead = RTU_OVERHEAD if driver.device.endpoint.is_serial_line else MBAP_SIZE
-    sizes: list[tuple[int, int]] = []
-    for req in driver.plan.requests:
-        data = math.ceil(req.count / 8) if req.table.is_bits else 2 * req.count
-        sizes.append((overhead + 5, overhead + 2 + data))
-    if not sizes:
-        return None
-    return WireEstimate(
-        request_bytes=sum(s[0] for s in sizes),
-        response_bytes=sum(s[1] for s in sizes),
-        first_request_bytes=sizes[0][0],
-    )
+    return plugin(driver.protocol).wire_estimate(driver)
 
 
 class MeteredDriver:
@@ -104,6 +75,7 @@ class MeteredDriver:
     def __init__(self, inner: PolledDriver, stats: UnitStats, metrics: AgentMetrics) -> None:
         self.inner = inner
         self.name = inner.name
+        self.protocol = inner.protocol
         self.points: tuple[PointSpec, ...] = inner.points
         self._stats = stats
         self._metrics = metrics
@@ -361,8 +333,13 @@ class AgentCollector(Collector):
             name = unit.driver.name
             s = unit.stats
             driver = unit.driver.inner if isinstance(unit.driver, MeteredDriver) else unit.driver
-            if isinstance(driver, ModbusDriver):
-                bad_answers.add_metric([name], driver.bad_answers)
+            refused = (
+                plugin(driver.protocol).bad_answers(driver)
+                if driver.protocol in PROTOCOLS
+                else None
+            )
+            if refused is not None:
+                bad_answers.add_metric([name], refused)
             families["polls"].add_metric([name], s.polls)
             families["answered"].add_metric([name], s.good_polls)
             families["failures"].add_metric([name], s.failures)

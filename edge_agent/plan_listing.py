@@ -12,12 +12,7 @@ The layout is fixed (golden tests compare it), so change it deliberately.
 
 from __future__ import annotations
 
-from drivers.dlt645.config import Dlt645Device, Dlt645Profile
-from drivers.dlt645.driver import Dlt645Driver
-from drivers.modbus.config import ModbusProfile
-from drivers.modbus.plan import Request, build_plan
-from drivers.opcua.config import OpcUaDevice
-from drivers.opcua.plan import describe_device, read_requests
+from drivers.registry import plugin
 from edge_agent.config import LoadedConfig
 from edge_agent.config_errors import ConfigError
 
@@ -26,58 +21,21 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _request_line(request: Request) -> str:
-    return (
-        f"  FC{request.function_code:02d} {request.table:<9} "
-        f"start {request.start:5d} (0x{request.start:04X})  count {request.count:4d}  "
-        + ", ".join(request.point_names)
-    )
-
-
 def render_plan(loaded: LoadedConfig) -> str:
     """Every device's requests and the totals per poll of the enabled devices."""
     lines = [f"site {loaded.site.site}, gateway {loaded.site.gateway}"]
     points = requests = registers = bits = disabled = 0
     for setup in loaded.devices:
         device = setup.device
-        if isinstance(device, OpcUaDevice):
-            lines.extend(describe_device(device))
-            if not device.enabled:
-                disabled += 1
-                continue
-            points += len(device.points)
-            requests += read_requests(device)
-            continue
-        if isinstance(device, Dlt645Device):
-            assert isinstance(setup.profile, Dlt645Profile)
-            meter = Dlt645Driver(device, setup.profile).plan  # compiles only; opens nothing
-            state = "" if device.enabled else ", disabled"
-            lines.append(
-                f"{device.name}: {device.url} address {device.address}, "
-                f"profile {setup.profile_name}, every {device.interval_s:g} s{state}"
-            )
-            lines.extend(f"  {line}" for line in meter.describe())
-            if not device.enabled:
-                disabled += 1
-                continue
-            points += len(meter.points)
-            requests += len(meter.requests)
-            continue
-        assert isinstance(setup.profile, ModbusProfile)
-        plan = build_plan(device, setup.profile)
-        state = "" if device.enabled else ", disabled"
-        lines.append(
-            f"{device.name}: {device.url} device_id {device.device_id}, "
-            f"profile {setup.profile_name}, every {device.interval_s:g} s{state}"
-        )
-        lines.extend(_request_line(r) for r in plan.requests)
+        summary = plugin(device.driver).plan_summary(device, setup.profile, setup.profile_name)
+        lines.extend(summary.lines)
         if not device.enabled:
             disabled += 1
             continue
-        points += len(plan.points)
-        requests += len(plan.requests)
-        registers += sum(r.count for r in plan.requests if not r.table.is_bits)
-        bits += sum(r.count for r in plan.requests if r.table.is_bits)
+        points += summary.points
+        requests += summary.requests
+        registers += summary.registers
+        bits += summary.bits
     devices = _plural(len(loaded.devices), "device")
     if disabled:
         devices += f" ({disabled} disabled)"

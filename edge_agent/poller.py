@@ -21,24 +21,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality
+from drivers.contract import PolledDriver
+from drivers.reading import DeviceUnreachable, Poll, Quality
 
 log = logging.getLogger(__name__)
 
 JITTER_SAMPLES = 4096
-
-
-class PolledDriver(Protocol):
-    """What the scheduler needs of a driver."""
-
-    name: str
-    points: tuple[PointSpec, ...]
-
-    async def read(self) -> Poll: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass(slots=True)

@@ -397,7 +397,7 @@ def test_wire_estimate_follows_the_framing() -> None:
     r = wire_estimate(rtu)
     assert r is not None
     assert (r.request_bytes, r.response_bytes) == (3 * 8, (5 + 4) + (5 + 2) + (5 + 2))
-    assert wire_estimate(object()) is None
+    assert wire_estimate(_Driver("stand-in")) is None  # no protocol plugin, no estimate
 
 
 def test_reason_labels_are_bounded() -> None:
@@ -410,6 +410,8 @@ def test_reason_labels_are_bounded() -> None:
 
 
 class _Driver:
+    protocol = "scripted"
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.points: tuple[PointSpec, ...] = ()

@@ -24,6 +24,8 @@ POINTS = (PointSpec("v", "V"),)
 class ScriptedDriver:
     """A driver whose answers follow a script; records the loop time of every read."""
 
+    protocol = "scripted"  # no plugin: the registry's names are the real protocols
+
     def __init__(
         self,
         name: str,

@@ -623,6 +623,8 @@ def test_a_reload_keeps_what_unchanged_devices_last_published(tmp_path: Path) ->
 class _SteadyDriver:
     """Answers a constant value, stamped with the (virtual) loop time."""
 
+    protocol = "scripted"
+
     def __init__(self) -> None:
         self.name = "d"
         self.points = X

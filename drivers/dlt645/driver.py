@@ -86,6 +86,8 @@ def build_plan(profile: Dlt645Profile) -> Plan:
 class Dlt645Driver:
     """One DL/T 645 meter: a plan plus the line it sits on."""
 
+    protocol = "dlt645"
+
     def __init__(
         self,
         device: Dlt645Device,

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.contract import PointIssue
 from drivers.modbus.codec import Order, PointType, Table, register_count
 from drivers.modbus.type_names import order_name, point_type_name
 from drivers.options.alarms import DeviceAlarms, PointAlarms
@@ -201,17 +202,6 @@ class Unreadable(_Model):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class PointIssue:
-    """A problem of one point in a list: `index` is that point; `other` the point it
-    clashes with, `unreadable` the range it lies in (so a loader can add their lines)."""
-
-    index: int
-    message: str
-    other: int | None = None
-    unreadable: int | None = None
-
-
 def _span(p: ModbusPoint) -> str:
     return str(p.address) if p.count == 1 else f"{p.address}-{p.last_address}"
 
@@ -371,3 +361,28 @@ class ModbusDevice(_Model):
 
 # Profile names go into file names; keep them path-safe.
 PROFILE_NAME = re.compile(NAME_PATTERN)
+
+
+def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[tuple[int, str, str]]:
+    """Enabled entries on the same line (host:port or serial port) with the same device_id:
+    (index, key to point at, message)."""
+    clashes: list[tuple[int, str, str]] = []
+    seen: dict[tuple[str, int], tuple[int, ModbusDevice]] = {}
+    for index, device in devices:
+        # A disabled entry is a spare (e.g. the old profile kept while trying a new one).
+        if not device.enabled:
+            continue
+        ep = device.endpoint
+        line = f"rtu:{ep.path}" if ep.transport == "rtu" else f"{ep.transport}:{ep.host}:{ep.port}"
+        address = (line, device.device_id)
+        if address not in seen:
+            seen[address] = (index, device)
+            continue
+        first, other = seen[address]
+        also = "" if other.url == device.url else f" at {other.url!r}"
+        message = (
+            f"device_id {device.device_id} at {device.url!r} is already used by "
+            f"devices[{first}] {other.name!r}{also}"
+        )
+        clashes.append((index, "device_id", message))
+    return clashes

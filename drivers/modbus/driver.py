@@ -44,6 +44,8 @@ def exception_reason(code: int) -> str:
 class ModbusDriver:
     """One Modbus unit: a plan plus the connection of the line it sits on."""
 
+    protocol = "modbus"
+
     def __init__(
         self,
         device: ModbusDevice,

@@ -185,6 +185,8 @@ class _Session:
 class OpcUaDriver:
     """One OPC UA server: a session, a subscription for subscribe points, Reads for the rest."""
 
+    protocol = "opcua"
+
     def __init__(self, device: OpcUaDevice) -> None:
         self.name = device.name
         self.device = device

@@ -1,0 +1,140 @@
+"""Modbus TCP, RTU and RTU over TCP as a protocol plugin (drivers/contract.py)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from drivers.contract import (
+    LineParts,
+    PlanSummary,
+    PointChecks,
+    PolledDriver,
+    SiteIssue,
+    WireEstimate,
+)
+from drivers.modbus.config import (
+    ModbusDevice,
+    ModbusPoint,
+    ModbusProfile,
+    Unreadable,
+    address_clashes,
+    point_issues,
+    span_text,
+)
+from drivers.modbus.connection import ModbusConnection
+from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.plan import Request, build_plan
+
+MBAP_SIZE = 7  # Modbus TCP header: transaction, protocol, length, unit id
+RTU_OVERHEAD = 3  # unit id and CRC
+
+
+def _request_line(request: Request) -> str:
+    return (
+        f"  FC{request.function_code:02d} {request.table:<9} "
+        f"start {request.start:5d} (0x{request.start:04X})  count {request.count:4d}  "
+        + ", ".join(request.point_names)
+    )
+
+
+def _covers(device: ModbusDevice, profile: ModbusProfile) -> list[tuple[int, int, str]]:
+    """The device's own unreadable ranges that cover points of its profile's map."""
+    found = []
+    for k, u in enumerate(device.unreadable):
+        for j, p in enumerate(profile.points):
+            if u.table == p.table and p.address <= u.end and u.start <= p.last_address:
+                message = (
+                    f"unreadable {u.table} range {u.start}-{u.end} covers {p.name!r} at "
+                    f"{span_text(p)} of profile {device.profile!r}"
+                )
+                found.append((k, j, message))
+    return found
+
+
+class ModbusPlugin:
+    """Devices on a TCP connection of their own, or units sharing a serial line."""
+
+    name = "modbus"
+    title = "Modbus"
+    device_model = ModbusDevice
+    profile_model = ModbusProfile
+    point_checks = PointChecks(ModbusPoint, Unreadable, point_issues, _covers)
+
+    def resolved(self, device: ModbusDevice, base: Path) -> ModbusDevice:
+        return device
+
+    def wrong_profile(self, name: str) -> str:
+        return f"{name!r} is a DL/T 645 profile, not a Modbus register map"
+
+    def line_key(self, device: ModbusDevice) -> str:
+        return device.endpoint.bus_key or f"tcp:{device.name}"
+
+    def serial_path(self, device: ModbusDevice) -> str | None:
+        return device.endpoint.bus_key or None
+
+    def site_issues(self, devices: Sequence[tuple[int, ModbusDevice]]) -> list[SiteIssue]:
+        return address_clashes(devices)
+
+    def compile(self, device: ModbusDevice, profile: ModbusProfile | None) -> None:
+        build_plan(device, profile or device.inline_profile())
+
+    def open_line(
+        self, key: str, devices: Sequence[tuple[ModbusDevice, ModbusProfile | None]]
+    ) -> LineParts:
+        first = devices[0][0]
+        connection = None
+        if first.endpoint.bus_key:
+            # One client per bus; it waits as long as the slowest unit is allowed to.
+            connection = ModbusConnection(
+                first.endpoint,
+                name=first.endpoint.bus_key,
+                timeout_s=max(d.timeout_s for d, _ in devices),
+            )
+        drivers: list[PolledDriver] = [
+            ModbusDriver(d, p or d.inline_profile(), connection=connection) for d, p in devices
+        ]
+        return LineParts(drivers, frame_gap_s=max(d.frame_gap_s for d, _ in devices))
+
+    def plan_summary(
+        self, device: ModbusDevice, profile: ModbusProfile | None, profile_name: str
+    ) -> PlanSummary:
+        plan = build_plan(device, profile or device.inline_profile())
+        state = "" if device.enabled else ", disabled"
+        header = (
+            f"{device.name}: {device.url} device_id {device.device_id}, "
+            f"profile {profile_name}, every {device.interval_s:g} s{state}"
+        )
+        return PlanSummary(
+            [header, *(_request_line(r) for r in plan.requests)],
+            points=len(plan.points),
+            requests=len(plan.requests),
+            registers=sum(r.count for r in plan.requests if not r.table.is_bits),
+            bits=sum(r.count for r in plan.requests if r.table.is_bits),
+        )
+
+    def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
+        """A read request PDU is 5 bytes (function, start, count); its answer 2 bytes
+        (function, byte count) plus the data: 2 bytes per register, a bit per coil rounded
+        up to whole bytes. TCP adds the 7-byte MBAP header, RTU a unit id and a 2-byte CRC."""
+        assert isinstance(driver, ModbusDriver)
+        overhead = RTU_OVERHEAD if driver.device.endpoint.is_serial_line else MBAP_SIZE
+        sizes: list[tuple[int, int]] = []
+        for req in driver.plan.requests:
+            data = math.ceil(req.count / 8) if req.table.is_bits else 2 * req.count
+            sizes.append((overhead + 5, overhead + 2 + data))
+        if not sizes:
+            return None
+        return WireEstimate(
+            request_bytes=sum(s[0] for s in sizes),
+            response_bytes=sum(s[1] for s in sizes),
+            first_request_bytes=sizes[0][0],
+        )
+
+    def bad_answers(self, driver: PolledDriver) -> int | None:
+        assert isinstance(driver, ModbusDriver)
+        return driver.bad_answers
+
+
+PLUGIN = ModbusPlugin()

@@ -1,0 +1,61 @@
+"""OPC UA as a protocol plugin (drivers/contract.py): one session per server.
+
+The driver, and with it asyncua, is imported only when a line is opened, so a site without
+OPC UA devices never loads the stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from drivers.contract import LineParts, PlanSummary, PolledDriver, SiteIssue, WireEstimate
+from drivers.opcua.config import OpcUaDevice
+from drivers.opcua.plan import describe_device, read_requests
+
+
+class OpcUaPlugin:
+    """Every server is a line of its own: one session, one task."""
+
+    name = "opcua"
+    title = "OPC UA"
+    device_model = OpcUaDevice
+    profile_model = None
+    point_checks = None
+
+    def resolved(self, device: OpcUaDevice, base: Path) -> OpcUaDevice:
+        return device.resolved(base)  # certificate paths are relative to the site file
+
+    def wrong_profile(self, name: str) -> str:
+        return "OPC UA devices have no profile"
+
+    def line_key(self, device: OpcUaDevice) -> str:
+        return f"opcua:{device.name}"
+
+    def serial_path(self, device: OpcUaDevice) -> str | None:
+        return None
+
+    def site_issues(self, devices: Sequence[tuple[int, OpcUaDevice]]) -> list[SiteIssue]:
+        return []  # two entries may name one server: each has a session of its own
+
+    def compile(self, device: OpcUaDevice, profile: None) -> None:
+        return None  # node ids are checked by the model; nothing else to plan offline
+
+    def open_line(self, key: str, devices: Sequence[tuple[OpcUaDevice, None]]) -> LineParts:
+        from drivers.opcua.driver import OpcUaDriver
+
+        return LineParts([OpcUaDriver(device) for device, _ in devices])
+
+    def plan_summary(self, device: OpcUaDevice, profile: None, profile_name: str) -> PlanSummary:
+        return PlanSummary(
+            describe_device(device), points=len(device.points), requests=read_requests(device)
+        )
+
+    def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
+        return None  # binary encoding and subscriptions: no fixed cost per poll
+
+    def bad_answers(self, driver: PolledDriver) -> int | None:
+        return None
+
+
+PLUGIN = OpcUaPlugin()
