@@ -147,6 +147,8 @@ class Agent:
         # Filled from the config by the stages' own modules (energy, alarms, report by
         # exception); each sees every poll, see stages.py.
         self.stages: list[Stage] = []
+        # A stage that raises costs only itself: counted here (metrics), logged once.
+        self.stage_failures: dict[str, int] = {}
         self._pollers: asyncio.TaskGroup | None = None
         self._reloading = asyncio.Lock()  # two quick SIGHUPs apply one after the other
         self._line_tasks: dict[str, asyncio.Task[None]] = {}
@@ -181,7 +183,10 @@ class Agent:
     def emit(self, poll: Poll) -> None:
         """Accept one poll into the outbox: the hot path, once per device per poll."""
         for stage in self.stages:
-            stage.observe(poll)
+            try:
+                stage.observe(poll)
+            except Exception:
+                self._stage_failed(stage, "observe")
         if self.uplink_filter is not None:
             selected = self.uplink_filter.select(poll)
             if selected is None:
@@ -199,6 +204,31 @@ class Agent:
             device=poll.device,
             readings=len(poll.values),
         )
+
+    def _stage_failed(self, stage: Stage, what: str) -> None:
+        """Count a stage's failure; the first of each stage is logged with its traceback."""
+        count = self.stage_failures.get(stage.name, 0) + 1
+        self.stage_failures[stage.name] = count
+        if count == 1:
+            log.exception(
+                "stage %s failed in %s; the readings and the other stages go on "
+                "(further failures are counted in edge_agent_stage_failures_total)",
+                stage.name,
+                what,
+            )
+
+    async def _run_stage(self, stage: Stage) -> None:
+        """A stage's timers, started again after a failure (capped backoff), never ending
+        the agent."""
+        pause_s = 1.0
+        while True:
+            try:
+                await stage.run()
+                return
+            except Exception:
+                self._stage_failed(stage, "run")
+            await asyncio.sleep(pause_s)
+            pause_s = min(60.0, pause_s * 2)
 
     def _device_state(self, device: str, up: bool, reason: str | None) -> None:
         # Up with a reason: it answers, but every point is bad (poller.py).
@@ -325,7 +355,7 @@ class Agent:
         async with asyncio.TaskGroup() as outer:
             outer.create_task(self.sink.run(), name="sink:mqtt")
             for stage in self.stages:
-                outer.create_task(stage.run(), name=f"stage:{stage.name}")
+                outer.create_task(self._run_stage(stage), name=f"stage:{stage.name}")
             try:
                 async with asyncio.TaskGroup() as pollers:
                     self._pollers = pollers

@@ -238,6 +238,18 @@ class AgentCollector(Collector):
         yield from self._alarms()
         yield from self._uplink()
         yield from self._platform_uplink()
+        yield from self._stages()
+
+    def _stages(self) -> Iterator[Metric]:
+        """Failures of stages (observe or timers), each costing only its stage."""
+        failures = CounterMetricFamily(
+            "edge_agent_stage_failures",
+            "Exceptions raised by a stage (alarms, energy, uplink, ...); the others went on.",
+            labels=["stage"],
+        )
+        for stage in self.agent.stages:
+            failures.add_metric([stage.name], self.agent.stage_failures.get(stage.name, 0))
+        yield failures
 
     def _uplink(self) -> Iterator[Metric]:
         """Readings polled against published, and uplink messages and bytes, per device."""
