@@ -180,6 +180,7 @@ class Outbox:
         self._overflow = _Episode("over its size limit, applying " + config.overflow)
         self._full_from = (0, 0)  # disk_full and disk_full_readings when the episode began
         self._checkpoint_at = 0.0
+        self._replacing = False  # a corrupt file was closed and its replacement failed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -233,7 +234,8 @@ class Outbox:
         if self._db is None:
             return
         self.flush()
-        self._db.close()
+        if self._db is not None:  # None: a corrupt file could not be replaced
+            self._db.close()
         self._db = None
 
     def _require(self) -> sqlite3.Connection:
@@ -293,7 +295,7 @@ class Outbox:
         if not pending.rows and not acked and not pending.holds and not pending.releases:
             return []
         try:
-            if self._db is None:
+            if self._replacing:
                 self._reopen()
             stored = self._write(pending, acked)
         except sqlite3.OperationalError as exc:  # disk full, I/O error, read-only
@@ -323,12 +325,14 @@ class Outbox:
     def _reopen(self) -> None:
         self._db = self._connect()
         self._load_stats()
+        self._replacing = False
 
     def _replace(self, exc: Exception) -> None:
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
         self._db = None
+        self._replacing = True
         self._move_aside(exc)
         self._reopen()
 
