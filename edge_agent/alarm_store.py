@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 
 from edge_agent.alarm_state import AlarmStatus
-from edge_agent.sqlite_file import move_aside, open_checked
+from edge_agent.sqlite_file import ALARMS, move_aside, open_checked
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class AlarmStore:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        """Open (or create) the file; a corrupt one is moved aside and a new one started."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the file; a corrupt one of ours is moved aside and a new one
+        started. DatabaseFileError when the file is not ours or cannot be written."""
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
@@ -64,7 +64,7 @@ class AlarmStore:
             self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        return open_checked(self.path, synchronous=self.synchronous, schema=_SCHEMA)
+        return open_checked(self.path, ALARMS, synchronous=self.synchronous, schema=_SCHEMA)
 
     def close(self) -> None:
         """Close; idempotent."""
@@ -132,7 +132,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN")
     try:
         yield
+        db.execute("COMMIT")  # a full disk fails here in WAL mode: roll back, not stay open
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")

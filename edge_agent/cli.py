@@ -26,9 +26,11 @@ from drivers.opcua.config import OpcUaDevice
 from drivers.reading import DeviceUnreachable
 from edge_agent import __version__, grafana_push, platform_uplink_cli
 from edge_agent.config import ConfigError, LoadedConfig, load_config
+from edge_agent.database_check import database_issues
 from edge_agent.diagnose_cli import DIAGNOSE_COMMANDS, add_diagnose_parsers, run_diagnose
 from edge_agent.log_format import configure_logging
 from edge_agent.plan_listing import render_issues, render_plan
+from edge_agent.sqlite_file import DatabaseFileError
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -163,6 +165,14 @@ def _load(path: Path, *, portable: bool = False) -> LoadedConfig | None:
         return None
 
 
+def _refuse_files(loaded: LoadedConfig) -> bool:
+    """Databases of the site that are not the agent's, or cannot be written: listed."""
+    issues = database_issues(loaded)
+    if issues:
+        print(render_issues(ConfigError(issues, file=issues[0].file)), end="", file=sys.stderr)
+    return bool(issues)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     try:
@@ -196,6 +206,8 @@ def _main(argv: Sequence[str] | None) -> int:
     loaded = _load(args.config, portable=args.command == "check" and args.portable)
     if loaded is None:
         return 2
+    if args.command in ("check", "run") and _refuse_files(loaded):
+        return 2
     if args.command == "check":
         n_points = sum(
             len(d.profile.points) if d.profile is not None else len(d.device.points or ())
@@ -211,7 +223,11 @@ def _main(argv: Sequence[str] | None) -> int:
         print(render_plan(loaded), end="")
         return 0
     if args.command == "run":
-        return _run_until_signal(_run_agent(loaded, view=args.view, http=args.http))
+        try:
+            return _run_until_signal(_run_agent(loaded, view=args.view, http=args.http))
+        except DatabaseFileError as exc:  # what _refuse_files could not see offline
+            print(f"edge-agent: {exc}", file=sys.stderr)
+            return 2
     if args.command == "simulate":
         try:
             return _run_until_signal(_simulate(loaded, control=args.control))
@@ -292,8 +308,17 @@ async def _run_agent(
             tg.create_task(agent.run(), name="agent")
             if view:
                 tg.create_task(run_live_view(agent), name="live-view")
+    except* DatabaseFileError as group:  # a store refused at open: one clear line, exit 2
+        raise _first(group) from None
     finally:
         pid_file.unlink(missing_ok=True)
+
+
+def _first(group: BaseExceptionGroup[DatabaseFileError]) -> BaseException:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found
 
 
 @contextlib.asynccontextmanager

@@ -38,6 +38,7 @@ from pathlib import Path
 from edge_agent.ingest_alarms import AlarmMessage
 from edge_agent.ingest_schema import DataMessage, Source
 from edge_agent.ingest_store import StoreBatch, StoreUnavailable
+from edge_agent.sqlite_file import STORE, DatabaseFileError, create_private, make_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -160,6 +161,8 @@ class EmbeddedStore:
             await self._run(self._open_sync)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        except DatabaseFileError as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def write(self, batch: StoreBatch) -> None:
         """One transaction for the batch."""
@@ -187,7 +190,10 @@ class EmbeddedStore:
     # -- on the store's thread (or directly, in benchmarks) ---------------------------------
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Made private (0600, -wal and -shm alike) and marked as ours, like every database
+        # of the agent (sqlite_file.py).
+        create_private(self.path, STORE, schema=SCHEMA)
+        make_private(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a crash of us

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_agent.sqlite_file import move_aside, open_checked
+from edge_agent.sqlite_file import ENERGY, move_aside, open_checked
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +56,18 @@ def assign(obj: object, values: Mapping[str, Any]) -> None:
 
 
 class EnergyStateFile:
-    """key -> (fingerprint, state), pickled. The file is the agent's own (0600)."""
+    """key -> (fingerprint, state), pickled. The file is the agent's own (0600, like every
+    database of the agent: sqlite_file.py); DatabaseFileError when the path holds a file
+    that is not, or cannot be written."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = open_checked(path, synchronous="normal", schema=SCHEMA)
+            self.db = open_checked(path, ENERGY, synchronous="normal", schema=SCHEMA)
         except sqlite3.DatabaseError:
             aside = move_aside(path)
             log.warning("energy state %s was corrupt, moved to %s; starting afresh", path, aside)
-            self.db = open_checked(path, synchronous="normal", schema=SCHEMA)
-        path.chmod(0o600)
+            self.db = open_checked(path, ENERGY, synchronous="normal", schema=SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:

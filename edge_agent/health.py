@@ -1,10 +1,11 @@
 """The gateway's health, as `/healthz` reports it: is the uplink up, do the devices answer?
 
 A gateway is unhealthy when its MQTT uplink has been down longer than the site's
-`health.uplink_down_s`, or when more than `health.max_devices_down_share` of its devices
+`health.uplink_down_s`, when more than `health.max_devices_down_share` of its devices
 have each been down (or in fault: answering with every point bad) longer than
-`health.device_down_s`. Short outages pass: a supervisor
-that restarts the agent on every broker hiccup would only lose the readings in memory.
+`health.device_down_s`, or while its outbox cannot store (a full disk: readings are being
+dropped, counted in `outbox_disk_full`). Short outages pass: a supervisor that restarts
+the agent on every broker hiccup would only lose the readings in memory.
 
 Times are the loop's monotonic clock, the one the poller stamps `Unit.down_since` with.
 """
@@ -12,11 +13,13 @@ Times are the loop's monotonic clock, the one the poller stamps `Unit.down_since
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from edge_agent.health_config import HealthConfig
 from edge_agent.mqtt_sink import MqttSink
+from edge_agent.outbox import OutboxStats
 from edge_agent.poller import Unit
 
 
@@ -54,6 +57,8 @@ class HealthReport:
     devices_down: list[str] = field(default_factory=list)  # down longer than device_down_s
     devices: int = 0
     devices_fault: list[str] = field(default_factory=list)  # in fault longer than that
+    # messages and readings the outbox could not store (a full disk), and since when now
+    outbox_disk_full: dict[str, int | float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready, the body of /healthz."""
@@ -64,11 +69,17 @@ class HealthReport:
             "devices_down": self.devices_down,
             "devices": self.devices,
             "devices_fault": self.devices_fault,
+            "outbox_disk_full": self.outbox_disk_full,
         }
 
 
 def check_health(
-    config: HealthConfig, *, uplink_down_s: float | None, units: Sequence[Unit], now: float
+    config: HealthConfig,
+    *,
+    uplink_down_s: float | None,
+    units: Sequence[Unit],
+    now: float,
+    outbox: OutboxStats | None = None,
 ) -> HealthReport:
     """Judge the gateway against the thresholds (see the module docstring)."""
     problems: list[str] = []
@@ -94,6 +105,20 @@ def check_health(
             f"{config.device_down_s:g} s (limit {config.max_devices_down_share:.0%} of devices): "
             f"{', '.join(troubled)}"
         )
+    disk_full: dict[str, int | float | None] = {}
+    if outbox is not None:
+        since_ms = outbox.disk_full_since_ms
+        for_s = None if since_ms is None else max(0.0, time.time() - since_ms / 1000)
+        disk_full = {
+            "messages": outbox.disk_full,
+            "readings": outbox.disk_full_readings,
+            "for_s": None if for_s is None else round(for_s, 3),
+        }
+        if for_s is not None:
+            problems.append(
+                f"outbox disk full for {for_s:.0f} s: readings are dropped "
+                f"({outbox.disk_full} messages, {outbox.disk_full_readings} readings so far)"
+            )
     return HealthReport(
         ok=not problems,
         problems=problems,
@@ -101,4 +126,5 @@ def check_health(
         devices_down=down,
         devices=len(units),
         devices_fault=fault,
+        outbox_disk_full=disk_full,
     )

@@ -201,6 +201,7 @@ class AgentHttp:
             uplink_down_s=self.uplink.down_for(),
             units=self.agent.units,
             now=asyncio.get_running_loop().time(),
+            outbox=self.agent.outbox.stats,
         )
 
     def _page(self) -> Response:

@@ -406,6 +406,11 @@ class AgentCollector(Collector):
             ("edge_agent_outbox_thinned", "Messages removed by thinning.", box.thinned),
             ("edge_agent_outbox_disk_full", "Messages that could not be stored.", box.disk_full),
             (
+                "edge_agent_outbox_disk_full_readings",
+                "Readings in messages that could not be stored.",
+                box.disk_full_readings,
+            ),
+            (
                 "edge_agent_outbox_replayed",
                 "Stored messages replayed after an outage.",
                 forwarder.replayed,

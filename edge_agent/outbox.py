@@ -15,8 +15,19 @@ the row is deleted, so `seq` rises by one per message across restarts. Only a ne
 
 The outbox is bounded by bytes and by age. Overflow drops the oldest rows (default) or
 thins old rows, keeping every Nth per device; each episode is logged once and counted.
-A corrupt file is moved aside and a new one started; a full disk drops the batch that
-could not be stored, counted and logged once per episode, and the agent keeps running.
+
+A full disk (or any other write SQLite refuses: I/O error, a file system remounted
+read-only) is an episode too: each flush tries again, and the messages of a flush that
+cannot be committed are dropped and counted (`disk_full`, `dropped`), so the gap in `seq`
+is exactly that count. What is stored stays and is still sent; acknowledged deletions wait
+for the next flush that can write (in WAL mode a delete needs room too). One line is
+logged when the episode starts, one when a flush stores again, with the count.
+Once a second a passive checkpoint copies the WAL into the database, so the next writes
+reuse the WAL's space instead of growing it: SQLite's own checkpoint waits for 4 MiB of
+WAL, which on a nearly full disk is the disk.
+
+A corrupt file of ours is moved aside and a new one started; a file that is not ours is
+never touched (sqlite_file.py).
 """
 
 from __future__ import annotations
@@ -32,9 +43,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.sqlite_file import move_aside, open_checked
+from edge_agent.sqlite_file import OUTBOX, DatabaseFileError, move_aside, open_checked
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -99,6 +112,8 @@ class OutboxStats:
     expired: int = 0
     thinned: int = 0
     disk_full: int = 0  # messages that could not be stored
+    disk_full_readings: int = 0
+    disk_full_since_ms: int | None = None  # the episode going on now (None: storing works)
     corrupt_files: int = 0
 
     def oldest_age_s(self, now_ms: int | None = None) -> float | None:
@@ -163,13 +178,15 @@ class Outbox:
         self._pending = _Pending()
         self._acked: list[int] = []
         self._overflow = _Episode("over its size limit, applying " + config.overflow)
-        self._full = _Episode("disk full, dropping messages that cannot be stored")
+        self._full_from = (0, 0)  # disk_full and disk_full_readings when the episode began
+        self._checkpoint_at = 0.0
+        self._replacing = False  # a corrupt file was closed and its replacement failed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open (or create) the file; a corrupt file is moved aside and replaced."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the file; a corrupt file of ours is moved aside and replaced.
+        DatabaseFileError when the file is not ours or cannot be written."""
         try:
             self._db = self._connect()
         except sqlite3.DatabaseError as exc:
@@ -186,7 +203,7 @@ class Outbox:
             )
 
     def _connect(self) -> sqlite3.Connection:
-        return open_checked(self.path, synchronous=self.config.synchronous, schema=_SCHEMA)
+        return open_checked(self.path, OUTBOX, synchronous=self.config.synchronous, schema=_SCHEMA)
 
     def _move_aside(self, exc: Exception) -> None:
         aside = move_aside(self.path)
@@ -217,7 +234,8 @@ class Outbox:
         if self._db is None:
             return
         self.flush()
-        self._db.close()
+        if self._db is not None:  # None: a corrupt file could not be replaced
+            self._db.close()
         self._db = None
 
     def _require(self) -> sqlite3.Connection:
@@ -277,20 +295,46 @@ class Outbox:
         if not pending.rows and not acked and not pending.holds and not pending.releases:
             return []
         try:
+            if self._replacing:
+                self._reopen()
             stored = self._write(pending, acked)
-        except sqlite3.OperationalError as exc:
-            if "full" not in str(exc):
-                raise
-            stored = self._write_when_full(pending, acked, exc)
+        except sqlite3.OperationalError as exc:  # disk full, I/O error, read-only
+            return self._not_stored(pending, acked, exc)
         except sqlite3.DatabaseError as exc:
             # The file went bad under us: start a new one and keep what we still hold.
-            self._db = None
-            self._move_aside(exc)
-            self._db = self._connect()
-            self._load_stats()
-            stored = self._write(pending, [])
-        self._apply_limits()
+            try:
+                self._replace(exc)
+                stored = self._write(pending, [])
+            except (sqlite3.Error, OSError, DatabaseFileError) as again:
+                return self._not_stored(pending, [], again)
+        except DatabaseFileError as exc:
+            return self._not_stored(pending, acked, exc)
+        try:
+            self._apply_limits()
+            self._checkpoint()
+        except sqlite3.OperationalError as exc:  # tried again after the next flush
+            log.debug("outbox: limits or checkpoint not applied (%s)", exc)
         return stored
+
+    def _checkpoint(self) -> None:
+        now = time.monotonic()
+        if now - self._checkpoint_at >= CHECKPOINT_EVERY_S:
+            self._checkpoint_at = now
+            self._require().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _reopen(self) -> None:
+        self._db = self._connect()
+        self._load_stats()
+        self._replacing = False
+
+    def _replace(self, exc: Exception) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        self._db = None
+        self._replacing = True
+        self._move_aside(exc)
+        self._reopen()
 
     def _write(self, pending: _Pending, acked: list[int]) -> list[Row]:
         db = self._require()
@@ -324,25 +368,51 @@ class Outbox:
             s.messages += len(pending.rows)
             s.readings += sum(r[4] for r in pending.rows)
             s.bytes += pending.bytes
-            self._full.clear()
+            if s.disk_full_since_ms is not None:
+                self._storing_again()
         if s.messages == 0:
             s.oldest_created_ms = None
         elif s.oldest_created_ms is None or acked:
             s.oldest_created_ms = self._oldest()
         return [Row(*r) for r in pending.rows]
 
-    def _write_when_full(self, pending: _Pending, acked: list[int], exc: Exception) -> list[Row]:
-        """A full disk: make room from the oldest rows once, else drop this batch."""
-        self._delete_oldest(max(len(pending.rows), self.stats.messages // 10), reason="disk full")
-        try:
-            return self._write(pending, acked)
-        except sqlite3.OperationalError:
-            self.stats.disk_full += len(pending.rows)
-            self.stats.dropped += len(pending.rows)
-            self.stats.dropped_readings += sum(r[4] for r in pending.rows)
-            self._full.hit(len(pending.rows), str(exc))
-            self._acked.extend(acked)  # retry the deletions next time
+    def _not_stored(self, pending: _Pending, acked: list[int], exc: Exception) -> list[Row]:
+        """Nothing of this flush was committed: its messages are dropped and counted, its
+        deletions wait for the next flush. Its held polls are still in their batches."""
+        self._acked.extend(acked)
+        self._pending.releases.extend(pending.releases)
+        if not pending.rows:
             return []
+        s = self.stats
+        n, readings = len(pending.rows), sum(r[4] for r in pending.rows)
+        s.disk_full += n
+        s.disk_full_readings += readings
+        s.dropped += n
+        s.dropped_readings += readings
+        if s.disk_full_since_ms is None:
+            s.disk_full_since_ms = time.time_ns() // 1_000_000
+            self._full_from = (s.disk_full - n, s.disk_full_readings - readings)
+            log.warning(
+                "outbox %s: %s, messages cannot be stored (%s); they are dropped and counted "
+                "until a write succeeds",
+                self.path,
+                "disk full" if "full" in str(exc) else "cannot write",
+                exc,
+            )
+        return []
+
+    def _storing_again(self) -> None:
+        s = self.stats
+        assert s.disk_full_since_ms is not None
+        seconds = (time.time_ns() // 1_000_000 - s.disk_full_since_ms) / 1000
+        s.disk_full_since_ms = None
+        log.warning(
+            "outbox %s: storing again after %.1f s; %d messages (%d readings) were dropped",
+            self.path,
+            seconds,
+            s.disk_full - self._full_from[0],
+            s.disk_full_readings - self._full_from[1],
+        )
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -451,8 +521,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")  # where a full disk shows in WAL mode: inside the try
     except BaseException:
         if db.in_transaction:  # SQLite already rolled back after some errors (disk full)
             db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")

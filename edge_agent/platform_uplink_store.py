@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from edge_agent.platform_uplink_config import UplinkConfig
-from edge_agent.sqlite_file import move_aside, open_checked
+from edge_agent.sqlite_file import UPLINK, move_aside, open_checked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS history (
@@ -104,12 +104,11 @@ class UplinkStore:
         # What each endpoint is sent (default: intervals); manual entries go to every one.
         spans = spans or {}
         self.spans = {e: set(spans.get(e, ("interval",))) for e in endpoints}
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = open_checked(path, synchronous=synchronous, schema=SCHEMA)
+            self.db = open_checked(path, UPLINK, synchronous=synchronous, schema=SCHEMA)
         except sqlite3.DatabaseError:
             move_aside(path)
-            self.db = open_checked(path, synchronous=synchronous, schema=SCHEMA)
+            self.db = open_checked(path, UPLINK, synchronous=synchronous, schema=SCHEMA)
         # Queue depths are kept in memory: /metrics renders in a worker thread, which must
         # not use this connection, and a count(*) grows with the backlog of an outage.
         self._depth: dict[str, int] = {}
@@ -155,7 +154,8 @@ class UplinkStore:
                 n += 1
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT (full disk) may have rolled back
+                db.execute("ROLLBACK")
             raise
         for e, k in queued.items():
             self._depth[e] = self._depth.get(e, 0) + k

@@ -123,6 +123,10 @@ def status_doc(agent: Agent, *, health: HealthReport) -> dict[str, Any]:
             "oldest_age_s": None if age is None else round(age, 1),
             "inflight": agent.forwarder.inflight,
             "dropped": box.dropped,
+            "dropped_readings": box.dropped_readings,
+            "disk_full": box.disk_full,  # messages that could not be stored
+            "disk_full_readings": box.disk_full_readings,
+            "disk_full_now": box.disk_full_since_ms is not None,
         },
         "health": health.as_dict(),
         "devices": [_device(u, now) for u in agent.units],

@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from edge_agent.alarm_store import PendingMessage
+from edge_agent.alarm_store import AlarmStore, PendingMessage
 from tests.alarm_support import StageBench, settle
+from tests.damaged_database import damage
 
 pytestmark = pytest.mark.looptime
 
@@ -506,8 +507,10 @@ async def test_a_corrupt_alarm_store_is_moved_aside_and_the_stage_runs_on(
     bench = StageBench(tmp_path, BOILER)
     path = bench.stage.store.path
     assert path == tmp_path / "var" / "outbox.alarms.sqlite"  # beside the outbox
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"this is not a database" * 100)
+    store = AlarmStore(path)
+    store.open()
+    store.close()
+    damage(path)  # ours, and corrupt
     bench.start()
     assert [p.name.split("-")[0] for p in path.parent.glob("outbox.alarms.sqlite.corrupt-*")] == [
         "outbox.alarms.sqlite.corrupt"

@@ -21,6 +21,7 @@ from edge_agent.config import load_config
 from edge_agent.energy_config import EnergyConfig, HierarchyNode
 from edge_agent.energy_stage import CounterPoint, EnergyStage, build_energy_stages
 from edge_agent.energy_state import EnergyStateFile
+from tests.damaged_database import damage
 from tests.energy_harness import EXAMPLE, Collect, meter
 from tests.energy_reference import History, local_ms, simulate
 
@@ -152,7 +153,8 @@ def test_a_changed_counter_starts_afresh_and_says_why(
 
 def test_a_corrupt_state_file_is_moved_aside(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
-    path.write_bytes(b"this is not a database" * 100)
+    EnergyStateFile(path).close()
+    damage(path)  # ours, and corrupt
     stage = _stage([meter("m1"), meter("m2")], Collect(), path)
     assert stage.restore_state() == 0
     assert [p.name.startswith("state.sqlite.corrupt-") for p in tmp_path.iterdir()].count(True) == 1

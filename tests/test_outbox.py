@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.outbox import Outbox, OutboxConfig
+from tests.damaged_database import damage
 
 
 def _open(tmp_path: Path, **config: object) -> Outbox:
@@ -115,12 +116,15 @@ def test_a_corrupt_file_is_moved_aside_and_replaced(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "outbox.sqlite"
-    path.write_bytes(b"this is not a database" * 100)
+    first = _open(tmp_path)
+    _fill(first, 3)
+    first.close()
+    header = damage(path)  # ours (its application_id is intact), and corrupt
     box = Outbox(path, OutboxConfig())
     box.open()
     assert box.stats.corrupt_files == 1
     aside = list(tmp_path.glob("outbox.sqlite.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
+    assert len(aside) == 1 and aside[0].read_bytes()[:100] == header
     assert _fill(box, 2) == [1, 2]
     assert any("is corrupt" in r.getMessage() for r in caplog.records)
 
