@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from drivers.reading import PointSpec, Poll
 
@@ -33,10 +33,15 @@ __all__ = [
     "PolledDriver",
     "ProtocolPlugin",
     "SiteIssue",
+    "ValueType",
     "WireEstimate",
 ]
 
 SiteIssue = tuple[int, str, str]  # (index in devices:, key to point at, message)
+# What a point's configuration says its values are, in words every encoding can map.
+ValueType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
+]
 
 
 class PolledDriver(Protocol):
@@ -171,6 +176,10 @@ class ProtocolPlugin(Protocol[D, P]):
 
     def plan_summary(self, device: D, profile: P | None, profile_name: str) -> PlanSummary:
         """The device's lines in `edge-agent plan` and its cost per poll."""
+        ...
+
+    def value_types(self, device: D, profile: P | None) -> dict[str, ValueType]:
+        """Point name -> the type its configuration fixes (points it does not fix: absent)."""
         ...
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:

@@ -35,6 +35,7 @@ from edge_agent.platform_uplink import with_uplink
 from edge_agent.poller import Unit, run_line
 from edge_agent.reload import ReloadPlan, plan_reload
 from edge_agent.report_filter import build_report_filter, rebuild_report_filter
+from edge_agent.sparkplug.hook import attach_sparkplug
 from edge_agent.stages import Outlet, Stage, UplinkFilter
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class Agent:
         self.stages.extend(
             build_alarm_stages(loaded, self.outlet, sink=self.sink, forwarder=self.forwarder)
         )
+        self.sparkplug = attach_sparkplug(loaded, self.stages, self.units)  # or None
         self.stages.append(GatewayHealth(self))  # outbox depth etc. as a stored series
         self.uplink_filter = build_report_filter(loaded)  # None without `report:` options
         self.batcher = build_batcher(
@@ -187,6 +189,8 @@ class Agent:
                 stage.observe(poll)
             except Exception:
                 self._stage_failed(stage, "observe")
+        if self.sparkplug is not None and not self.sparkplug.json_data:
+            return  # `sparkplug: {json: false}`: the edge node alone publishes data
         if self.uplink_filter is not None:
             selected = self.uplink_filter.select(poll)
             if selected is None:
@@ -237,6 +241,8 @@ class Agent:
         if reason:
             doc["reason"] = reason
         self.sink.publish(self.topics.device_status(device), orjson.dumps(doc), retain=True)
+        if self.sparkplug is not None:
+            self.sparkplug.device_state(device, up, reason)  # DDEATH / DBIRTH
 
     def _start_line(self, line: Line) -> None:
         assert self._pollers is not None

@@ -60,6 +60,7 @@ from edge_agent.mqtt_tls import tls_issues
 from edge_agent.outbox import OutboxConfig
 from edge_agent.platform_uplink import uplink_issues
 from edge_agent.platform_uplink_config import UplinkConfig
+from edge_agent.sparkplug.config import SparkplugConfig
 
 __all__ = [
     "ConfigError",
@@ -143,6 +144,7 @@ class SiteConfig(BaseModel):
     alarms: AlarmsConfig = AlarmsConfig()  # flood/chatter thresholds of the alarm stage
     health: HealthConfig = HealthConfig()  # when /healthz fails (edge-agent run --http)
     uplink: UplinkConfig | None = None  # 能耗在线监测 platform endpoints (platform_uplink.py)
+    sparkplug: SparkplugConfig | None = None  # Sparkplug B edge node (edge_agent/sparkplug)
     profiles_dir: Path | None = None  # relative to the site file
     devices: Annotated[tuple[DeviceConfig, ...], Field(min_length=1)]
 

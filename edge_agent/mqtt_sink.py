@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 AckCallback = Callable[[], None]
 MessageCallback = Callable[[str, bytes], object]  # (topic, payload), on the loop; result ignored
 MISC_INTERVAL_S = 1.0
+FENCE_FILTER = "$edge-agent/fence"  # unsubscribed from as a round trip (MqttSink.fence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ class MqttSink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -204,6 +206,7 @@ class MqttSink:
         self._closed = False
         self._last_logged = ""  # "up", or the reason last logged for being down
         self._subscriptions: dict[str, tuple[int, MessageCallback]] = {}
+        self._fences: dict[int, AckCallback] = {}  # UNSUBSCRIBE mid -> fence callback
 
     # -- public ---------------------------------------------------------------------------
 
@@ -266,6 +269,26 @@ class MqttSink:
             stats.pending += 1
         else:
             self._enqueue(topic, payload, qos, retain, on_ack)
+
+    def set_will(self, will: Will) -> None:
+        """The will of the next CONNECT (Sparkplug's NDEATH carries a bdSeq per connect)."""
+        self._client.will_set(will.topic, will.payload, will.qos, will.retain)
+
+    def fence(self, callback: AckCallback) -> bool:
+        """Run `callback` once the broker has handled every packet sent before this call.
+
+        An UNSUBSCRIBE of a filter nobody uses makes the round trip: the broker answers a
+        connection's packets in order, so its UNSUBACK follows the handling of every QoS 0
+        message before it. False when not connected; a fence whose answer is lost with the
+        connection never calls back.
+        """
+        if not self._connected:
+            return False
+        rc, mid = self._client.unsubscribe(FENCE_FILTER)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return False
+        self._fences[mid] = callback
+        return True
 
     def subscribe(self, topic_filter: str, callback: MessageCallback, *, qos: int = 1) -> None:
         """Receive messages matching `topic_filter`: `callback(topic, payload)` runs on the loop.
@@ -528,6 +551,7 @@ class MqttSink:
         if self._qos0:  # QoS 0 packets still in paho's buffer are gone with the socket
             self.stats.dropped += len(self._qos0)
             self._qos0.clear()
+        self._fences.clear()  # their answers are lost, and paho reuses message ids
         _resolve(self._connack, text)
         _resolve(self._lost, text)
 
@@ -538,6 +562,16 @@ class MqttSink:
                     callback(message.topic, bytes(message.payload))
                 except Exception:
                     logger.exception("callback for %s failed", message.topic)
+
+    def _on_unsubscribe(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, _codes: Any, _props: Any
+    ) -> None:
+        callback = self._fences.pop(mid, None)
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                logger.exception("fence callback %s failed", mid)
 
     def _on_publish(
         self,

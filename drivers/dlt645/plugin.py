@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from drivers.contract import LineParts, PlanSummary, PolledDriver, SiteIssue, WireEstimate
+from drivers.contract import (
+    LineParts,
+    PlanSummary,
+    PolledDriver,
+    SiteIssue,
+    ValueType,
+    WireEstimate,
+)
 from drivers.dlt645.config import Dlt645Device, Dlt645Profile
 from drivers.dlt645.driver import Dlt645Driver
+from drivers.dlt645.formats import FieldKind
 from drivers.dlt645.line import Dlt645Line
 
 
@@ -80,6 +88,23 @@ class Dlt645Plugin:
             points=len(plan.points),
             requests=len(plan.requests),
         )
+
+    def value_types(
+        self, device: Dlt645Device, profile: Dlt645Profile | None
+    ) -> dict[str, ValueType]:
+        """Numbers are float64; hex fields uint64 (float64 when scaled); digits and times
+        strings."""
+        kinds: dict[FieldKind, ValueType] = {
+            FieldKind.NUMBER: "float64",
+            FieldKind.HEX: "uint64",
+            FieldKind.DIGITS: "string",
+            FieldKind.TIME: "string",
+        }
+        types: dict[str, ValueType] = {}
+        for p in (profile or device.inline_profile()).points:
+            kind = kinds[p.data_format.fields[p.field].kind]
+            types[p.name] = "float64" if kind == "uint64" and p.scale != 1 else kind
+        return types
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
         return None

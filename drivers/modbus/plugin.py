@@ -12,8 +12,10 @@ from drivers.contract import (
     PointChecks,
     PolledDriver,
     SiteIssue,
+    ValueType,
     WireEstimate,
 )
+from drivers.modbus.codec import PointType
 from drivers.modbus.config import (
     ModbusDevice,
     ModbusPoint,
@@ -51,6 +53,23 @@ def _covers(device: ModbusDevice, profile: ModbusProfile) -> list[tuple[int, int
                 )
                 found.append((k, j, message))
     return found
+
+
+_TYPES: dict[PointType, ValueType] = {
+    PointType.BOOL: "bool",
+    PointType.BIT: "bool",
+    PointType.INT16: "int16",
+    PointType.UINT16: "uint16",
+    PointType.INT32: "int32",
+    PointType.UINT32: "uint32",
+    PointType.INT64: "int64",
+    PointType.UINT64: "uint64",
+    PointType.FLOAT32: "float32",
+    PointType.FLOAT64: "float64",
+    PointType.STRING: "string",
+    PointType.BCD16: "uint16",
+    PointType.BCD32: "uint32",
+}
 
 
 class ModbusPlugin:
@@ -113,6 +132,17 @@ class ModbusPlugin:
             registers=sum(r.count for r in plan.requests if not r.table.is_bits),
             bits=sum(r.count for r in plan.requests if r.table.is_bits),
         )
+
+    def value_types(
+        self, device: ModbusDevice, profile: ModbusProfile | None
+    ) -> dict[str, ValueType]:
+        """The register type; engineering values (scale, offset, decimals) are float64."""
+        types: dict[str, ValueType] = {}
+        for p in (profile or device.inline_profile()).points:
+            kind = _TYPES[p.point_type]
+            scaled = p.scale != 1 or p.offset != 0 or p.decimals is not None
+            types[p.name] = "float64" if scaled and kind != "bool" else kind
+        return types
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
         """A read request PDU is 5 bytes (function, start, count); its answer 2 bytes

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from drivers.contract import LineParts, PlanSummary, PolledDriver, SiteIssue, WireEstimate
+from drivers.contract import (
+    LineParts,
+    PlanSummary,
+    PolledDriver,
+    SiteIssue,
+    ValueType,
+    WireEstimate,
+)
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.plan import describe_device, read_requests
 
@@ -50,6 +57,9 @@ class OpcUaPlugin:
         return PlanSummary(
             describe_device(device), points=len(device.points), requests=read_requests(device)
         )
+
+    def value_types(self, device: OpcUaDevice, profile: None) -> dict[str, ValueType]:
+        return {}  # the server's data types: known from the values read, not the config
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
         return None  # binary encoding and subscriptions: no fixed cost per poll
