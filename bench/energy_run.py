@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from drivers.modbus.codec import PointType
+from drivers.modbus.plugin import WRAP_COUNTS
 from drivers.options.energy import EnergyOptions
 from drivers.reading import PointSpec, Poll
 from edge_agent.energy_config import EnergyConfig, HierarchyNode, VirtualMeter
@@ -41,7 +42,11 @@ def _points(device: str) -> list[CounterPoint]:
     ):
         options = EnergyOptions(kind=kind, direction=direction)  # type: ignore[arg-type]
         spec = counter_spec(
-            options, point_type=PointType.UINT32, scale=0.01, unit=None, poll_interval_s=1.0
+            options,
+            wrap_counts=WRAP_COUNTS[PointType.UINT32],
+            scale=0.01,
+            unit=None,
+            poll_interval_s=1.0,
         )
         out.append(CounterPoint(device, name, options, spec, 1.0, "kWh"))
     return out

@@ -178,8 +178,17 @@ class ProtocolPlugin(Protocol[D, P]):
         """The device's lines in `edge-agent plan` and its cost per poll."""
         ...
 
+    def point_specs(self, device: D, profile: P | None) -> tuple[PointSpec, ...]:
+        """The points as the device's polls carry them (name and published unit), offline."""
+        ...
+
     def value_types(self, device: D, profile: P | None) -> dict[str, ValueType]:
         """Point name -> the type its configuration fixes (points it does not fix: absent)."""
+        ...
+
+    def wrap_counts(self, device: D, profile: P | None) -> dict[str, int]:
+        """Point name -> raw counts at which its value wraps (a 32-bit register: 2**32;
+        BCD32: 10**8); points that never wrap, or whose width is unknown: absent."""
         ...
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:

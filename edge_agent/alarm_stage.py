@@ -586,18 +586,16 @@ def build_watches(loaded: LoadedConfig) -> list[DeviceWatch]:
     issues: list[ConfigIssue] = []
     for index, setup in enumerate(loaded.devices):
         device = setup.device
-        if not getattr(device, "enabled", True):
+        if not device.enabled:
             continue
         profile = setup.profile
         points: tuple[Any, ...] = (
-            profile.points if profile is not None else tuple(getattr(device, "points", ()) or ())
+            profile.points if profile is not None else tuple(device.points or ())
         )
-        profile_rules: tuple[DeviceAlarmRule, ...] = getattr(profile, "alarms", ()) or ()
-        device_rules: tuple[DeviceAlarmRule, ...] = getattr(device, "alarms", ()) or ()
+        profile_rules: tuple[DeviceAlarmRule, ...] = profile.alarms if profile is not None else ()
+        device_rules: tuple[DeviceAlarmRule, ...] = device.alarms
         inline = setup.profile_name == "inline"
-        found = reference_issues(
-            [p for p in points if hasattr(p, "alarms")], profile_rules, device_rules, inline=inline
-        )
+        found = reference_issues(points, profile_rules, device_rules, inline=inline)
         for loc, message in found:
             issues.append(
                 ConfigIssue(loaded.path, None, format_loc(("devices", index, *loc)), message)
@@ -605,12 +603,12 @@ def build_watches(loaded: LoadedConfig) -> list[DeviceWatch]:
         if found:
             continue
         name = device.name
-        interval_s = float(getattr(device, "interval_s", 1.0))
+        interval_s = device.interval_s
         rules: dict[str, list[AlarmRule]] = {}
         units: dict[str, str | None] = {}
         for p in points:
-            units[p.name] = getattr(p, "unit", None)
-            concrete = expand_rules(getattr(p, "alarms", ()))
+            units[p.name] = p.unit
+            concrete = expand_rules(p.alarms)
             if concrete:
                 rules[p.name] = concrete
         comm: list[AlarmRule] = []
@@ -658,7 +656,7 @@ def build_alarm_stages(
         return []
     site = loaded.site
     store = AlarmStore(alarm_store_path(loaded), synchronous=site.outbox.synchronous)
-    config: AlarmsConfig = getattr(site, "alarms", None) or AlarmsConfig()
+    config: AlarmsConfig = site.alarms
     return [
         AlarmStage(
             watches, outlet=outlet, sink=sink, forwarder=forwarder, store=store, config=config

@@ -249,10 +249,9 @@ def build_batcher(
     """The site's batcher, or None when no device has `batch:` options."""
     options: dict[str, BatchOptions] = {}
     for setup in loaded.devices:
-        device: Any = setup.device
-        batch = getattr(device, "batch", None)
-        if isinstance(batch, BatchOptions) and getattr(device, "enabled", True):
-            options[device.name] = batch
+        device = setup.device
+        if device.batch is not None and device.enabled:
+            options[device.name] = device.batch
     if not options:
         return None
     return Batcher(

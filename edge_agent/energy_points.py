@@ -13,21 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.modbus.codec import PointType
 from drivers.options.energy import EnergyOptions
+from drivers.registry import plugin
 from edge_agent.energy_coefficients import CANONICAL, demand_factor, unit_factor
 from edge_agent.energy_counter import CounterSpec
 from edge_agent.energy_hierarchy import CounterInfo
-
-_WIDTHS = {
-    PointType.INT16: 16,
-    PointType.UINT16: 16,
-    PointType.INT32: 32,
-    PointType.UINT32: 32,
-    PointType.INT64: 64,
-    PointType.UINT64: 64,
-}
-_BCD_COUNTS = {PointType.BCD16: 10**4, PointType.BCD32: 10**8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +42,7 @@ class CounterPoint:
 def counter_spec(
     options: EnergyOptions,
     *,
-    point_type: PointType | None,
+    wrap_counts: int | None,
     scale: float,
     unit: str | None,
     poll_interval_s: float,
@@ -63,10 +53,8 @@ def counter_spec(
         resolution = options.resolution if options.resolution is not None else abs(scale)
         if options.width_bits is not None:
             modulus = float(2**options.width_bits) * resolution
-        elif point_type in _BCD_COUNTS:
-            modulus = _BCD_COUNTS[point_type] * resolution
-        elif point_type in _WIDTHS:
-            modulus = float(2 ** _WIDTHS[point_type]) * resolution
+        elif wrap_counts is not None:
+            modulus = float(wrap_counts) * resolution
     return CounterSpec(
         modulus=modulus,
         max_rate=options.max_rate,
@@ -83,20 +71,21 @@ def energy_points(devices: Sequence[Any]) -> list[CounterPoint]:
         if not device.enabled:
             continue
         points: Sequence[Any] = (
-            setup.profile.points if setup.profile is not None else getattr(device, "points", ())
+            setup.profile.points if setup.profile is not None else device.points
         ) or ()
+        wraps = plugin(device.driver).wrap_counts(device, setup.profile)
         for p in points:
-            options: EnergyOptions | None = getattr(p, "energy", None)
+            options: EnergyOptions | None = p.energy
             if options is None:
                 continue
-            unit = options.unit or getattr(p, "unit", None)
+            unit = options.unit or p.unit
             where = f"device {device.name} point {p.name}"
             try:
                 if options.role == "counter":
                     spec = counter_spec(
                         options,
-                        point_type=getattr(p, "point_type", None),
-                        scale=float(getattr(p, "scale", 1.0)),
+                        wrap_counts=wraps.get(p.name),
+                        scale=float(p.scale),
                         unit=unit,
                         poll_interval_s=device.interval_s,
                     )

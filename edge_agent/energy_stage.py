@@ -580,7 +580,7 @@ def build_energy_stages(
             )
             for p in points
         ]
-    config: EnergyConfig = getattr(loaded.site, "energy", None) or EnergyConfig()
+    config: EnergyConfig = loaded.site.energy
     calendar = None
     if config.tariff is not None:
         calendar = load_calendar(find_calendar(config.tariff, base=loaded.path.parent))

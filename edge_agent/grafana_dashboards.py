@@ -84,7 +84,7 @@ def catalog(loaded: LoadedConfig) -> Catalog:
         if not setup.device.enabled:
             continue
         profile_points = setup.profile.points if setup.profile is not None else None
-        points.extend(profile_points or getattr(setup.device, "points", ()) or ())
+        points.extend(profile_points or setup.device.points or ())
     counters = [p for p in energy_points(loaded.devices) if p.options.role == "counter"]
     imports = [
         p.point
@@ -131,13 +131,9 @@ def catalog(loaded: LoadedConfig) -> Catalog:
             if p.options.kind != "reactive" and p.options.direction in (None, "import")
         ),
         electricity_counters=_sorted(p.point for p in counters if p.options.kind == "electricity"),
-        voltage=_sorted(p.name for p in points if getattr(p, "unit", None) == "V"),
-        current=_sorted(p.name for p in points if getattr(p, "unit", None) == "A"),
-        power=_sorted(
-            p.name
-            for p in points
-            if getattr(p, "unit", None) in POWER_UNITS and getattr(p, "energy", None) is None
-        ),
+        voltage=_sorted(p.name for p in points if p.unit == "V"),
+        current=_sorted(p.name for p in points if p.unit == "A"),
+        power=_sorted(p.name for p in points if p.unit in POWER_UNITS and p.energy is None),
         pf=_sorted(
             p.name for p in points if p.name.startswith("pf") or p.name.startswith("power_factor")
         ),

@@ -92,7 +92,7 @@ def configured_gateway(loaded: LoadedConfig) -> Gateway:
         points[device.name] = {
             p.name: p.effective_unit if isinstance(p, Dlt645Point) else p.unit for p in spec or ()
         }
-    energy: EnergyConfig | None = getattr(site, "energy", None)
+    energy: EnergyConfig | None = site.energy
     nodes: set[str] = set()
     if energy is not None:
         nodes.update(n.name for n in energy.hierarchy)

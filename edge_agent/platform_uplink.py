@@ -448,7 +448,7 @@ class UplinkOutlet:
 def with_uplink(loaded: Any, outlet: Any, stages: list[Any]) -> Any:
     """The outlet for the energy stage: `outlet` itself without an `uplink:` block; else
     an UplinkOutlet, and the uplink joins `stages` (the agent runs its senders)."""
-    config: UplinkConfig | None = getattr(loaded.site, "uplink", None)
+    config: UplinkConfig | None = loaded.site.uplink
     if config is None:
         return outlet
     uplink = PlatformUplink(

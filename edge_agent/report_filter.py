@@ -42,6 +42,7 @@ from typing import Any
 
 from drivers.options.report import ReportOptions, merge_report
 from drivers.reading import PointSpec, Poll, Quality
+from drivers.registry import plugin
 from edge_agent.config import DeviceSetup, LoadedConfig
 
 _NUMBERS = (int, float)  # exact types: bool is an int subclass but counts as a state
@@ -208,20 +209,16 @@ class ReportFilter:
 
 
 def _point_options(setup: DeviceSetup) -> Iterator[tuple[str, ReportOptions | None]]:
-    """Each point's effective options; read by attribute so every driver's model fits."""
-    device: Any = setup.device
-    profile: Any = setup.profile
-    device_default = getattr(device, "report", None)
-    profile_default = getattr(profile, "report", None) if profile is not None else None
-    points = profile.points if profile is not None else getattr(device, "points", None) or ()
+    """Each point's effective options, from the fields every driver's models share."""
+    device, profile = setup.device, setup.profile
+    device_default = device.report
+    profile_default = profile.report if profile is not None else None
+    points = profile.points if profile is not None else device.points or ()
+    units = {spec.name: spec.unit for spec in plugin(device.driver).point_specs(device, profile)}
     for point in points:
-        own = getattr(point, "report", None)
-        unit = getattr(point, "effective_unit", None) or getattr(point, "unit", None)
-        guarded = (
-            getattr(point, "energy", None) is not None
-            or bool(getattr(point, "alarms", ()))
-            or unit in COUNTER_UNITS
-        )
+        own = point.report
+        unit = units.get(point.name)
+        guarded = point.energy is not None or bool(point.alarms) or unit in COUNTER_UNITS
         if guarded:
             # A counter or an alarm input takes only the heartbeat from the defaults: what
             # thins it further must be said on the point itself (module doc).
@@ -241,10 +238,10 @@ def report_rules(loaded: LoadedConfig) -> dict[str, dict[str, PointRule | None]]
     """Compiled rules per device and point, for devices where any point has options."""
     rules: dict[str, dict[str, PointRule | None]] = {}
     for setup in loaded.devices:
-        device: Any = setup.device
-        if not getattr(device, "enabled", True):
+        device = setup.device
+        if not device.enabled:
             continue
-        interval_s = float(getattr(device, "interval_s", 1.0))
+        interval_s = device.interval_s
         by_name = {
             name: None if options is None else PointRule.compile(options, interval_s=interval_s)
             for name, options in _point_options(setup)

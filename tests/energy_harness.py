@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.modbus.codec import PointType
+from drivers.modbus.plugin import WRAP_COUNTS
 from drivers.options.energy import EnergyOptions
 from drivers.reading import PointSpec, Poll
 from edge_agent.energy_coefficients import CANONICAL
@@ -57,7 +58,7 @@ def meter(
     poll_s: float = 30.0,
 ) -> CounterPoint:
     spec = counter_spec(
-        options, point_type=point_type, scale=scale, unit=unit, poll_interval_s=poll_s
+        options, wrap_counts=WRAP_COUNTS[point_type], scale=scale, unit=unit, poll_interval_s=poll_s
     )
     return CounterPoint(device, point, options, spec, poll_s, CANONICAL[options.kind])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.modbus.codec import PointType
+from drivers.modbus.plugin import WRAP_COUNTS
 from drivers.options.energy import EnergyOptions
 from drivers.reading import PointSpec, Poll, Quality
 from edge_agent.energy_config import EnergyConfig
@@ -230,7 +231,7 @@ def test_meter_replacement_is_flagged_not_counted_across_the_year_boundary() -> 
 def test_rise_beyond_max_rate_is_a_reset_and_huge_wrap_is_not_believed() -> None:
     opts = EnergyOptions(kind="electricity", direction="import", max_rate=500.0)
     spec = counter_spec(
-        opts, point_type=PointType.UINT32, scale=0.01, unit="kWh", poll_interval_s=1.0
+        opts, wrap_counts=WRAP_COUNTS[PointType.UINT32], scale=0.01, unit="kWh", poll_interval_s=1.0
     )
     assert spec.modulus == pytest.approx(42_949_672.96)
     out = Collect()

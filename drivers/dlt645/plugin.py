@@ -17,6 +17,7 @@ from drivers.dlt645.config import Dlt645Device, Dlt645Profile
 from drivers.dlt645.driver import Dlt645Driver
 from drivers.dlt645.formats import FieldKind
 from drivers.dlt645.line import Dlt645Line
+from drivers.reading import PointSpec
 
 
 class Dlt645Plugin:
@@ -89,6 +90,11 @@ class Dlt645Plugin:
             requests=len(plan.requests),
         )
 
+    def point_specs(
+        self, device: Dlt645Device, profile: Dlt645Profile | None
+    ) -> tuple[PointSpec, ...]:
+        return Dlt645Driver(device, profile).plan.points
+
     def value_types(
         self, device: Dlt645Device, profile: Dlt645Profile | None
     ) -> dict[str, ValueType]:
@@ -105,6 +111,9 @@ class Dlt645Plugin:
             kind = kinds[p.data_format.fields[p.field].kind]
             types[p.name] = "float64" if kind == "uint64" and p.scale != 1 else kind
         return types
+
+    def wrap_counts(self, device: Dlt645Device, profile: Dlt645Profile | None) -> dict[str, int]:
+        return {}  # counters are read as decimal numbers: their width is not configured
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
         return None

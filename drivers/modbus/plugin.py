@@ -28,6 +28,7 @@ from drivers.modbus.config import (
 from drivers.modbus.connection import ModbusConnection
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import Request, build_plan
+from drivers.reading import PointSpec
 
 MBAP_SIZE = 7  # Modbus TCP header: transaction, protocol, length, unit id
 RTU_OVERHEAD = 3  # unit id and CRC
@@ -69,6 +70,18 @@ _TYPES: dict[PointType, ValueType] = {
     PointType.STRING: "string",
     PointType.BCD16: "uint16",
     PointType.BCD32: "uint32",
+}
+
+
+WRAP_COUNTS = {
+    PointType.INT16: 2**16,
+    PointType.UINT16: 2**16,
+    PointType.INT32: 2**32,
+    PointType.UINT32: 2**32,
+    PointType.INT64: 2**64,
+    PointType.UINT64: 2**64,
+    PointType.BCD16: 10**4,
+    PointType.BCD32: 10**8,
 }
 
 
@@ -133,6 +146,11 @@ class ModbusPlugin:
             bits=sum(r.count for r in plan.requests if r.table.is_bits),
         )
 
+    def point_specs(
+        self, device: ModbusDevice, profile: ModbusProfile | None
+    ) -> tuple[PointSpec, ...]:
+        return build_plan(device, profile or device.inline_profile()).points
+
     def value_types(
         self, device: ModbusDevice, profile: ModbusProfile | None
     ) -> dict[str, ValueType]:
@@ -143,6 +161,10 @@ class ModbusPlugin:
             scaled = p.scale != 1 or p.offset != 0 or p.decimals is not None
             types[p.name] = "float64" if scaled and kind != "bool" else kind
         return types
+
+    def wrap_counts(self, device: ModbusDevice, profile: ModbusProfile | None) -> dict[str, int]:
+        points = (profile or device.inline_profile()).points
+        return {p.name: WRAP_COUNTS[p.point_type] for p in points if p.point_type in WRAP_COUNTS}
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
         """A read request PDU is 5 bytes (function, start, count); its answer 2 bytes

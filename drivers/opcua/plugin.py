@@ -19,6 +19,7 @@ from drivers.contract import (
 )
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.plan import describe_device, read_requests
+from drivers.reading import PointSpec
 
 
 class OpcUaPlugin:
@@ -58,8 +59,14 @@ class OpcUaPlugin:
             describe_device(device), points=len(device.points), requests=read_requests(device)
         )
 
+    def point_specs(self, device: OpcUaDevice, profile: None) -> tuple[PointSpec, ...]:
+        return tuple(PointSpec(p.name, p.unit) for p in device.points)
+
     def value_types(self, device: OpcUaDevice, profile: None) -> dict[str, ValueType]:
         return {}  # the server's data types: known from the values read, not the config
+
+    def wrap_counts(self, device: OpcUaDevice, profile: None) -> dict[str, int]:
+        return {}  # counters are read as decimal numbers: their width is not configured
 
     def wire_estimate(self, driver: PolledDriver) -> WireEstimate | None:
         return None  # binary encoding and subscriptions: no fixed cost per poll
