@@ -289,7 +289,7 @@ def on_free_ports(loaded: LoadedConfig, free_port: Callable[[], int]) -> LoadedC
 async def live(config: Path, setting: Setting, seconds: float) -> dict[str, float]:
     """Run the plant for real (simulators, agent, Mosquitto); what a subscriber received."""
     from edge_agent.agent import Agent
-    from edge_agent.simulation import sim_specs
+    from edge_agent.simulation import specs
     from simulators.site import serve
     from tests.fixtures.mosquitto import Mosquitto, Subscriber, free_port
 
@@ -298,7 +298,7 @@ async def live(config: Path, setting: Setting, seconds: float) -> dict[str, floa
         broker.start()
         try:
             loaded = on_free_ports(modbus_only(load_config(config)), free_port)
-            async with serve(sim_specs(loaded)):
+            async with serve(specs(loaded, "modbus")):
                 report, batch = setting
                 if batch is not None:
                     batch = _BATCH_LIVE

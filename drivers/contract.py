@@ -142,6 +142,12 @@ class ProtocolPlugin(Protocol[D, P]):
         ...
 
     @property
+    def simulator(self) -> str:
+        """Import string of its simulators' plugin ("package.module:NAME"): a name, not an
+        import, so drivers never depend on the simulators built on them."""
+        ...
+
+    @property
     def point_checks(self) -> PointChecks | None:
         """Checks placed point by point, for maps where points can clash; None: none."""
         ...

@@ -21,8 +21,6 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.dlt645.config import Dlt645Device
-from drivers.opcua.config import OpcUaDevice
 from drivers.reading import DeviceUnreachable
 from edge_agent import __version__, grafana_push, platform_uplink_cli
 from edge_agent.config import ConfigError, LoadedConfig, load_config
@@ -364,47 +362,27 @@ def _reload(loaded: LoadedConfig) -> int:
 
 
 async def _simulate(loaded: LoadedConfig, *, control: tuple[str, int]) -> None:
-    from edge_agent.simulation import dlt645_specs, opcua_specs, sim_specs
-    from simulators.dlt645_site import serve as serve_meters
-    from simulators.opcua_server import serve_opcua
-    from simulators.site import run_simulators
+    from edge_agent.simulation import simulated, simulator, specs
+    from simulators.control import Control, ControlServer, merged
 
-    async with (
-        serve_opcua(opcua_specs(loaded)) as plcs,
-        serve_meters(dlt645_specs(loaded)) as meters,
-    ):
-        # The control API switches the faults of every device: Modbus, OPC UA, DL/T 645.
-        ready = asyncio.Event()
-        task = asyncio.create_task(
-            run_simulators(
-                sim_specs(loaded),
-                control=control,
-                ready=ready,
-                opcua=plcs.devices,
-                dlt645=meters.meters,
-            ),
-            name="simulators",
-        )
-        started = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-        if not started.done():  # the simulators ended before they were ready: say why
-            started.cancel()
-            await task  # raises what stopped them (a port in use, say)
-            return
+    async with contextlib.AsyncExitStack() as stack:
+        controls: dict[str, Control] = {}
+        lines: dict[str, list[str]] = {}
+        for protocol in simulated(loaded):
+            served = await stack.enter_async_context(
+                simulator(protocol).serve(specs(loaded, protocol))
+            )
+            controls = merged(controls, served.controls)
+            lines.update(served.lines)
+        # The control API switches the faults of every device, whatever its protocol.
+        server = ControlServer(controls, host=control[0], port=control[1])
+        await server.start()
+        stack.push_async_callback(server.close)
         for d in loaded.devices:
-            device = d.device
-            if isinstance(device, OpcUaDevice):
-                sim = plcs.device(device.name)
-                print(f"serving {device.name} (OPC UA PLC, {sim.spec.namespace}) at {sim.url}")
-                if sim.server_certificate is not None:
-                    print(f"  its certificate: {sim.certificate_file} (copy it to trust it)")
-            elif isinstance(device, Dlt645Device):
-                print(f"serving {device.name} (DL/T 645 {device.address}) at {device.url}")
-            else:
-                where = f"{device.url} id {device.device_id}"
-                print(f"serving {device.name} ({d.profile_name}) at {where}")
-        print(f"fault switches: http://{control[0]}:{control[1]}/devices")
-        await task
+            for line in lines.get(d.device.name, []):
+                print(line)
+        print(f"fault switches: {server.url}/devices")
+        await asyncio.Event().wait()
 
 
 class _DemoOver(Exception):

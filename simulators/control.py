@@ -113,7 +113,7 @@ class LineDevice(Protocol):
     def frozen(self) -> bool: ...
 
 
-class _Control(Protocol):
+class Control(Protocol):
     """One device as the API sees it."""
 
     kind: str
@@ -311,31 +311,24 @@ def _bad_status_message(status: object) -> str:
     )
 
 
-class ControlServer:
-    """Serves the control API for a site's simulated devices.
+def merged(*groups: Mapping[str, Control]) -> dict[str, Control]:
+    """The controls of several protocols' simulators; a name must be unique across them."""
+    out: dict[str, Control] = {}
+    for group in groups:
+        for name, control in group.items():
+            if name in out:
+                raise ValueError(f"two simulated devices are named {name!r}")
+            out[name] = control
+    return out
 
-    `devices` are the Modbus devices (the API's first and original kind); `opcua` and
-    `dlt645` add simulated PLCs and meters. The mappings are read at each request, and a
-    name must be unique across all three.
-    """
+
+class ControlServer:
+    """Serves the control API for a site's simulated devices, of every protocol."""
 
     def __init__(
-        self,
-        devices: Mapping[str, LineDevice],
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        opcua: Mapping[str, OpcUaSim] | None = None,
-        dlt645: Mapping[str, LineDevice] | None = None,
+        self, controls: Mapping[str, Control], *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        self.devices = devices
-        self.opcua: Mapping[str, OpcUaSim] = opcua if opcua is not None else {}
-        self.dlt645: Mapping[str, LineDevice] = dlt645 if dlt645 is not None else {}
-        seen: set[str] = set()
-        for name in [*devices, *self.opcua, *self.dlt645]:
-            if name in seen:
-                raise ValueError(f"two simulated devices are named {name!r}")
-            seen.add(name)
+        self._controls = dict(controls)
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -359,16 +352,9 @@ class ControlServer:
             await self._server.wait_closed()
             self._server = None
 
-    def controls(self) -> dict[str, _Control]:
-        """Every device by name: Modbus, then OPC UA, then DL/T 645."""
-        out: dict[str, _Control] = {}
-        for name, device in self.devices.items():
-            out[name] = LineControl(device, "modbus")
-        for name, sim in self.opcua.items():
-            out.setdefault(name, OpcUaControl(sim))
-        for name, meter in self.dlt645.items():
-            out.setdefault(name, LineControl(meter, "dlt645"))
-        return out
+    def controls(self) -> dict[str, Control]:
+        """Every device by name."""
+        return dict(self._controls)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

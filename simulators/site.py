@@ -7,8 +7,8 @@
     TcpListener / RtuTcpListener / SerialLine  ──►  SimDevice (image, signals, faults)
                                                         ▲
     ControlServer (optional HTTP API)  ─────────────────┘
-        └── also switches the faults of running OPC UA PLCs and DL/T 645 meters handed in
-            as `opcua=` / `dlt645=` (started by `serve_opcua` / `dlt645_site.serve`)
+        └── also switches the faults of other simulators' devices handed in as `extra=`
+            controls (OPC UA PLCs, DL/T 645 meters: see simulators/contract.py)
 
 `run_simulators` runs until cancelled (the `edge-agent simulate` entry); `serve` is the
 same as an `async with` block for tests:
@@ -28,19 +28,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from drivers.modbus.codec import Order
 from drivers.modbus.config import Endpoint, ModbusProfile, parse_endpoint
-from simulators.control import ControlServer
+from simulators.control import Control, ControlServer, LineControl, merged
 from simulators.modbus_device import SimDevice
 from simulators.modbus_server import RtuTcpListener, SerialLine, TcpListener
-
-if TYPE_CHECKING:  # the Modbus simulator alone does not import asyncua
-    from simulators.dlt645_meter import Dlt645Meter
-    from simulators.opcua_server import OpcUaSim
 
 Listener = TcpListener | RtuTcpListener | SerialLine
 
@@ -58,6 +53,7 @@ class SimDeviceSpec:
     strict_gaps: bool = False  # a read spanning registers no point covers: exception 02
     input_as_holding: bool = False  # FC04 reads the holding image too (DTSU666 variants)
     update_interval_s: float = 0.1
+    label: str = ""  # what `simulate` says it serves (the profile's name, or "inline")
 
 
 def load_profile(path: str | Path) -> ModbusProfile:
@@ -124,13 +120,12 @@ async def serve(
     *,
     control: tuple[str, int] | None = None,
     clock: Callable[[], float] = time.monotonic,
-    opcua: Mapping[str, OpcUaSim] | None = None,
-    dlt645: Mapping[str, Dlt645Meter] | None = None,
+    extra: Mapping[str, Control] | None = None,
 ) -> AsyncIterator[SimSite]:
     """Start every listener (and the control API); close them all on leaving the block.
 
-    `opcua` and `dlt645` are simulators already running in this event loop whose faults the
-    control API switches too (names unique across all three kinds).
+    `extra`: controls of other simulators running in this event loop (OPC UA PLCs, DL/T
+    645 meters) that the control API switches too (names unique across all).
     """
     groups = _group(specs)
     devices: dict[str, SimDevice] = {}
@@ -169,9 +164,8 @@ async def serve(
                     device.url = listener.url
                 devices[device.name] = device
         if control is not None:
-            server = ControlServer(
-                devices, host=control[0], port=control[1], opcua=opcua, dlt645=dlt645
-            )
+            modbus = {name: LineControl(d, "modbus") for name, d in devices.items()}
+            server = ControlServer(merged(modbus, extra or {}), host=control[0], port=control[1])
             await server.start()
             stack.push_async_callback(server.close)
             site.control = server
@@ -183,14 +177,13 @@ async def run_simulators(
     *,
     control: tuple[str, int] | None = None,
     ready: asyncio.Event | None = None,
-    opcua: Mapping[str, OpcUaSim] | None = None,
-    dlt645: Mapping[str, Dlt645Meter] | None = None,
+    extra: Mapping[str, Control] | None = None,
 ) -> None:
     """Serve the devices until cancelled; `ready` is set once every listener is up.
 
-    The control API also switches the faults of the `opcua` PLCs and `dlt645` meters.
+    The control API also switches the faults of the `extra` simulators.
     """
-    async with serve(specs, control=control, opcua=opcua, dlt645=dlt645):
+    async with serve(specs, control=control, extra=extra):
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()

@@ -27,11 +27,12 @@ from typing import Any
 import pytest
 import yaml
 
+from drivers.registry import PROTOCOLS
 from edge_agent.catalog import shipped_demo
 from edge_agent.cli import main, start_agent
 from edge_agent.config import ConfigError, load_config
 from edge_agent.ingest import Ingest
-from edge_agent.simulation import dlt645_specs, opcua_specs, sim_specs
+from edge_agent.simulation import specs
 from tests.fixtures.mosquitto import make_certificates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,9 +218,8 @@ async def _start_everything(path: Path) -> None:
     agent.outbox.open()
     agent.outbox.close()
     Ingest(loaded)
-    sim_specs(loaded)
-    opcua_specs(loaded)
-    dlt645_specs(loaded)
+    for protocol in PROTOCOLS:
+        specs(loaded, protocol)
 
 
 @pytest.mark.timeout(600)

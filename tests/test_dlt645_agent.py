@@ -106,10 +106,10 @@ def test_simulated_meters_follow_the_site_tou_calendar() -> None:
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    from edge_agent.simulation import dlt645_specs
+    from edge_agent.simulation import specs
 
     loaded = load_config(shipped_demo())
-    (spec,) = dlt645_specs(loaded)
+    (spec,) = specs(loaded, "dlt645")
     assert spec.tariff_at is not None
     shanghai = ZoneInfo("Asia/Shanghai")
     # example-tou, July: 03:00 valley (4), 08:30 flat (3), 10:00 peak (2), 21:00 sharp (1)

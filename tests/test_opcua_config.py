@@ -277,7 +277,7 @@ def test_browse_command_lists_points(
 
 def test_simulate_serves_what_the_config_reads(tmp_path: Path) -> None:
     from edge_agent.config import load_config
-    from edge_agent.simulation import opcua_specs, sim_specs
+    from edge_agent.simulation import specs
 
     path = tmp_path / "site.yaml"
     path.write_text(
@@ -287,8 +287,8 @@ def test_simulate_serves_what_the_config_reads(tmp_path: Path) -> None:
         + "    username: edge\n    password: ${OPCUA_PASSWORD}\n"
     )
     loaded = load_config(path, environ={"OPCUA_PASSWORD": "pw"})
-    assert sim_specs(loaded) == []
-    (spec,) = opcua_specs(loaded)
+    assert specs(loaded, "modbus") == []
+    (spec,) = specs(loaded, "opcua")
     assert spec.url == "opc.tcp://127.0.0.1:4840" and spec.namespace == NS
     assert spec.endpoints == (("None", None), ("SignAndEncrypt", "Basic256Sha256"))
     assert spec.users == {"edge": "pw"} and spec.allow_anonymous is False

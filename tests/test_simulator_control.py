@@ -30,7 +30,7 @@ from drivers.dlt645.config import Dlt645Device
 from drivers.dlt645.driver import Dlt645Driver
 from drivers.reading import DeviceUnreachable, Quality
 from edge_agent.catalog import Kind, shipped
-from simulators.control import LINE_FAULTS, OPCUA_FAULTS, ControlServer
+from simulators.control import LINE_FAULTS, OPCUA_FAULTS, LineControl, OpcUaControl, merged
 from simulators.dlt645_site import Dlt645MeterSpec, Dlt645SimSite
 from simulators.dlt645_site import serve as serve_meters
 from simulators.opcua_plc import PLC_NAMESPACE, plc_signals
@@ -101,12 +101,9 @@ async def control(
     meters: Dlt645SimSite | None = None,
 ) -> AsyncIterator[tuple[SimSite, str]]:
     """The Modbus site with its control API, also switching the PLCs and meters given."""
-    async with serve(
-        modbus,
-        control=(LOOPBACK, 0),
-        opcua=opcua.devices if opcua is not None else None,
-        dlt645=meters.meters if meters is not None else None,
-    ) as site:
+    plcs = {n: OpcUaControl(s) for n, s in (opcua.devices if opcua else {}).items()}
+    lines = {n: LineControl(m, "dlt645") for n, m in (meters.meters if meters else {}).items()}
+    async with serve(modbus, control=(LOOPBACK, 0), extra=merged(plcs, lines)) as site:
         assert site.control is not None
         assert site.control.host == LOOPBACK
         yield site, site.control.url
@@ -287,7 +284,10 @@ async def test_every_device_type_is_listed_with_its_faults_and_errors_name_the_a
 
         # One name for two devices is refused where the API is made.
         with pytest.raises(ValueError, match="two simulated devices are named 'plc-1'"):
-            ControlServer({}, opcua=plcs.devices, dlt645={"plc-1": meters.meter("meter-645")})
+            merged(
+                {n: OpcUaControl(s) for n, s in plcs.devices.items()},
+                {"plc-1": LineControl(meters.meter("meter-645"), "dlt645")},
+            )
 
 
 # -- OPC UA ---------------------------------------------------------------------------------
