@@ -23,14 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from drivers.options.alarms import AlarmRule, DeviceAlarmRule
+from drivers.options.energy import EnergyOptions
+from drivers.options.report import BatchOptions, ReportOptions
 from drivers.reading import PointSpec, Poll
 
 __all__ = [
+    "DeviceEntry",
     "LineParts",
     "PlanSummary",
     "PointChecks",
+    "PointEntry",
     "PointIssue",
     "PolledDriver",
+    "ProfileEntry",
     "ProtocolPlugin",
     "SiteIssue",
     "ValueType",
@@ -42,6 +48,61 @@ SiteIssue = tuple[int, str, str]  # (index in devices:, key to point at, message
 ValueType = Literal[
     "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
 ]
+
+
+class PointEntry(Protocol):
+    """What every protocol's point model has: the stages read these fields, typed."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def unit(self) -> str | None: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def energy(self) -> EnergyOptions | None: ...
+    @property
+    def alarms(self) -> tuple[AlarmRule, ...]: ...
+    @property
+    def report(self) -> ReportOptions | None: ...
+
+
+class ProfileEntry(Protocol):
+    """What every profile model has (a device model's map, shared by its devices)."""
+
+    @property
+    def points(self) -> Sequence[PointEntry]: ...
+    @property
+    def report(self) -> ReportOptions | None: ...
+    @property
+    def alarms(self) -> tuple[DeviceAlarmRule, ...]: ...
+
+
+class DeviceEntry(Protocol):
+    """What every protocol's device model has: the core and the stages read these fields."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def driver(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def interval_s(self) -> float: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def backoff_max_s(self) -> float: ...
+    @property
+    def points(self) -> Sequence[PointEntry] | None: ...
+    @property
+    def report(self) -> ReportOptions | None: ...
+    @property
+    def batch(self) -> BatchOptions | None: ...
+    @property
+    def alarms(self) -> tuple[DeviceAlarmRule, ...]: ...
 
 
 class PolledDriver(Protocol):

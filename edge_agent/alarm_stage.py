@@ -589,9 +589,7 @@ def build_watches(loaded: LoadedConfig) -> list[DeviceWatch]:
         if not device.enabled:
             continue
         profile = setup.profile
-        points: tuple[Any, ...] = (
-            profile.points if profile is not None else tuple(device.points or ())
-        )
+        points = tuple(profile.points if profile is not None else device.points or ())
         profile_rules: tuple[DeviceAlarmRule, ...] = profile.alarms if profile is not None else ()
         device_rules: tuple[DeviceAlarmRule, ...] = device.alarms
         inline = setup.profile_name == "inline"

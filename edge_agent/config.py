@@ -23,21 +23,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.contract import PointChecks
-from drivers.dlt645.config import Dlt645Device, Dlt645Profile
-from drivers.modbus.config import (
-    NAME_PATTERN,
-    ModbusDevice,
-    ModbusProfile,
-)
-from drivers.opcua.config import OpcUaDevice
+from drivers.contract import DeviceEntry, PointChecks, ProfileEntry
+from drivers.names import NAME_PATTERN
 from drivers.options.alarms import reference_issues
-from drivers.registry import PROTOCOLS, plugin
+from drivers.registry import PROTOCOLS, plugin, plugins
 from edge_agent.alarm_config import AlarmsConfig
 from edge_agent.catalog import Folder, Kind, find, folders, known
 from edge_agent.config_errors import ConfigError, ConfigIssue, Loc, shown_path
@@ -78,10 +72,15 @@ __all__ = [
 
 INLINE = "inline"  # profile_name of a device whose points are in the site file
 
-# Further drivers join as `ModbusDevice | OpcUaDevice | ...`; pydantic picks the member by
-# the `driver` key and reports errors in that member only.
-AnyDevice = ModbusDevice | OpcUaDevice | Dlt645Device
-DeviceConfig = Annotated[AnyDevice, Field(discriminator=DISCRIMINATOR)]
+# Every protocol's device model, in the registry's order: pydantic picks the member by the
+# `driver` key and reports errors in that member only. The core reads the fields all of
+# them share (DeviceEntry); what differs by protocol goes through its plugin.
+if TYPE_CHECKING:
+    AnyDevice = DeviceEntry
+    DeviceConfig = DeviceEntry
+else:
+    AnyDevice = Union[tuple(p.device_model for p in plugins())]  # noqa: UP007
+    DeviceConfig = Annotated[AnyDevice, Field(discriminator=DISCRIMINATOR)]
 
 _CLASH_ERROR = "device_clash"
 _DEVICE: TypeAdapter[AnyDevice] = TypeAdapter(DeviceConfig)
@@ -163,7 +162,7 @@ class DeviceSetup:
     """A device entry with the profile it reads through (OPC UA devices have none)."""
 
     device: AnyDevice
-    profile: ModbusProfile | Dlt645Profile | None
+    profile: ProfileEntry | None
     profile_name: str  # "inline" for inline points
 
 

@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from drivers.modbus.config import NAME_PATTERN
 from drivers.modbus.type_names import foreign_key_hint
+from drivers.names import NAME_PATTERN
 from edge_agent.config_errors import ConfigIssue, Loc
 from edge_agent.config_yaml import Document, child
 from edge_agent.mqtt_config import TOPIC_PREFIX

@@ -35,11 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.dlt645.formats import DataFormat, FieldKind, parse_format
 from drivers.dlt645.frame import BROADCAST_ADDRESS, MAX_PREAMBLE, address_bytes
 from drivers.dlt645.identifiers import lookup, parse_di
+from drivers.names import NAME_PATTERN
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
 
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 DEFAULT_BAUDRATE = 2400
 DEFAULT_PARITY = "E"
 _PARITIES = {"N", "E", "O", "M", "S"}

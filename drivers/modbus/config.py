@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.contract import PointIssue
 from drivers.modbus.codec import Order, PointType, Table, register_count
 from drivers.modbus.type_names import order_name, point_type_name
+from drivers.names import NAME_PATTERN
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
 
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 MAX_REGISTERS = 125  # FC03/FC04 protocol limit
 MAX_BITS = 2000  # FC01/FC02 protocol limit
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from drivers.modbus.config import NAME_PATTERN
+from drivers.names import NAME_PATTERN
 from drivers.opcua.certificates import normalise_fingerprint
 from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node, parse_path
 from drivers.options.alarms import DeviceAlarms, PointAlarms

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+from drivers.names import NAME_PATTERN
 
 AlarmKind = Literal[
     "high_high",
