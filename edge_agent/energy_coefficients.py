@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict
+
+from edge_agent.config_yaml import read_data
 
 COEFFICIENTS_DIR = Path(__file__).resolve().parents[1] / "configs" / "energy"
 
@@ -125,7 +126,7 @@ class Coefficients:
 
 
 def _read(path: Path) -> object:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return read_data(path)
 
 
 def load_coefficients(
