@@ -49,6 +49,8 @@ _STR_TAG = "tag:yaml.org,2002:str"
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64  # levels of lists, mappings and values; a site file needs fewer than 10
 MAX_NODES = 1_000_000  # keys, values and list items, as written and with aliases expanded
+_MOST = ", the most a config file may have"
+_NODES = "keys, values and list items"
 _TAG_WORDS = {
     "int": "a whole number",
     "float": "a number",
@@ -135,10 +137,6 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
-_MOST = ", the most a config file may have"
-_NODES = "keys, values and list items"
-
-
 def _children(node: Node) -> list[Node]:
     if isinstance(node, SequenceNode):
         return list(node.value)
@@ -181,7 +179,7 @@ def _check_expanded(root: Node) -> None:
         return
     entries: list[tuple[Loc, int, Node]] = []
     if isinstance(root, MappingNode):
-        entries = [((k.value,), k.start_mark.line + 1, v) for k, v in root.value]
+        entries = [((str(k.value),), k.start_mark.line + 1, v) for k, v in root.value]
     elif isinstance(root, SequenceNode):
         entries = [((i,), n.start_mark.line + 1, n) for i, n in enumerate(root.value)]
     total = 1
@@ -369,7 +367,7 @@ def _decode(chunks: list[bytes], file: Path) -> str:
         mib = MAX_FILE_BYTES // (1024 * 1024)
         raise ConfigError([ConfigIssue(file, line, "", f"larger than {mib} MiB{_MOST}")])
     raw = b"".join(chunks)
-    chunks.clear()
+    chunks.clear()  # the file is held once, not twice, while it is decoded
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -383,7 +381,7 @@ def _unprintable(text: str, file: Path) -> list[ConfigIssue]:
     """A ConfigIssue for each of the first characters YAML does not allow in a file."""
     issues: list[ConfigIssue] = []
     for match in yaml.reader.Reader.NON_PRINTABLE.finditer(text):
-        if len(issues) == 10:
+        if len(issues) == 10:  # binary garbage would list thousands
             break
         char = match.group()
         line = text.count("\n", 0, match.start()) + 1
