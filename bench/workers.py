@@ -53,7 +53,8 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
     profile = bench_profile(args.points)
     devices = tuple(
         DeviceSetup(
-            ModbusDevice(
+            # Built unvalidated: saturation polls below the 0.01 s floor a site file has.
+            ModbusDevice.model_construct(
                 name=f"m{i:04d}",
                 driver="modbus",
                 url=url,

@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.config_numbers import Seconds, Tick, Whole
+
 
 class AlarmsConfig(BaseModel):
     """Flood and chatter thresholds, shelving limit, timer resolution.
@@ -16,10 +18,10 @@ class AlarmsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    flood_count: Annotated[int, Field(ge=1)] = 10  # a flood is MORE than this many raises
-    flood_window_s: Annotated[float, Field(gt=0)] = 600.0
-    chatter_count: Annotated[int, Field(ge=2)] = 3  # chattering: this many raises or more
-    chatter_window_s: Annotated[float, Field(gt=0)] = 60.0
-    shelve_max_s: Annotated[float, Field(gt=0)] = 8 * 3600.0
+    flood_count: Annotated[Whole, Field(ge=1)] = 10  # a flood is MORE than this many raises
+    flood_window_s: Annotated[Seconds, Field(gt=0.0)] = 600.0
+    chatter_count: Annotated[Whole, Field(ge=2)] = 3  # chattering: this many raises or more
+    chatter_window_s: Annotated[Seconds, Field(gt=0.0)] = 60.0
+    shelve_max_s: Annotated[Seconds, Field(gt=0.0)] = 8 * 3600.0
     # How often stale data, comm-loss delays and shelving expiry are looked at.
-    tick_s: Annotated[float, Field(gt=0, le=5)] = 0.25
+    tick_s: Annotated[Tick, Field(le=5.0)] = 0.25

@@ -361,7 +361,8 @@ def _find_profiles(
     raw_devices = doc.at(("devices",))
     for i in range(len(raw_devices) if isinstance(raw_devices, list) else 0):
         name = doc.at(("devices", i, "profile"))
-        if not isinstance(name, str) or re.fullmatch(NAME_PATTERN, name) is None:
+        # A name too long for a file name is the model's error (max_length), not a lookup.
+        if not isinstance(name, str) or len(name) > 64 or re.fullmatch(NAME_PATTERN, name) is None:
             continue
         found = find(name, dirs)
         if found is None:

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from drivers.config_numbers import BOOL_NOT_NUMBER
 from drivers.modbus.type_names import foreign_key_hint
 from drivers.names import NAME_PATTERN
 from edge_agent.config_errors import ConfigIssue, Loc
@@ -198,6 +199,10 @@ def _message(error: ErrorDetails, doc: Document, loc: Loc) -> str:
         return f"{name} must be a whole number; got {got}"
     if kind in ("float_parsing", "float_type"):
         return f"{name} must be a number; got {got}"
+    if kind == BOOL_NOT_NUMBER:
+        return f"{name} must be {ctx.get('expected')}; got {got}"
+    if kind == "finite_number":
+        return f"{name} must be a finite number; got {got}"
     if kind in ("bool_parsing", "bool_type"):
         return f"{name} must be true or false; got {got}"
     if kind == "string_type":

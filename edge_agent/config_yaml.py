@@ -17,11 +17,22 @@ Secrets stay out of config files: every string may contain `${NAME}` or
 `${NAME:-default}` (the default also applies when NAME is set but empty, as in a shell),
 filled from the environment; `$${` writes a literal `${`. The text before substitution is
 kept per path so error messages can show `${MQTT_PASSWORD}` instead of the password.
+
+Reading is bounded, so a hostile or broken file costs a refusal, not the gateway's memory:
+a file has at most MAX_FILE_BYTES, at most MAX_NODES keys, values and list items, nested at
+most MAX_DEPTH deep, and the same two limits hold with every alias (`*name`, `<<: *name`)
+expanded, which is checked on the composed graph before anything is expanded: an alias
+bomb of a few lines is refused in milliseconds. No site reaches them: 500 devices with 50
+inline points each are 2.8 MB, 330,000 nodes and 6 levels. A file just under the node
+limit takes about 0.9 GB and 40 s of CPU to check (PyYAML keeps every node with its
+position, about 600 bytes each).
+Everything wrong with the text itself is a listed issue with its line, never a traceback.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +45,19 @@ from edge_agent.config_errors import ConfigError, ConfigIssue, Loc, format_loc, 
 _REFERENCE = re.compile(r"\$(\$?)\{")
 _NAME_DEFAULT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _STR_TAG = "tag:yaml.org,2002:str"
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64  # levels of lists, mappings and values; a site file needs fewer than 10
+MAX_NODES = 1_000_000  # keys, values and list items, as written and with aliases expanded
+_MOST = ", the most a config file may have"
+_NODES = "keys, values and list items"
+_TAG_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "timestamp": "a date",
+    "binary": "base64 data",
+}
 
 
 def expand_env(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
@@ -75,6 +99,107 @@ def expand_env(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
         out.append(value)
     out.append(text[pos:])
     return "".join(out), problems
+
+
+class _Limit(Exception):
+    """A file past one of the reading limits: where, and which limit."""
+
+    def __init__(self, line: int | None, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.loc = loc
+        self.message = message
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing at most MAX_NODES nodes at most MAX_DEPTH deep.
+
+    Its composer recurses once per level: unbounded, 1,200 levels of `[` were a
+    RecursionError.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES or self.depth >= MAX_DEPTH:
+            line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+            if self.nodes > MAX_NODES:
+                raise _Limit(line, (), f"more than {MAX_NODES:,} {_NODES}{_MOST}")
+            raise _Limit(line, (), f"nested deeper than {MAX_DEPTH} levels{_MOST}")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded(root: Node) -> dict[int, tuple[int, int]]:
+    """(nodes, depth) of every collection of the document with its aliases expanded.
+
+    Computed once per composed node (an alias is the node it names, so the graph is small
+    even when its expansion is astronomical), without recursion, counts capped just past
+    the limits. A node that contains itself counts once there (the walk reports it).
+    """
+    size: dict[int, tuple[int, int]] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            kids = [size.get(id(k), (1, 1)) for k in _children(node)]
+            nodes = min(1 + sum(n for n, _ in kids), MAX_NODES + 1)
+            depth = min(1 + max((d for _, d in kids), default=0), MAX_DEPTH + 1)
+            size[key] = (nodes, depth)
+        elif key not in size and key not in open_ and not isinstance(node, ScalarNode):
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((k, False) for k in _children(node))
+    return size
+
+
+def _check_expanded(root: Node) -> None:
+    """Raise _Limit at the first top-level entry where the expanded document passes a limit."""
+    size = _expanded(root)
+    nodes, depth = size.get(id(root), (1, 1))
+    if nodes <= MAX_NODES and depth <= MAX_DEPTH:
+        return
+    entries: list[tuple[Loc, int, Node]] = []
+    if isinstance(root, MappingNode):
+        entries = [((str(k.value),), k.start_mark.line + 1, v) for k, v in root.value]
+    elif isinstance(root, SequenceNode):
+        entries = [((i,), n.start_mark.line + 1, n) for i, n in enumerate(root.value)]
+    total = 1
+    for loc, line, node in entries:
+        entry_nodes, entry_depth = size.get(id(node), (1, 1))
+        total += entry_nodes + isinstance(root, MappingNode)  # a mapping's entry has a key
+        if entry_depth >= MAX_DEPTH:
+            message = f"aliases (*name) nest this deeper than {MAX_DEPTH} levels{_MOST}"
+            raise _Limit(line, loc, message)
+        if total > MAX_NODES:
+            raise _Limit(
+                line,
+                loc,
+                f"aliases (*name) expand the file past {MAX_NODES:,} {_NODES} here{_MOST}",
+            )
+    raise _Limit(root.start_mark.line + 1, (), "aliases (*name) expand the file past its limits")
+
+
+def _shown_scalar(text: str) -> str:
+    return repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text):,} characters)"
 
 
 def child(node: object, part: str | int) -> tuple[bool, object]:
@@ -127,7 +252,7 @@ class Document:
 class _Walker:
     """Turns composed nodes into data, recording lines and substitutions on the way."""
 
-    def __init__(self, loader: yaml.SafeLoader, file: Path, environ: Mapping[str, str]):
+    def __init__(self, loader: yaml.SafeLoader, file: Path, environ: Mapping[str, str] | None):
         self.loader = loader
         self.file = file
         self.environ = environ
@@ -180,8 +305,28 @@ class _Walker:
         return result
 
     def _scalar(self, node: ScalarNode, loc: Loc) -> object:
-        value = self.loader.construct_object(node)
-        if node.tag != _STR_TAG or not isinstance(value, str) or "${" not in value:
+        try:
+            value = self.loader.construct_object(node)
+        except yaml.YAMLError:
+            raise
+        except Exception:  # whatever a constructor raises is about the value
+            # PyYAML's constructors let plain exceptions through: ValueError for `2024-02-30`
+            # (an implicit date), `!!int x` or 4,301 digits, KeyError for `!!bool maybe`,
+            # AttributeError for `!!timestamp x`.
+            tag = node.tag.rsplit(":", 1)[-1]
+            text = f"YAML: cannot read {_shown_scalar(node.value)} as "
+            text += _TAG_WORDS.get(tag, f"!!{tag}")
+            implicit = self.loader.resolve(ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
+            if implicit == node.tag:
+                text += " (put it in quotes if it is text)"
+            self._issue(loc, node.start_mark.line + 1, text)
+            return None
+        if (
+            self.environ is None
+            or node.tag != _STR_TAG
+            or not isinstance(value, str)
+            or "${" not in value
+        ):
             return value
         expanded, problems = expand_env(value, self.environ)
         for problem in problems:
@@ -203,31 +348,106 @@ def _syntax_issue(file: Path, exc: yaml.YAMLError) -> ConfigIssue:
     return ConfigIssue(file, exc.problem_mark.line + 1, "", message)
 
 
-def read_yaml(path: Path, *, environ: Mapping[str, str]) -> Document:
-    """Parse one YAML file; raises ConfigError when it cannot be read or is not YAML."""
-    file = shown_path(path)
+def _read_bytes(path: Path) -> list[bytes]:
+    """The file's bytes in chunks, no more than one chunk past the limit (/dev/zero ends)."""
+    chunks: list[bytes] = []
+    size = 0
+    with path.open("rb") as f:
+        # Small reads: read(MAX_FILE_BYTES + 1) allocates its whole buffer up front.
+        while size <= MAX_FILE_BYTES and (chunk := f.read(65536)):
+            chunks.append(chunk)
+            size += len(chunk)
+    return chunks
+
+
+def _decode(chunks: list[bytes], file: Path) -> str:
+    """The text of a file's bytes, with newlines as Python's text mode reads them."""
+    if sum(len(c) for c in chunks) > MAX_FILE_BYTES:
+        line, size = 1, 0
+        for chunk in chunks:  # the line where the limit falls
+            line += chunk.count(b"\n", 0, MAX_FILE_BYTES - size)
+            size += len(chunk)
+        mib = MAX_FILE_BYTES // (1024 * 1024)
+        raise ConfigError([ConfigIssue(file, line, "", f"larger than {mib} MiB{_MOST}")])
+    raw = b"".join(chunks)
+    chunks.clear()  # the file is held once, not twice, while it is decoded
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigIssue(file, None, "", "file not found")]) from None
-    except IsADirectoryError:
-        raise ConfigError([ConfigIssue(file, None, "", "is a directory, not a file")]) from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [ConfigIssue(file, None, "", f"not UTF-8 text (byte {exc.start})")]
-        ) from None
-    except OSError as exc:
-        raise ConfigError([ConfigIssue(file, None, "", f"cannot read: {exc.strerror}")]) from None
-    loader = yaml.SafeLoader(text)
+        line = raw.count(b"\n", 0, exc.start) + 1
+        message = f"not UTF-8 text (byte {exc.start})"
+        raise ConfigError([ConfigIssue(file, line, "", message)]) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _unprintable(text: str, file: Path) -> list[ConfigIssue]:
+    """A ConfigIssue for each of the first characters YAML does not allow in a file."""
+    issues: list[ConfigIssue] = []
+    for match in yaml.reader.Reader.NON_PRINTABLE.finditer(text):
+        if len(issues) == 10:  # binary garbage would list thousands
+            break
+        char = match.group()
+        line = text.count("\n", 0, match.start()) + 1
+        column = match.start() - text.rfind("\n", 0, match.start())
+        what = "control character" if unicodedata.category(char) == "Cc" else "character"
+        message = f"YAML syntax: {what} U+{ord(char):04X} is not allowed in YAML (column {column})"
+        issues.append(ConfigIssue(file, line, "", message))
+    return issues
+
+
+def _document(text: str, file: Path, environ: Mapping[str, str] | None) -> Document:
+    unprintable = _unprintable(text, file)
+    if unprintable:  # PyYAML's reader would refuse the first one when it is made
+        raise ConfigError(unprintable)
+    loader = _Loader(text)
     try:
         root = loader.get_single_node()
         walker = _Walker(loader, file, environ)
-        data = None if root is None else walker.walk(root, ())
+        data = None
+        if root is not None:
+            _check_expanded(root)
+            data = walker.walk(root, ())
     except yaml.YAMLError as exc:
         raise ConfigError([_syntax_issue(file, exc)]) from None
+    except _Limit as exc:
+        raise ConfigError([ConfigIssue(file, exc.line, format_loc(exc.loc), exc.message)]) from None
     finally:
         loader.dispose()
     lines = dict(walker.lines)
     if root is not None:
         lines[()] = root.start_mark.line + 1
     return Document(file, data, lines, dict(walker.templates), tuple(walker.issues))
+
+
+def read_yaml(path: Path, *, environ: Mapping[str, str] | None) -> Document:
+    """Parse one YAML file; raises ConfigError when it cannot be read or is not YAML.
+
+    `environ` fills ${...} in strings; None leaves them as written (files that take none).
+    """
+    file = shown_path(path)
+    try:
+        chunks = _read_bytes(path)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(file, None, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigIssue(file, None, "", "is a directory, not a file")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(file, None, "", f"cannot read: {exc.strerror}")]) from None
+    return _document(_decode(chunks, file), file, environ)
+
+
+def read_data(path: Path) -> object:
+    """The data of a YAML file other than a site or a profile (a tariff calendar, a
+    coefficient table, an uplink template), read within the same limits.
+
+    OSError as from open(); any other problem is a ValueError naming the file and line.
+    """
+    chunks = _read_bytes(path)
+    file = shown_path(path)
+    try:
+        doc = _document(_decode(chunks, file), file, None)
+    except ConfigError as exc:
+        raise ValueError("; ".join(str(issue) for issue in exc.issues)) from None
+    if doc.issues:  # duplicate keys
+        raise ValueError("; ".join(str(issue) for issue in doc.issues))
+    return doc.data

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge_agent.catalog import Kind, folders
+from edge_agent.config_yaml import read_data
 
 # kind -> canonical unit, and the factor from each accepted unit to it.
 CANONICAL: dict[str, str] = {
@@ -127,10 +127,7 @@ class Coefficients:
 
 
 def _read(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    return read_data(path)
 
 
 def load_coefficients(

@@ -27,6 +27,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.config_numbers import Number, Seconds, Whole
+
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 _TERM = re.compile(r"\s*([+-])?\s*([A-Za-z0-9_][A-Za-z0-9_.-]*)\s*")
 
@@ -80,17 +82,17 @@ class EnergyConfig(_Model):
 
     timezone: str = "Asia/Shanghai"
     interval_min: Literal[5, 10, 15, 30, 60] = 15
-    demand_window_min: Annotated[int, Field(ge=1, le=60)] = 15  # 需量周期; slides every minute
+    demand_window_min: Annotated[Whole, Field(ge=1, le=60)] = 15  # 需量周期; slides every minute
     tariff: str | None = None
     standard_coal: str = "gbt2589-2020-equivalent"
     grid_emission: str = "mee-nbs-2023-national"
-    contract_demand_kw: Annotated[float, Field(gt=0)] | None = None
+    contract_demand_kw: Annotated[Number, Field(gt=0.0)] | None = None
     contract_demand_meter: Annotated[str, Field(pattern=_NAME, max_length=64)] | None = None
     hierarchy: tuple[HierarchyNode, ...] = ()
     virtual_meters: tuple[VirtualMeter, ...] = ()
     # How often the running state is saved (energy_state.py): at most this much of it is
     # lost by a crash; a clean stop saves it anyway.
-    state_save_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
+    state_save_s: Annotated[Seconds, Field(ge=5.0, le=3600.0)] = 60.0
 
     @field_validator("timezone")
     @classmethod

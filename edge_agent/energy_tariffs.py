@@ -34,10 +34,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from drivers.config_numbers import Whole
 from edge_agent.catalog import Kind, find, folders, known
+from edge_agent.config_yaml import read_data
 
 PERIODS = ("sharp", "peak", "flat", "valley")
 PERIOD_LABELS = {"sharp": "尖峰", "peak": "峰", "flat": "平", "valley": "谷"}
@@ -93,7 +94,7 @@ class Season(_Model):
     """The periods of the months it names."""
 
     name: str
-    months: Annotated[tuple[Annotated[int, Field(ge=1, le=12)], ...], Field(min_length=1)]
+    months: Annotated[tuple[Annotated[Whole, Field(ge=1, le=12)], ...], Field(min_length=1)]
     periods: Annotated[tuple[PeriodSpan, ...], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -197,8 +198,8 @@ def _hhmm(minute: int) -> str:
 def load_calendar(path: Path) -> TariffCalendar:
     """Read and validate a calendar file; ValueError names the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        data = read_data(path)
+    except OSError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     try:
         return TariffCalendar.model_validate(data)

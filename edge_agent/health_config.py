@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.config_numbers import Number, Seconds
+
 
 class HealthConfig(BaseModel):
     """Thresholds of the health check served on `/healthz`.
@@ -17,6 +19,6 @@ class HealthConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    uplink_down_s: Annotated[float, Field(gt=0)] = 300.0
-    device_down_s: Annotated[float, Field(gt=0)] = 300.0
-    max_devices_down_share: Annotated[float, Field(ge=0, le=1)] = 0.5
+    uplink_down_s: Annotated[Seconds, Field(gt=0.0)] = 300.0
+    device_down_s: Annotated[Seconds, Field(gt=0.0)] = 300.0
+    max_devices_down_share: Annotated[Number, Field(ge=0.0, le=1.0)] = 0.5

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from drivers.config_numbers import BackoffCap, Seconds, Tick, Timeout, Whole
+
 # An MQTT shared-subscription group name: one topic level, no wildcards.
 GROUP_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Measurement names become metric-name prefixes in VictoriaMetrics: keep them plain.
@@ -42,7 +44,7 @@ class InfluxConfig(BaseModel):
     org: Annotated[str, Field(min_length=1)]
     bucket: Annotated[str, Field(min_length=1)]
     gzip: bool = True
-    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    timeout_s: Annotated[Timeout, Field(le=300.0)] = 10.0
     # InfluxDB keeps string fields; VictoriaMetrics stores them as 0, so they are off by default.
     string_values: bool = False
     # https: the CA bundle (PEM) that signed the server's certificate, relative to the site
@@ -88,17 +90,17 @@ class IngestConfig(BaseModel):
     sites: tuple[Annotated[str, Field(pattern=SITE_PATTERN)], ...] | None = None  # None: all
     store: Path = Path("edge-data.sqlite")  # embedded store, relative to the config file
     measurement: Annotated[str, Field(pattern=MEASUREMENT_PATTERN)] = "edge"
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 5000  # points per write
-    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 0.2  # oldest point's max wait
+    batch_size: Annotated[Whole, Field(ge=1, le=1_000_000)] = 5000  # points per write
+    flush_interval_s: Annotated[Tick, Field(le=60.0)] = 0.2  # oldest point's max wait
     # Batches written at the same time; acknowledgements still go out in arrival order.
-    write_concurrency: Annotated[int, Field(ge=1, le=16)] = 2
+    write_concurrency: Annotated[Whole, Field(ge=1, le=16)] = 2
     # Messages received and not yet acknowledged (MQTT v5 Receive Maximum): the bound on
     # what a store outage holds back in memory; the broker queues the rest.
-    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
-    session_expiry_s: Annotated[int, Field(ge=0)] = 86400
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # store retry cap
+    max_inflight: Annotated[Whole, Field(ge=1, le=65535)] = 1000
+    session_expiry_s: Annotated[Whole, Field(ge=0)] = 86400
+    backoff_max_s: BackoffCap = 30.0  # store retry cap
     deadletter_topic: Annotated[str, Field(pattern=TOPIC_PATTERN)] | None = None
-    max_future_s: Annotated[float, Field(ge=0)] = 300.0  # later timestamps are rejected
+    max_future_s: Annotated[Seconds, Field(ge=0.0)] = 300.0  # later timestamps are rejected
     # Series are written only for this file's site, gateway, devices and points (and the
     # energy and alarm series they derive); `allow` adds `site/gateway/device/point`
     # patterns for gateways this file does not describe (ingest_series.py).

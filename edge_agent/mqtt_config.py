@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from drivers.config_numbers import BackoffCap, Whole
+
 # One or more topic levels ("factory", "cn/ahs/factory"): no wildcards, no empty level, and
 # not starting with $ (reserved for broker topics such as $SYS).
 TOPIC_PREFIX = r"^[^/#+\s$][^/#+\s]*(/[^/#+\s]+)*$"
@@ -37,15 +39,15 @@ class MqttConfig(BaseModel):
 
     url: str = "mqtt://127.0.0.1:1883"
     prefix: Annotated[str, Field(pattern=TOPIC_PREFIX)] = "factory"
-    qos: Annotated[int, Field(ge=0, le=2)] = 1
+    qos: Annotated[Whole, Field(ge=0, le=2)] = 1
     client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig | None = None
-    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
-    max_queued: Annotated[int, Field(ge=0)] = 100_000  # messages held while offline
+    keepalive_s: Annotated[Whole, Field(ge=5, le=3600)] = 30
+    backoff_max_s: BackoffCap = 30.0
+    max_inflight: Annotated[Whole, Field(ge=1, le=65535)] = 100
+    max_queued: Annotated[Whole, Field(ge=0)] = 100_000  # messages held while offline
 
     @field_validator("url")
     @classmethod

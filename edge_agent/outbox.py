@@ -43,6 +43,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.config_numbers import Number, Seconds, Tick, Whole
 from edge_agent.sqlite_file import OUTBOX, DatabaseFileError, move_aside, open_checked
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,13 @@ class OutboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path = Path("var/outbox.sqlite")  # relative paths start at the site file's folder
-    max_bytes: Annotated[int, Field(ge=65536)] = 256 * 1024 * 1024
-    max_age_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    max_bytes: Annotated[Whole, Field(ge=65536)] = 256 * 1024 * 1024
+    max_age_s: Annotated[Seconds, Field(gt=0.0)] = 7 * 86400.0
     overflow: Literal["drop_oldest", "thin"] = "drop_oldest"
-    thin_keep_every: Annotated[int, Field(ge=2, le=1000)] = 10
+    thin_keep_every: Annotated[Whole, Field(ge=2, le=1000)] = 10
     synchronous: Literal["normal", "full"] = "normal"
-    flush_interval_s: Annotated[float, Field(gt=0, le=5)] = 0.02
-    replay_max_per_s: Annotated[float, Field(ge=0)] = 0.0  # 0: as fast as acks come back
+    flush_interval_s: Annotated[Tick, Field(le=5.0)] = 0.02
+    replay_max_per_s: Annotated[Number, Field(ge=0.0)] = 0.0  # 0: as fast as acks come back
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-import yaml
 
 from drivers.reading import Poll
 from edge_agent.catalog import Kind, find, folders
 from edge_agent.config_errors import ConfigIssue
-from edge_agent.config_yaml import Document
+from edge_agent.config_yaml import Document, read_data
 from edge_agent.influx_tls import ca_file_problem
 from edge_agent.platform_uplink_config import UplinkConfig, UplinkEndpoint
 from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
@@ -60,7 +59,7 @@ class Template:
 
     @classmethod
     def load(cls, path: Path) -> Template:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = read_data(path)
         if not isinstance(doc, dict) or not {"envelope", "record"} <= set(doc):
             raise ValueError(f"{path}: a template needs `envelope` and `record` texts")
         template = cls(str(doc["envelope"]), str(doc["record"]))
@@ -125,9 +124,6 @@ def uplink_issues(doc: Document, config: UplinkConfig, *, base: Path) -> list[Co
             issues.append(doc.issue((*at, "template"), f"{path}: {exc.strerror}"))
         except ValueError as exc:
             issues.append(doc.issue((*at, "template"), str(exc)))
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
-            issues.append(doc.issue((*at, "template"), f"{path}: {first}"))
         problem = None if e.ca_file is None else ca_file_problem(base / e.ca_file)
         if problem is not None and e.ca_file is not None:
             missing = not (base / e.ca_file).exists()

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from drivers.config_numbers import BackoffCap, Timeout, Whole
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -31,9 +33,9 @@ class UplinkEndpoint(BaseModel):
     template: Path
     token: SecretStr | None = None
     ca_file: Path | None = None
-    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-    batch: Annotated[int, Field(ge=1, le=1000)] = 50  # records per request, oldest first
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    timeout_s: Annotated[Timeout, Field(le=300.0)] = 10.0
+    batch: Annotated[Whole, Field(ge=1, le=1000)] = 50  # records per request, oldest first
+    backoff_max_s: BackoffCap = 60.0
     # The answer that acknowledges: HTTP 2xx and, when set, these keys in its JSON body.
     ack_json: dict[str, Any] | None = None
     # What is sent: 15-minute (实时) intervals, and the daily / monthly totals (每日/每月上传).
@@ -63,7 +65,7 @@ class UplinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path = Path("var/uplink.sqlite")  # relative to the site file
-    history_days: Annotated[int, Field(ge=183)] = 200
+    history_days: Annotated[Whole, Field(ge=183)] = 200
     endpoints: Annotated[tuple[UplinkEndpoint, ...], Field(min_length=1)]
 
     @field_validator("endpoints")

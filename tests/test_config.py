@@ -91,6 +91,13 @@ def test_golden_folders_cover_the_brief() -> None:
         "unknown-profile",
         "unreadable-range",
         "yaml-syntax",
+        # issue 16: reading is bounded, numbers are numbers
+        "alias-bomb",
+        "boolean-numbers",
+        "control-character",
+        "deep-nesting",
+        "too-fast",
+        "unreadable-scalars",
     }
 
 

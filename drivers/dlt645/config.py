@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.config_numbers import BackoffCap, Number, PollInterval, Seconds, Timeout, Whole
 from drivers.dlt645.formats import DataFormat, FieldKind, parse_format
 from drivers.dlt645.frame import BROADCAST_ADDRESS, MAX_PREAMBLE, address_bytes
 from drivers.dlt645.identifiers import lookup, parse_di
@@ -158,10 +159,10 @@ class Dlt645Point(_Model):
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     di: str
-    field: Annotated[int, Field(ge=0, le=63)] = 0
+    field: Annotated[Whole, Field(ge=0, le=63)] = 0
     format: str | None = None  # default: the built-in table's
     unit: Annotated[str, Field(max_length=16)] | None = None  # default: the table's
-    scale: float = 1.0
+    scale: Number = 1.0
     description: str | None = None
     # Read by the agent's stages (drivers/options/), never by the driver.
     energy: EnergyOptions | None = None
@@ -293,12 +294,12 @@ class Dlt645Device(_Model):
     driver: Literal["dlt645"]
     url: str
     address: str
-    interval_s: Annotated[float, Field(gt=0, le=86400)] = 5.0  # 2400 baud: ~0.2 s per DI
-    timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    frame_gap_s: Annotated[float, Field(ge=0, le=1)] = 0.0  # quiet time between transactions
-    preamble: Annotated[int, Field(ge=0, le=MAX_PREAMBLE)] = 4  # FEH wake-up bytes
-    profile: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    interval_s: PollInterval = 5.0  # 2400 baud: ~0.2 s per DI
+    timeout_s: Annotated[Timeout, Field(le=60.0)] = 1.0
+    backoff_max_s: BackoffCap = 30.0
+    frame_gap_s: Annotated[Seconds, Field(ge=0.0, le=1.0)] = 0.0  # quiet time between transactions
+    preamble: Annotated[Whole, Field(ge=0, le=MAX_PREAMBLE)] = 4  # FEH wake-up bytes
+    profile: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = None
     points: tuple[Dlt645Point, ...] | None = None
     report: ReportOptions | None = None  # default of the points, over the profile's
     batch: BatchOptions | None = None  # several polls per data message (schema v2)

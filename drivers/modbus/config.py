@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.config_numbers import BackoffCap, Number, PollInterval, Seconds, Timeout, Whole
 from drivers.contract import PointIssue
 from drivers.modbus.codec import Order, PointType, Table, register_count
 from drivers.modbus.type_names import order_name, point_type_name
@@ -117,14 +118,14 @@ class ModbusPoint(_Model):
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     table: Table = Table.HOLDING
-    address: Annotated[int, Field(ge=0, le=65535)]
+    address: Annotated[Whole, Field(ge=0, le=65535)]
     type: PointType | None = None  # default: bool for bit tables, uint16 otherwise
     order: Order | None = None  # default: the profile's or device's order
-    length: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] | None = None  # string registers
-    bit: Annotated[int, Field(ge=0, le=15)] | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    decimals: Annotated[int, Field(ge=0, le=12)] | None = None
+    length: Annotated[Whole, Field(ge=1, le=MAX_REGISTERS)] | None = None  # string registers
+    bit: Annotated[Whole, Field(ge=0, le=15)] | None = None
+    scale: Number = 1.0
+    offset: Number = 0.0
+    decimals: Annotated[Whole, Field(ge=0, le=12)] | None = None
     unit: Annotated[str, Field(max_length=16)] | None = None
     description: str | None = None
     # Read by the agent's stages (drivers/options/), never by the driver.
@@ -192,8 +193,8 @@ class Unreadable(_Model):
     """An address range a device refuses to read; no request may span it."""
 
     table: Table = Table.HOLDING
-    start: Annotated[int, Field(ge=0, le=65535)]
-    end: Annotated[int, Field(ge=0, le=65535)]
+    start: Annotated[Whole, Field(ge=0, le=65535)]
+    end: Annotated[Whole, Field(ge=0, le=65535)]
 
     @model_validator(mode="after")
     def _ordered(self) -> Unreadable:
@@ -285,8 +286,8 @@ class ModbusProfile(_Model):
     description: str | None = None
     source: str | None = None
     order: Order = Order.ABCD
-    max_gap: Annotated[int, Field(ge=0, le=MAX_REGISTERS)] = 10
-    max_registers: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] = MAX_REGISTERS
+    max_gap: Annotated[Whole, Field(ge=0, le=MAX_REGISTERS)] = 10
+    max_registers: Annotated[Whole, Field(ge=1, le=MAX_REGISTERS)] = MAX_REGISTERS
     unreadable: tuple[Unreadable, ...] = ()
     report: ReportOptions | None = None  # default of the points (drivers/options/report.py)
     points: Annotated[tuple[ModbusPoint, ...], Field(min_length=1)]
@@ -309,16 +310,17 @@ class ModbusDevice(_Model):
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     driver: Literal["modbus"]
     url: str
-    device_id: Annotated[int, Field(ge=0, le=255)] = 1
-    interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
-    timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    frame_gap_s: Annotated[float, Field(ge=0, le=1)] = 0.0  # quiet time between bus transactions
-    profile: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
-    points: tuple[ModbusPoint, ...] | None = None
+    device_id: Annotated[Whole, Field(ge=0, le=255)] = 1
+    interval_s: PollInterval = 1.0
+    timeout_s: Annotated[Timeout, Field(le=60.0)] = 1.0
+    backoff_max_s: BackoffCap = 30.0
+    # quiet time between bus transactions
+    frame_gap_s: Annotated[Seconds, Field(ge=0.0, le=1.0)] = 0.0
+    profile: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = None
+    points: Annotated[tuple[ModbusPoint, ...], Field(min_length=1)] | None = None
     order: Order | None = None  # overrides the profile's default order
-    max_gap: Annotated[int, Field(ge=0, le=MAX_REGISTERS)] | None = None
-    max_registers: Annotated[int, Field(ge=1, le=MAX_REGISTERS)] | None = None
+    max_gap: Annotated[Whole, Field(ge=0, le=MAX_REGISTERS)] | None = None
+    max_registers: Annotated[Whole, Field(ge=1, le=MAX_REGISTERS)] | None = None
     unreadable: tuple[Unreadable, ...] = ()
     report: ReportOptions | None = None  # default of the points, over the profile's
     batch: BatchOptions | None = None  # several polls per data message (schema v2)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from drivers.config_numbers import BackoffCap, Number, PollInterval, Seconds, Timeout, Whole
 from drivers.names import NAME_PATTERN
 from drivers.opcua.certificates import normalise_fingerprint
 from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node, parse_path
@@ -144,8 +145,8 @@ class OpcUaSecurity(_Model):
 class Deadband(_Model):
     """DataChangeFilter deadband: absolute (engineering units) or percent of the EURange."""
 
-    abs: Annotated[float, Field(ge=0)] | None = None
-    percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    abs: Annotated[Number, Field(ge=0.0)] | None = None
+    percent: Annotated[Number, Field(ge=0.0, le=100.0)] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Deadband:
@@ -162,12 +163,12 @@ class OpcUaPoint(_Model):
     path: str | tuple[str, ...] | None = None  # browse path from Objects
     namespace: str | None = None  # for bare names in `path`
     mode: AcquisitionMode | None = None  # default: the device's
-    sampling_interval_s: Annotated[float, Field(ge=0, le=86400)] | None = None
-    queue_size: Annotated[int, Field(ge=1, le=MAX_QUEUE)] | None = None
+    sampling_interval_s: Annotated[Seconds, Field(ge=0.0, le=86400.0)] | None = None
+    queue_size: Annotated[Whole, Field(ge=1, le=MAX_QUEUE)] | None = None
     deadband: Deadband | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    decimals: Annotated[int, Field(ge=0, le=12)] | None = None
+    scale: Number = 1.0
+    offset: Number = 0.0
+    decimals: Annotated[Whole, Field(ge=0, le=12)] | None = None
     unit: Annotated[str, Field(max_length=16)] | None = None
     description: str | None = None
     # Read by the agent's stages (drivers/options/), never by the driver.
@@ -209,22 +210,22 @@ class OpcUaDevice(_Model):
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     driver: Literal["opcua"]
     url: str
-    interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
-    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    interval_s: PollInterval = 1.0
+    timeout_s: Annotated[Timeout, Field(le=60.0)] = 2.0
+    backoff_max_s: BackoffCap = 30.0
     security: OpcUaSecurity = OpcUaSecurity()
     username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     password: SecretStr | None = None  # through ${ENV}, never written in the file
     application_uri: Annotated[str, Field(min_length=1)] = "urn:edge-agent:client"
     namespace: str | None = None  # default namespace URI of bare browse names
     mode: AcquisitionMode = AcquisitionMode.POLL  # default of the points
-    publishing_interval_s: Annotated[float, Field(gt=0, le=3600)] | None = None  # interval_s
-    sampling_interval_s: Annotated[float, Field(ge=0, le=86400)] | None = None  # publishing
-    queue_size: Annotated[int, Field(ge=1, le=MAX_QUEUE)] = 1
-    keepalive_count: Annotated[int, Field(ge=1, le=1000)] = 5
-    watchdog_intervals: Annotated[int, Field(ge=2, le=10_000)] | None = None  # 3 x keepalive
-    session_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
-    max_items_per_request: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    publishing_interval_s: Annotated[PollInterval, Field(le=3600.0)] | None = None  # interval_s
+    sampling_interval_s: Annotated[Seconds, Field(ge=0.0, le=86400.0)] | None = None  # publishing
+    queue_size: Annotated[Whole, Field(ge=1, le=MAX_QUEUE)] = 1
+    keepalive_count: Annotated[Whole, Field(ge=1, le=1000)] = 5
+    watchdog_intervals: Annotated[Whole, Field(ge=2, le=10_000)] | None = None  # 3 x keepalive
+    session_timeout_s: Annotated[Seconds, Field(ge=1.0, le=86400.0)] = 60.0
+    max_items_per_request: Annotated[Whole, Field(ge=1, le=100_000)] = 1000
     points: Annotated[tuple[OpcUaPoint, ...], Field(min_length=1)]
     report: ReportOptions | None = None  # default of the points (drivers/options/report.py)
     batch: BatchOptions | None = None  # several polls per data message (schema v2)

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from drivers.config_numbers import Number, Seconds, Whole
 from drivers.names import NAME_PATTERN
 
 AlarmKind = Literal[
@@ -96,21 +97,21 @@ class _RuleFields(BaseModel):
     kind: AlarmKind | None = None
     preset: PresetName | None = None
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=32)] | None = None
-    priority: Annotated[int, Field(ge=1, le=4)] | None = None
+    priority: Annotated[Whole, Field(ge=1, le=4)] | None = None
     message: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     latch: bool | None = None  # stays annunciated after return to normal until a reset
-    limit: float | None = None
-    deadband: Annotated[float, Field(ge=0)] = 0.0
-    on_delay_s: Annotated[float, Field(ge=0, le=86400)] = 0.0
-    off_delay_s: Annotated[float, Field(ge=0, le=86400)] = 0.0
-    period_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    limit: Number | None = None
+    deadband: Annotated[Number, Field(ge=0.0)] = 0.0
+    on_delay_s: Annotated[Seconds, Field(ge=0.0, le=86400.0)] = 0.0
+    off_delay_s: Annotated[Seconds, Field(ge=0.0, le=86400.0)] = 0.0
+    period_s: Annotated[Seconds, Field(gt=0.0, le=86400.0)] | None = None
     direction: Literal["up", "down", "both"] | None = None
     value: StateValue | tuple[StateValue, ...] | None = None
     setpoint: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = None
-    intervals: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    oel: Annotated[float, Field(gt=0)] | None = None
-    level1: Annotated[float, Field(gt=0)] | None = None
-    level2: Annotated[float, Field(gt=0)] | None = None
+    intervals: Annotated[Whole, Field(ge=1, le=100_000)] | None = None
+    oel: Annotated[Number, Field(gt=0.0)] | None = None
+    level1: Annotated[Number, Field(gt=0.0)] | None = None
+    level2: Annotated[Number, Field(gt=0.0)] | None = None
 
     def _check(self, *, device_level: bool) -> None:
         if (self.kind is None) == (self.preset is None):

@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.config_numbers import Number
+
 EnergyKind = Literal["electricity", "reactive", "water", "natural_gas", "steam", "compressed_air"]
 
 
@@ -33,11 +35,11 @@ class EnergyOptions(BaseModel):
     # register, published beside the demand the stage computes from the import counter.
     role: Literal["counter", "demand", "demand_max"] = "counter"
     width_bits: Literal[16, 32, 48, 64] | None = None  # default: the point type's width
-    resolution: Annotated[float, Field(gt=0)] | None = None  # default: the point's scale
-    rollover: Annotated[float, Field(gt=0)] | None = None  # wraps at this value instead
+    resolution: Annotated[Number, Field(gt=0.0)] | None = None  # default: the point's scale
+    rollover: Annotated[Number, Field(gt=0.0)] | None = None  # wraps at this value instead
     # Largest plausible rate in the counter's unit per hour (e.g. kWh/h = kW): a rise beyond
     # it, or a "wrap" that would need more, is flagged as a reset instead of counted.
-    max_rate: Annotated[float, Field(gt=0)] | None = None
+    max_rate: Annotated[Number, Field(gt=0.0)] | None = None
     unit: Annotated[str, Field(max_length=16)] | None = None  # default: the point's unit
 
     @model_validator(mode="after")

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.config_numbers import Number, Seconds, Tick, Whole
+
 DEFAULT_MAX_INTERVAL_S = 300.0
 
 
@@ -33,13 +35,13 @@ class ReportOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    deadband: Annotated[float, Field(ge=0)] | None = None  # absolute, in the point's unit
-    deadband_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    deadband: Annotated[Number, Field(ge=0.0)] | None = None  # absolute, in the point's unit
+    deadband_pct: Annotated[Number, Field(ge=0.0, le=100.0)] | None = None
     # [low, high]: deadband_pct is a percent of high - low; without it, of the last
     # published value (so 1 % of 230 V is 2.3 V).
-    span: tuple[float, float] | None = None
-    min_interval_s: Annotated[float, Field(ge=0, le=86400)] = 0.0
-    max_interval_s: Annotated[float, Field(ge=0, le=86400)] = DEFAULT_MAX_INTERVAL_S
+    span: tuple[Number, Number] | None = None
+    min_interval_s: Annotated[Seconds, Field(ge=0.0, le=86400.0)] = 0.0
+    max_interval_s: Annotated[Seconds, Field(ge=0.0, le=86400.0)] = DEFAULT_MAX_INTERVAL_S
 
     @model_validator(mode="after")
     def _consistent(self) -> ReportOptions:
@@ -80,6 +82,6 @@ class BatchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_polls: Annotated[int, Field(ge=1, le=10_000)] = 60
-    max_age_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    max_bytes: Annotated[int, Field(ge=256, le=256 * 1024 * 1024)] = 65_536
+    max_polls: Annotated[Whole, Field(ge=1, le=10_000)] = 60
+    max_age_s: Annotated[Tick, Field(le=3600.0)] = 60.0
+    max_bytes: Annotated[Whole, Field(ge=256, le=256 * 1024 * 1024)] = 65_536
