@@ -42,6 +42,7 @@ from tests.fixtures.victoria import Victoria
 from tests.grafana_emulation import Grafana, View, ask, series
 from tests.ingest_support import unique_site
 from tests.recorded_site import Sample, replay
+from tests.test_grafana_push import FakeGrafana, grafana  # noqa: F401 (the stand-in's fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -217,10 +218,10 @@ def stored(
 
 def _run(victoria: Victoria, board: Mapping[str, Any], title: str, view: View) -> dict[str, Any]:
     """refId -> result series of one panel."""
-    grafana = Grafana(board)
+    emulated = Grafana(board)
     panel = next(p for p in board["panels"] if p["title"] == title)
     return {
-        t["refId"]: series(ask(victoria.url, grafana.request(panel, t, view)))
+        t["refId"]: series(ask(victoria.url, emulated.request(panel, t, view)))
         for t in panel["targets"]
     }
 
@@ -252,10 +253,10 @@ def test_every_query_runs_for_every_area_and_device_selection(
     boards = dashboards(loaded, kind="prometheus")
     ran = 0
     for name, board in boards.items():
-        grafana = Grafana(board)
-        sites = ask(victoria.url, grafana.variable_request("site", View(NOW, site, site)))
+        emulated = Grafana(board)
+        sites = ask(victoria.url, emulated.variable_request("site", View(NOW, site, site)))
         assert site in sites
-        areas = [o["text"] for o in grafana.variables["area"]["options"]]
+        areas = [o["text"] for o in emulated.variables["area"]["options"]]
         assert areas == [site, "workshop-1", "utilities"]
         for area in areas:
             view = _view(victoria, board, NOW, site, area)
@@ -265,7 +266,7 @@ def test_every_query_runs_for_every_area_and_device_selection(
                 view.devices = picked
                 for panel in board["panels"]:
                     for target in panel["targets"]:
-                        request = grafana.request(panel, target, view)
+                        request = emulated.request(panel, target, view)
                         result = ask(victoria.url, request)["result"]
                         ran += 1
                         if area == site and picked is None:
@@ -495,3 +496,24 @@ def test_generate_writes_the_prometheus_source_and_keeps_flux_the_default(
     with pytest.raises(SystemExit):
         cli.main(["grafana", "generate", str(demo), "--datasource", "graphite"])
     assert "invalid choice: 'graphite'" in capsys.readouterr().err
+
+
+def test_push_sends_the_prometheus_source_and_promql_dashboards_once(
+    grafana: tuple[str, FakeGrafana],  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, state = grafana
+    monkeypatch.setenv("GRAFANA_TOKEN", "glsa_test")
+    monkeypatch.setenv("INFLUX_TOKEN", "influx-secret")
+    args = ["grafana", "push", str(shipped_demo()), "--url", url, "--datasource", "prometheus"]
+    assert cli.main(args) == 0
+    (source,) = state.datasources.values()
+    assert (source["uid"], source["type"]) == ("edge-prometheus", "prometheus")
+    assert state.secrets["edge-prometheus"] == {"httpHeaderValue1": "Token influx-secret"}
+    (overview,) = [
+        d for d in state.dashboards.values() if d["dashboard"]["uid"] == "edge-energy-overview"
+    ]
+    assert all("expr" in t for p in overview["dashboard"]["panels"] for t in p["targets"])
+    state.requests.clear()
+    assert cli.main(args) == 0
+    assert state.writes() == []  # nothing changed: nothing written
