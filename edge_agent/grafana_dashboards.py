@@ -1,13 +1,15 @@
 """Grafana provisioning generated from a site config: a data source and five dashboards.
 
-    edge-agent grafana generate site.yaml [--out deploy/grafana]
+    edge-agent grafana generate site.yaml [--out deploy/grafana] [--datasource prometheus]
 
-writes `datasources/edge.yaml` (InfluxDB 2, Flux, token from $INFLUX_TOKEN),
+writes `datasources/edge.yaml` (InfluxDB 2, Flux, token from $INFLUX_TOKEN; or, with
+`--datasource prometheus`, a Prometheus-compatible store such as VictoriaMetrics, PromQL),
 `dashboards/edge-agent.yaml` (a file provider) and `dashboards/edge-agent/*.json`:
 energy overview, meter, demand, data quality, gateway health. Point names come from the
 devices' profiles and `energy:` counters, the contract demand and time zone from the
 `energy:` block, the areas from its hierarchy; panels are per template variable (site,
-area, device), never one per device. Queries: edge_agent/grafana_queries.py.
+area, device), never one per device. Queries: edge_agent/grafana_queries.py (Flux) and
+edge_agent/grafana_promql.py (PromQL), the same panels through one interface (`Queries`).
 
 Numbers that add up: a total reads the one series of the selected node (the site or a
 hierarchy node, as the energy stage publishes it), a breakdown the level below it, so a
@@ -23,14 +25,15 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from edge_agent import grafana_queries as q
 from edge_agent.config import LoadedConfig
 from edge_agent.energy_demand import contract_meter
 from edge_agent.energy_points import energy_points
+from edge_agent.grafana_promql import PromQueries, Target
+from edge_agent.grafana_queries import FluxQueries
 
 SCHEMA_VERSION = 39  # Grafana 11.x dashboards
 DATASOURCE_UID = "edge-influxdb"
@@ -45,6 +48,58 @@ DATASOURCE = {"type": "influxdb", "uid": "${datasource}"}
 # Grafana unit ids of the energy stage's canonical units (no kvarh id: a suffix).
 ENERGY_UNITS = {"kWh": "kwatth", "kvarh": "suffix: kvarh", "m3": "m3", "t": "masst"}
 TCE_UNIT = "suffix: tce"  # no Grafana unit for tonnes of standard coal
+Query = str | Target  # Flux text, or a Prometheus target
+
+
+@dataclass(frozen=True)
+class Store:
+    """The kind of data source the dashboards query, as Grafana names it."""
+
+    plugin: str  # Grafana's data source type
+    name: str
+    label: str  # what "Import dashboard" asks for
+    uid: str  # of the provisioned data source
+    time_field: str  # the time column of its answers
+
+
+STORES = {
+    "influxdb": Store(
+        "influxdb", "InfluxDB", "InfluxDB (the ingest's bucket)", DATASOURCE_UID, "_time"
+    ),
+    "prometheus": Store(
+        "prometheus",
+        "Prometheus",
+        "Prometheus-compatible store the ingest writes (VictoriaMetrics)",
+        "edge-prometheus",
+        "Time",
+    ),
+}
+
+
+class Queries(Protocol):
+    """A query language's panel queries (grafana_queries.FluxQueries, grafana_promql)."""
+
+    def series(self, points: Sequence[str]) -> Query: ...
+    def energy_series(self, points: Sequence[str]) -> Query: ...
+    def power(self, points: Sequence[str]) -> Query: ...
+    def device_series(self, points: Sequence[str], device: str) -> Query: ...
+    def peaks(self, points: Sequence[str]) -> Query: ...
+    def gateway_series(self, points: Sequence[str]) -> Query: ...
+    def bad_points(self) -> Query: ...
+    def readings_rate(self) -> Query: ...
+    def device_state(self) -> Query: ...
+    def daily(self, points: Sequence[str]) -> Query: ...
+    def node_daily(self, points: Sequence[str]) -> Query: ...
+    def total_by(self, points: Sequence[str], column: str) -> Query: ...
+    def node_total(self, points: Sequence[str], column: str) -> Query: ...
+    def children(self, points: Sequence[str], tree: Sequence[tuple[str, str]]) -> Query: ...
+    def manual_entries(self) -> Query: ...
+    def reasons(self) -> Query: ...
+    def last_seen(self) -> Query: ...
+    def alarm_list(self) -> Query: ...
+    def alarms_by_priority(self) -> Query: ...
+    def site_values(self) -> str: ...
+    def device_values(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -153,8 +208,11 @@ def catalog(loaded: LoadedConfig) -> Catalog:
 class _Board:
     """Panels laid out two per row on Grafana's 24-column grid."""
 
-    def __init__(self, cat: Catalog) -> None:
+    def __init__(self, cat: Catalog, store: Store, queries: Queries) -> None:
         self.cat = cat
+        self.store = store
+        self.q = queries
+        self.source = {"type": store.plugin, "uid": "${datasource}"}
         self.panels: list[dict[str, Any]] = []
         self._x = 0
         self._y = 0
@@ -163,7 +221,7 @@ class _Board:
         self,
         title: str,
         kind: str,
-        queries: Sequence[str],
+        queries: Sequence[Query],
         *,
         unit: str = "none",
         width: int = 12,
@@ -178,23 +236,95 @@ class _Board:
             "id": len(self.panels) + 1,
             "type": kind,
             "title": title,
-            "datasource": DATASOURCE,
+            "datasource": self.source,
             "gridPos": {"x": self._x, "y": self._y, "w": width, "h": height},
             "fieldConfig": {"defaults": {"unit": unit, **(defaults or {})}, "overrides": []},
             "options": options or {},
-            "targets": [
-                {
-                    "refId": chr(ord("A") + i),
-                    "datasource": DATASOURCE,
-                    "query": text,
-                }
-                for i, text in enumerate(queries)
-            ],
+            "targets": [self._target(chr(ord("A") + i), q) for i, q in enumerate(queries)],
         }
         if time_from is not None:
             panel["timeFrom"] = time_from  # "now/d": today, whatever the picked range
+        if kind == "barchart" and self.store.plugin == "prometheus":
+            # One frame per series from Prometheus; a bar chart draws one frame.
+            join = {"byField": self.store.time_field, "mode": "outer"}
+            panel["transformations"] = [{"id": "joinByField", "options": join}]
         self.panels.append(panel)
         self._x += width
+
+    def _target(self, ref: str, query: Query) -> dict[str, Any]:
+        if isinstance(query, str):
+            return {"refId": ref, "datasource": self.source, "query": query}
+        target = {
+            "refId": ref,
+            "datasource": self.source,
+            "editorMode": "code",
+            "expr": query.expr,
+            "instant": query.instant,
+            "range": not query.instant,
+            "legendFormat": query.legend or "__auto",
+            "format": "table" if query.table else "time_series",
+        }
+        if query.interval is not None:
+            target["interval"] = query.interval
+        return target
+
+    def _variables(self) -> list[dict[str, Any]]:
+        cat, ds = self.cat, self.source
+        # The first option is the whole site: its text is the site, whose series the totals
+        # read.
+        area_options = [(cat.site, ".*")] + [
+            (name, "|".join(members)) for name, members in cat.areas
+        ]
+        return [
+            {
+                "name": "datasource",
+                "label": "Data source",
+                "type": "datasource",
+                "query": self.store.plugin,
+                # Replaced by the data source picked on import; provisioned as is, Grafana
+                # falls back to the source of that type there is.
+                "current": {"text": f"${{{DS_INPUT}}}", "value": f"${{{DS_INPUT}}}"},
+                "hide": 0,
+            },
+            {
+                "name": "site",
+                "label": "Site",
+                "type": "query",
+                "datasource": ds,
+                "query": self.q.site_values(),
+                "definition": "site tag values",
+                "refresh": 1,
+                "current": {"text": cat.site, "value": cat.site},
+                "multi": False,
+                "includeAll": False,
+            },
+            {
+                "name": "area",
+                "label": "Area",
+                "type": "custom",
+                # "name : regex" pairs: the area shows by name, filters by its meters and nodes.
+                "query": ", ".join(f"{name} : {regex}" for name, regex in area_options),
+                "current": {"text": cat.site, "value": ".*"},
+                "options": [
+                    {"text": name, "value": regex, "selected": i == 0}
+                    for i, (name, regex) in enumerate(area_options)
+                ],
+                "multi": False,
+                "includeAll": False,
+            },
+            {
+                "name": "device",
+                "label": "Device",
+                "type": "query",
+                "datasource": ds,
+                "query": self.q.device_values(),
+                "definition": "device tag values of the site and area",
+                "refresh": 2,
+                "multi": True,
+                "includeAll": True,
+                "current": {"text": "All", "value": "$__all"},
+            },
+        ]
 
     def dashboard(
         self,
@@ -209,16 +339,21 @@ class _Board:
             "__inputs": [
                 {
                     "name": DS_INPUT,
-                    "label": "InfluxDB (the ingest's bucket)",
+                    "label": self.store.label,
                     "description": "",
                     "type": "datasource",
-                    "pluginId": "influxdb",
-                    "pluginName": "InfluxDB",
+                    "pluginId": self.store.plugin,
+                    "pluginName": self.store.name,
                 }
             ],
             "__requires": [
                 {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "11.0.0"},
-                {"type": "datasource", "id": "influxdb", "name": "InfluxDB", "version": "1.0.0"},
+                {
+                    "type": "datasource",
+                    "id": self.store.plugin,
+                    "name": self.store.name,
+                    "version": "1.0.0",
+                },
             ],
             "uid": uid,
             "title": title,
@@ -229,7 +364,7 @@ class _Board:
             "editable": True,
             "refresh": "1m",
             "time": {"from": time_from, "to": "now"},
-            "templating": {"list": _variables(self.cat) + _constants(constants)},
+            "templating": {"list": self._variables() + _constants(constants)},
             "annotations": {"list": []},
             "panels": self.panels,
         }
@@ -249,67 +384,6 @@ def _constants(pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     ]
 
 
-def _variables(cat: Catalog) -> list[dict[str, Any]]:
-    ds = DATASOURCE
-    m = f'r._measurement == "{cat.measurement}"'
-    # The first option is the whole site: its text is the site, whose series the totals read.
-    area_options = [(cat.site, ".*")] + [(name, "|".join(members)) for name, members in cat.areas]
-    return [
-        {
-            "name": "datasource",
-            "label": "Data source",
-            "type": "datasource",
-            "query": "influxdb",
-            # Replaced by the data source picked on import; provisioned as is, Grafana
-            # falls back to the InfluxDB source there is.
-            "current": {"text": f"${{{DS_INPUT}}}", "value": f"${{{DS_INPUT}}}"},
-            "hide": 0,
-        },
-        {
-            "name": "site",
-            "label": "Site",
-            "type": "query",
-            "datasource": ds,
-            "query": q.tag_values(cat.bucket, "site", m),
-            "definition": "site tag values",
-            "refresh": 1,
-            "current": {"text": cat.site, "value": cat.site},
-            "multi": False,
-            "includeAll": False,
-        },
-        {
-            "name": "area",
-            "label": "Area",
-            "type": "custom",
-            # "name : regex" pairs: the area shows by name, filters by its meters and nodes.
-            "query": ", ".join(f"{name} : {regex}" for name, regex in area_options),
-            "current": {"text": cat.site, "value": ".*"},
-            "options": [
-                {"text": name, "value": regex, "selected": i == 0}
-                for i, (name, regex) in enumerate(area_options)
-            ],
-            "multi": False,
-            "includeAll": False,
-        },
-        {
-            "name": "device",
-            "label": "Device",
-            "type": "query",
-            "datasource": ds,
-            "query": q.tag_values(
-                cat.bucket,
-                "device",
-                f'{m} and r.site == "${{site}}" and r.device =~ /^(${{area}})$/',
-            ),
-            "definition": "device tag values of the site and area",
-            "refresh": 2,
-            "multi": True,
-            "includeAll": True,
-            "current": {"text": "All", "value": "$__all"},
-        },
-    ]
-
-
 def _interval(counters: Sequence[str], suffix: str = "") -> list[str]:
     return [f"interval.{c}{suffix}" for c in counters]
 
@@ -320,7 +394,7 @@ def _energy_panels(b: _Board, cat: Catalog, *, title: str, **kwargs: Any) -> Non
         b.panel(
             f"{title} ({unit})",
             "timeseries",
-            [q.series(cat.bucket, cat.measurement, _interval(counters))],
+            [b.q.energy_series(_interval(counters))],
             unit=ENERGY_UNITS.get(unit, f"suffix: {unit}"),
             width=24,
             options={"legend": {"displayMode": "table", "calcs": ["sum"]}},
@@ -328,20 +402,20 @@ def _energy_panels(b: _Board, cat: Catalog, *, title: str, **kwargs: Any) -> Non
         )
 
 
-def overview(cat: Catalog) -> dict[str, Any]:
+def overview(cat: Catalog, store: Store, queries: Queries) -> dict[str, Any]:
     """Plant energy overview: today and this month by TOU period, tce, CO2, the level below."""
-    b = _Board(cat)
-    bm, ms, imp = cat.bucket, cat.measurement, cat.import_counters
+    b = _Board(cat, store, queries)
+    imp = cat.import_counters
     stat = {"reduceOptions": {"calcs": ["sum"], "values": False}, "textMode": "value_and_name"}
     if cat.hierarchy:  # the node's own series: never a node plus its meters
         by_period = [f"interval.electricity.{p}" for p in PERIODS]
         tce = [f"day.{k}.tce" for k in cat.kinds]
 
-        def total(points: list[str], column: str) -> str:
-            return q.node_total(bm, ms, points, column)
+        def total(points: list[str], column: str) -> Query:
+            return b.q.node_total(points, column)
 
-        def per_day(points: list[str]) -> str:
-            return q.node_daily(bm, ms, points, cat.timezone)
+        def per_day(points: list[str]) -> Query:
+            return b.q.node_daily(points)
 
         co2 = ["day.electricity.co2"]
     else:  # no tree: the meters are all there is
@@ -349,11 +423,11 @@ def overview(cat: Catalog) -> dict[str, Any]:
         tce = [f"day.{c}.tce" for c in cat.consumption]
         co2 = [f"day.{c}.co2" for c in imp]
 
-        def total(points: list[str], column: str) -> str:
-            return q.total_by(bm, ms, points, column)
+        def total(points: list[str], column: str) -> Query:
+            return b.q.total_by(points, column)
 
-        def per_day(points: list[str]) -> str:
-            return q.daily(bm, ms, points, cat.timezone)
+        def per_day(points: list[str]) -> Query:
+            return b.q.daily(points)
 
     for title, since in (("Today", "now/d"), ("This month", "now/M")):
         b.panel(
@@ -385,7 +459,7 @@ def overview(cat: Catalog) -> dict[str, Any]:
     b.panel(
         "Electricity by the level below (range)",
         "bargauge",
-        [q.children(bm, ms, ["interval.electricity", *_interval(imp)], cat.tree)],
+        [b.q.children(["interval.electricity", *_interval(imp)], cat.tree)],
         unit="kwatth",
         options={"orientation": "horizontal", "displayMode": "gradient"},
     )
@@ -395,29 +469,28 @@ def overview(cat: Catalog) -> dict[str, Any]:
         [per_day(by_period)],
         unit="kwatth",
         width=24,
-        options={"stacking": "normal", "xField": "_time"},
+        options={"stacking": "normal", "xField": b.store.time_field},
     )
     _energy_panels(b, cat, title="Interval energy (per meter)")
     b.panel(
         "Manual entries (手工填报, range)",
         "table",
-        [q.manual_entries(bm, ms)],
+        [b.q.manual_entries()],
         width=24,
     )
     return b.dashboard("edge-energy-overview", f"{cat.site}: energy overview", time_from="now/M")
 
 
-def meter(cat: Catalog) -> dict[str, Any]:
+def meter(cat: Catalog, store: Store, queries: Queries) -> dict[str, Any]:
     """Per meter: voltage, current, power, power factor, energy."""
-    b = _Board(cat)
-    bm, ms = cat.bucket, cat.measurement
-    b.panel("Voltage", "timeseries", [q.series(bm, ms, cat.voltage)], unit="volt")
-    b.panel("Current", "timeseries", [q.series(bm, ms, cat.current)], unit="amp")
-    b.panel("Active power", "timeseries", [q.power(bm, ms, cat.power)], unit="kwatt")
+    b = _Board(cat, store, queries)
+    b.panel("Voltage", "timeseries", [b.q.series(cat.voltage)], unit="volt")
+    b.panel("Current", "timeseries", [b.q.series(cat.current)], unit="amp")
+    b.panel("Active power", "timeseries", [b.q.power(cat.power)], unit="kwatt")
     b.panel(
         "Power factor",
         "timeseries",
-        [q.series(bm, ms, cat.pf)],
+        [b.q.series(cat.pf)],
         unit="none",
         defaults={"min": -1, "max": 1},
     )
@@ -425,25 +498,24 @@ def meter(cat: Catalog) -> dict[str, Any]:
     return b.dashboard("edge-meter", f"{cat.site}: meter")
 
 
-def demand(cat: Catalog) -> dict[str, Any]:
+def demand(cat: Catalog, store: Store, queries: Queries) -> dict[str, Any]:
     """Demand (15-min sliding) and the month's maximum, the contract demand drawn on the
     meter it is billed on only."""
-    b = _Board(cat)
-    bm, ms = cat.bucket, cat.measurement
+    b = _Board(cat, store, queries)
     contract, on = cat.contract_kw, cat.contract_meter
     series = [f"demand.{c}" for c in cat.import_counters]
     maxima = [f"demand.{c}.month_max" for c in cat.import_counters]
     title = "Demand" + (f" (contract {contract:g} kW on {on})" if contract and on else "")
     for name, points in ((title, series), ("Maximum demand this month", maxima)):
         if contract is None or on is None:
-            b.panel(name, "timeseries", [q.series(bm, ms, points)], unit="kwatt", width=24)
+            b.panel(name, "timeseries", [b.q.peaks(points)], unit="kwatt", width=24)
             continue
         b.panel(
             name,
             "timeseries",
             [
-                q.device_series(bm, ms, points, "${contract}"),
-                q.device_series(bm, ms, points, "!${contract}"),
+                b.q.device_series(points, "${contract}"),
+                b.q.device_series(points, "!${contract}"),
             ],
             unit="kwatt",
             width=24,
@@ -471,10 +543,9 @@ def demand(cat: Catalog) -> dict[str, Any]:
     return b.dashboard("edge-demand", f"{cat.site}: demand", constants=constants)
 
 
-def quality(cat: Catalog) -> dict[str, Any]:
+def quality(cat: Catalog, store: Store, queries: Queries) -> dict[str, Any]:
     """Data quality and completeness: interval completeness, bad readings and their reasons."""
-    b = _Board(cat)
-    bm, ms = cat.bucket, cat.measurement
+    b = _Board(cat, store, queries)
     threshold = {
         "thresholds": {
             "mode": "absolute",
@@ -486,24 +557,23 @@ def quality(cat: Catalog) -> dict[str, Any]:
     b.panel(
         "Interval completeness (>= 0.90 required)",
         "timeseries",
-        [q.series(bm, ms, _interval(cat.counters, ".completeness"))],
+        [b.q.series(_interval(cat.counters, ".completeness"))],
         unit="percentunit",
         width=24,
         defaults=threshold,
     )
-    b.panel("Readings not good, per device", "timeseries", [q.bad_points(bm, ms)])
-    b.panel("Not-good readings by reason class", "table", [q.reasons(bm, ms)])
+    b.panel("Readings not good, per device", "timeseries", [b.q.bad_points()])
+    b.panel("Not-good readings by reason class", "table", [b.q.reasons()])
     return b.dashboard("edge-quality", f"{cat.site}: data quality")
 
 
-def gateway(cat: Catalog) -> dict[str, Any]:
+def gateway(cat: Catalog, store: Store, queries: Queries) -> dict[str, Any]:
     """Gateway health as the store sees it: data age, throughput, device state."""
-    b = _Board(cat)
-    bm, ms = cat.bucket, cat.measurement
+    b = _Board(cat, store, queries)
     b.panel(
         "Seconds since the last reading (a stalled uplink or outbox grows)",
         "table",
-        [q.last_seen(bm, ms)],
+        [b.q.last_seen()],
         unit="s",
         width=24,
         defaults={
@@ -513,22 +583,22 @@ def gateway(cat: Catalog) -> dict[str, Any]:
             }
         },
     )
-    b.panel("Readings stored per interval, per gateway", "timeseries", [q.readings_rate(bm, ms)])
+    b.panel("Readings stored per interval, per gateway", "timeseries", [b.q.readings_rate()])
     b.panel(
         "Outbox depth (messages waiting for the broker)",
         "timeseries",
-        [q.gateway_series(bm, ms, ["outbox_messages"])],
+        [b.q.gateway_series(["outbox_messages"])],
     )
     b.panel(
         "Oldest message in the outbox",
         "timeseries",
-        [q.gateway_series(bm, ms, ["outbox_oldest_age_s"])],
+        [b.q.gateway_series(["outbox_oldest_age_s"])],
         unit="s",
     )
     b.panel(
         "Device state (worst quality: 0 good, 1 uncertain, 2 bad)",
         "state-timeline",
-        [q.device_state(bm, ms)],
+        [b.q.device_state()],
         defaults={
             "mappings": [
                 {
@@ -543,32 +613,55 @@ def gateway(cat: Catalog) -> dict[str, Any]:
         },
     )
     # Alarm transitions as the ingest stores them (state codes: README "Alarm transitions").
-    b.panel("Active alarms by priority", "bargauge", [q.alarms_by_priority(bm, ms)])
+    b.panel("Active alarms by priority", "bargauge", [b.q.alarms_by_priority()])
     b.panel(
         "Alarms not normal (latest transition; state 1 unacked, 2 acked, 3 cleared unacked, "
         "4 latched, 5 shelved, 6 out of service)",
         "table",
-        [q.alarm_list(bm, ms)],
+        [b.q.alarm_list()],
         width=24,
     )
     return b.dashboard("edge-gateway", f"{cat.site}: gateway health")
 
 
-def dashboards(loaded: LoadedConfig) -> dict[str, dict[str, Any]]:
-    """File name -> dashboard JSON for every generated dashboard."""
+def dashboards(loaded: LoadedConfig, *, kind: str = "influxdb") -> dict[str, dict[str, Any]]:
+    """File name -> dashboard JSON for every generated dashboard, querying a data source
+    of `kind` (STORES: influxdb with Flux, prometheus with PromQL)."""
     cat = catalog(loaded)
+    store = STORES[kind]
+    queries: Queries = (
+        PromQueries(cat.measurement)
+        if kind == "prometheus"
+        else FluxQueries(cat.bucket, cat.measurement, cat.timezone)
+    )
     return {
-        "energy-overview.json": overview(cat),
-        "meter.json": meter(cat),
-        "demand.json": demand(cat),
-        "data-quality.json": quality(cat),
-        "gateway-health.json": gateway(cat),
+        "energy-overview.json": overview(cat, store, queries),
+        "meter.json": meter(cat, store, queries),
+        "demand.json": demand(cat, store, queries),
+        "data-quality.json": quality(cat, store, queries),
+        "gateway-health.json": gateway(cat, store, queries),
     }
 
 
-def datasource(loaded: LoadedConfig, *, url: str | None = None) -> dict[str, Any]:
-    """The InfluxDB data source (Flux); Grafana expands $INFLUX_TOKEN from its environment."""
+def datasource(
+    loaded: LoadedConfig, *, url: str | None = None, kind: str = "influxdb"
+) -> dict[str, Any]:
+    """The data source; Grafana expands $INFLUX_TOKEN from its environment.
+
+    InfluxDB: Flux, organisation and bucket from `influx:`. Prometheus: the same server
+    (VictoriaMetrics answers PromQL where the ingest writes), the token sent as the ingest
+    and the report send it, in an Authorization header."""
     influx = loaded.site.influx
+    if kind == "prometheus":
+        return {
+            "name": "edge-prometheus",
+            "uid": STORES[kind].uid,
+            "type": "prometheus",
+            "access": "proxy",
+            "url": url or (influx.url if influx is not None else "http://victoriametrics:8428"),
+            "jsonData": {"httpMethod": "POST", "httpHeaderName1": "Authorization"},
+            "secureJsonData": {"httpHeaderValue1": "Token $INFLUX_TOKEN"},
+        }
     return {
         "name": "edge-influxdb",
         "uid": DATASOURCE_UID,
@@ -584,8 +677,11 @@ def datasource(loaded: LoadedConfig, *, url: str | None = None) -> dict[str, Any
     }
 
 
-def write(loaded: LoadedConfig, out: Path, *, url: str | None = None) -> list[Path]:
-    """Write the provisioning tree under `out`; the files written."""
+def write(
+    loaded: LoadedConfig, out: Path, *, url: str | None = None, kind: str = "influxdb"
+) -> list[Path]:
+    """Write the provisioning tree under `out` for a data source of `kind`; the files
+    written."""
     written: list[Path] = []
 
     def put(path: Path, text: str) -> None:
@@ -593,7 +689,7 @@ def write(loaded: LoadedConfig, out: Path, *, url: str | None = None) -> list[Pa
         path.write_text(text, encoding="utf-8")
         written.append(path)
 
-    ds = {"apiVersion": 1, "datasources": [datasource(loaded, url=url)]}
+    ds = {"apiVersion": 1, "datasources": [datasource(loaded, url=url, kind=kind)]}
     put(out / "datasources" / "edge.yaml", yaml.safe_dump(ds, sort_keys=False))
     provider = {
         "apiVersion": 1,
@@ -609,7 +705,7 @@ def write(loaded: LoadedConfig, out: Path, *, url: str | None = None) -> list[Pa
         ],
     }
     put(out / "dashboards" / "edge-agent.yaml", yaml.safe_dump(provider, sort_keys=False))
-    for name, board in dashboards(loaded).items():
+    for name, board in dashboards(loaded, kind=kind).items():
         text = json.dumps(board, indent=2, ensure_ascii=False) + "\n"
         put(out / "dashboards" / "edge-agent" / name, text)
     return written

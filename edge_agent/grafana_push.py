@@ -1,8 +1,10 @@
 """`edge-agent grafana generate|push`: write the provisioning tree, or push it over the API.
 
-`push` creates or updates, through grafana-client, the folder "Edge agent", the InfluxDB
-data source and the dashboards on a Grafana URL with an API token (`--token-env`, default
-GRAFANA_TOKEN; never an argument, so it stays out of shell history and process lists).
+`push` creates or updates, through grafana-client, the folder "Edge agent", the data source
+(InfluxDB with Flux, or with `--datasource prometheus` a Prometheus-compatible store such as
+VictoriaMetrics with PromQL) and the dashboards on a Grafana URL with an API token
+(`--token-env`, default GRAFANA_TOKEN; never an argument, so it stays out of shell history
+and process lists).
 It is idempotent: what already matches is left alone, so a second run sends no write.
 
 Dashboards in the folder that carry the generator's tag but are no longer generated (a uid an
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import LoadedConfig
-from edge_agent.grafana_dashboards import FOLDER, TAG, dashboards, datasource, write
+from edge_agent.grafana_dashboards import FOLDER, STORES, TAG, dashboards, datasource, write
 
 FOLDER_UID = "edge-agent"
 DEFAULT_OUT = Path("deploy/grafana")
@@ -34,12 +36,14 @@ def add_parser(sub: Any) -> None:
     gen = actions.add_parser("generate", help="write provisioning files (datasource, dashboards)")
     gen.add_argument("config", type=Path)
     gen.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default deploy/grafana")
-    gen.add_argument("--influx-url", default=None, help="URL Grafana uses to reach InfluxDB")
+    gen.add_argument("--influx-url", default=None, help="URL Grafana uses to reach the store")
+    _datasource_option(gen)
     push = actions.add_parser("push", help="create/update folder, datasource, dashboards")
     push.add_argument("config", type=Path)
     push.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
     push.add_argument("--token-env", default="GRAFANA_TOKEN", help="env var with the API token")
-    push.add_argument("--influx-url", default=None, help="URL Grafana uses to reach InfluxDB")
+    push.add_argument("--influx-url", default=None, help="URL Grafana uses to reach the store")
+    _datasource_option(push)
     push.add_argument(
         "--prune",
         action="store_true",
@@ -47,10 +51,20 @@ def add_parser(sub: Any) -> None:
     )
 
 
+def _datasource_option(parser: Any) -> None:
+    parser.add_argument(
+        "--datasource",
+        choices=sorted(STORES),
+        default="influxdb",
+        help="what the dashboards query: influxdb (InfluxDB 2, Flux; default) or prometheus "
+        "(VictoriaMetrics or another Prometheus-compatible store, PromQL)",
+    )
+
+
 def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     """Run the parsed `grafana` action."""
     if args.grafana_action == "generate":
-        for path in write(loaded, args.out, url=args.influx_url):
+        for path in write(loaded, args.out, url=args.influx_url, kind=args.datasource):
             print(path)
         return 0
     token = os.environ.get(args.token_env)
@@ -65,6 +79,7 @@ def run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         influx_token=influx_token,
         influx_url=args.influx_url,
         prune=args.prune,
+        kind=args.datasource,
     )
     print(f"grafana push: {result.summary()}")
     return 0
@@ -117,6 +132,7 @@ def push(
     influx_token: str = "",
     influx_url: str | None = None,
     prune: bool = False,
+    kind: str = "influxdb",
 ) -> PushResult:
     """Create or update folder, data source and dashboards; unchanged objects are not sent.
 
@@ -145,15 +161,16 @@ def push(
         else:
             result.unchanged.append(f"folder {FOLDER_UID}")
 
-    ds = datasource(loaded, url=influx_url)
+    ds = datasource(loaded, url=influx_url, kind=kind)
     # The API takes the secret itself; Grafana never returns it, so it is sent on create only.
     body = {k: v for k, v in ds.items() if k != "secureJsonData"}
+    secure = {k: v.replace("$INFLUX_TOKEN", influx_token) for k, v in ds["secureJsonData"].items()}
     try:
         have = api.datasource.get_datasource_by_uid(ds["uid"])
     except GrafanaClientError as exc:
         if exc.status_code != 404:
             raise
-        api.datasource.create_datasource({**body, "secureJsonData": {"token": influx_token}})
+        api.datasource.create_datasource({**body, "secureJsonData": secure})
         result.created.append(f"datasource {ds['uid']}")
     else:
         if _same(body, have):
@@ -162,7 +179,7 @@ def push(
             api.datasource.update_datasource_by_uid(ds["uid"], {**have, **body})
             result.updated.append(f"datasource {ds['uid']}")
 
-    boards = list(dashboards(loaded).values())
+    boards = list(dashboards(loaded, kind=kind).values())
     for board in boards:
         uid = board["uid"]
         try:

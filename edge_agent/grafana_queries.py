@@ -271,3 +271,77 @@ def device_series(bucket: str, measurement: str, points: Sequence[str], device: 
         + '\n  |> group(columns: ["device", "point"])'
         + "\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
     )
+
+
+class FluxQueries:
+    """The functions above bound to one bucket, measurement and time zone: the interface
+    the dashboards build panels through (grafana_promql.PromQueries is the other)."""
+
+    def __init__(self, bucket: str, measurement: str, timezone: str) -> None:
+        self.bucket, self.measurement, self.timezone = bucket, measurement, timezone
+
+    def series(self, points: Sequence[str]) -> str:
+        return series(self.bucket, self.measurement, points)
+
+    def energy_series(self, points: Sequence[str]) -> str:
+        return series(self.bucket, self.measurement, points)
+
+    def power(self, points: Sequence[str]) -> str:
+        return power(self.bucket, self.measurement, points)
+
+    def device_series(self, points: Sequence[str], device: str) -> str:
+        return device_series(self.bucket, self.measurement, points, device)
+
+    def peaks(self, points: Sequence[str]) -> str:
+        return series(self.bucket, self.measurement, points)
+
+    def gateway_series(self, points: Sequence[str]) -> str:
+        return gateway_series(self.bucket, self.measurement, points)
+
+    def bad_points(self) -> str:
+        return bad_points(self.bucket, self.measurement)
+
+    def readings_rate(self) -> str:
+        return readings_rate(self.bucket, self.measurement)
+
+    def device_state(self) -> str:
+        return device_state(self.bucket, self.measurement)
+
+    def daily(self, points: Sequence[str]) -> str:
+        return daily(self.bucket, self.measurement, points, self.timezone)
+
+    def node_daily(self, points: Sequence[str]) -> str:
+        return node_daily(self.bucket, self.measurement, points, self.timezone)
+
+    def total_by(self, points: Sequence[str], column: str) -> str:
+        return total_by(self.bucket, self.measurement, points, column)
+
+    def node_total(self, points: Sequence[str], column: str) -> str:
+        return node_total(self.bucket, self.measurement, points, column)
+
+    def children(self, points: Sequence[str], tree: Sequence[tuple[str, str]]) -> str:
+        return children(self.bucket, self.measurement, points, tree)
+
+    def manual_entries(self) -> str:
+        return manual_entries(self.bucket, self.measurement)
+
+    def reasons(self) -> str:
+        return reasons(self.bucket, self.measurement)
+
+    def last_seen(self) -> str:
+        return last_seen(self.bucket, self.measurement)
+
+    def alarm_list(self) -> str:
+        return alarm_list(self.bucket, self.measurement)
+
+    def alarms_by_priority(self) -> str:
+        return alarms_by_priority(self.bucket, self.measurement)
+
+    def site_values(self) -> str:
+        return tag_values(self.bucket, "site", f'r._measurement == "{self.measurement}"')
+
+    def device_values(self) -> str:
+        m = f'r._measurement == "{self.measurement}"'
+        return tag_values(
+            self.bucket, "device", f'{m} and r.site == "${{site}}" and r.device =~ /^(${{area}})$/'
+        )
