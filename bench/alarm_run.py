@@ -40,7 +40,7 @@ from bench.site_model import bench_profile
 from drivers.modbus.codec import PointType
 from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile
 from drivers.options.alarms import AlarmRule
-from simulators.site import SimDeviceSpec, serve
+from simulators.common.site import SimDeviceSpec, serve
 from tests.fixtures.mosquitto import Mosquitto
 
 PROBE_PROFILE = ModbusProfile(
@@ -59,10 +59,10 @@ PROBE_PROFILE = ModbusProfile(
 
 async def _worker(args: argparse.Namespace, urls: list[str]) -> None:
     """The agent: load devices at 1 s polls, plus the probe device."""
-    from edge_agent.agent import Agent
-    from edge_agent.config import DeviceSetup, LoadedConfig, SiteConfig
-    from edge_agent.mqtt_config import MqttConfig
-    from edge_agent.outbox import OutboxConfig
+    from edge_agent.config.site import DeviceSetup, LoadedConfig, SiteConfig
+    from edge_agent.delivery.outbox import OutboxConfig
+    from edge_agent.mqtt.config import MqttConfig
+    from edge_agent.runtime.agent import Agent
 
     load = bench_profile(args.points)
     setups = [

@@ -26,9 +26,9 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.agent import Agent
-from edge_agent.alarm_stage import AlarmStage
-from edge_agent.config import load_config
+from edge_agent.alarms.stage import AlarmStage
+from edge_agent.config.site import load_config
+from edge_agent.runtime.agent import Agent
 from tests.fixtures.mosquitto import Mosquitto
 
 SITE = """\

@@ -32,7 +32,7 @@ from drivers.dlt645.frame import (
     read_request,
 )
 from drivers.dlt645.line import Dlt645Line
-from simulators.dlt645_site import Dlt645MeterSpec, serve
+from simulators.dlt645.site import Dlt645MeterSpec, serve
 
 DIS = ["00010000", "00020000", "0201FF00", "0202FF00", "0203FF00", "0206FF00", "02800002"]
 

@@ -18,10 +18,10 @@ from drivers.modbus.codec import PointType
 from drivers.modbus.plugin import WRAP_COUNTS
 from drivers.options.energy import EnergyOptions
 from drivers.reading import PointSpec, Poll
-from edge_agent.energy_config import EnergyConfig, HierarchyNode, VirtualMeter
-from edge_agent.energy_points import CounterPoint
-from edge_agent.energy_stage import EnergyStage, counter_spec
-from edge_agent.energy_state import EnergyStateFile
+from edge_agent.energy.config import EnergyConfig, HierarchyNode, VirtualMeter
+from edge_agent.energy.points import CounterPoint
+from edge_agent.energy.stage import EnergyStage, counter_spec
+from edge_agent.energy.state import EnergyStateFile
 
 
 class _Count:

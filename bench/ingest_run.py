@@ -32,11 +32,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.reading import PointSpec, Poll
-from edge_agent.config import load_config
-from edge_agent.embedded_store import count_readings
-from edge_agent.ingest import Ingest, store_path
-from edge_agent.ingest_schema import LineEncoder, Source, decode_data
-from edge_agent.payload import DeviceEncoder
+from edge_agent.config.site import load_config
+from edge_agent.ingest.embedded_store import count_readings
+from edge_agent.ingest.schema import LineEncoder, Source, decode_data
+from edge_agent.ingest.service import Ingest, store_path
+from edge_agent.pipeline.payload import DeviceEncoder
 from tests.fixtures.mosquitto import Mosquitto
 from tests.fixtures.victoria import Victoria
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from drivers.reading import PointSpec, Poll
-from edge_agent.agent import Agent
-from edge_agent.config import load_config
-from edge_agent.metrics import AgentMetrics, MeteredDriver
-from edge_agent.poller import UnitStats
+from edge_agent.config.site import load_config
+from edge_agent.ops.metrics import AgentMetrics, MeteredDriver
+from edge_agent.runtime.agent import Agent
+from edge_agent.runtime.poller import UnitStats
 
 
 class _Instant:

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from simulators.opcua_server import OpcUaSimSpec, serve_opcua
+from simulators.opcua.server import OpcUaSimSpec, serve_opcua
 
 
 async def _main(nodes: int, update_s: float) -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from drivers.reading import PointSpec, Poll
-from edge_agent.forwarder import Forwarder
-from edge_agent.mqtt_config import MqttConfig
-from edge_agent.mqtt_sink import MqttSink
-from edge_agent.outbox import Outbox, OutboxConfig
-from edge_agent.payload import DeviceEncoder
+from edge_agent.delivery.forwarder import Forwarder
+from edge_agent.delivery.outbox import Outbox, OutboxConfig
+from edge_agent.mqtt.config import MqttConfig
+from edge_agent.mqtt.sink import MqttSink
+from edge_agent.pipeline.payload import DeviceEncoder
 from tests.fixtures.mosquitto import Mosquitto
 
 

@@ -42,12 +42,12 @@ from drivers.modbus.config import ModbusDevice
 from drivers.modbus.driver import ModbusDriver
 from drivers.options.report import BatchOptions, ReportOptions
 from drivers.reading import Poll
-from edge_agent.batching import build_batcher
 from edge_agent.catalog import shipped_demo
-from edge_agent.config import DeviceSetup, LoadedConfig, load_config
-from edge_agent.payload import DeviceEncoder
-from edge_agent.report_filter import build_report_filter
-from simulators.modbus_device import SimDevice
+from edge_agent.config.site import DeviceSetup, LoadedConfig, load_config
+from edge_agent.pipeline.batching import build_batcher
+from edge_agent.pipeline.by_exception import build_report_filter
+from edge_agent.pipeline.payload import DeviceEncoder
+from simulators.modbus.device import SimDevice
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 1_764_000_000 * 10**9
@@ -288,9 +288,9 @@ def on_free_ports(loaded: LoadedConfig, free_port: Callable[[], int]) -> LoadedC
 
 async def live(config: Path, setting: Setting, seconds: float) -> dict[str, float]:
     """Run the plant for real (simulators, agent, Mosquitto); what a subscriber received."""
-    from edge_agent.agent import Agent
-    from edge_agent.simulation import specs
-    from simulators.site import serve
+    from edge_agent.cli.simulation import specs
+    from edge_agent.runtime.agent import Agent
+    from simulators.common.site import serve
     from tests.fixtures.mosquitto import Mosquitto, Subscriber, free_port
 
     with tempfile.TemporaryDirectory(prefix="rbe-live-") as tmp:

@@ -16,7 +16,7 @@ import random
 import time
 
 from drivers.reading import PointSpec, Poll
-from edge_agent.payload import DeviceEncoder
+from edge_agent.pipeline.payload import DeviceEncoder
 from edge_agent.sparkplug import datatypes as dt
 from edge_agent.sparkplug.payload import DeviceMetrics, historical, stamp
 

@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
-        "--module", default="edge_agent", help="edge_agent.cli for versions without __main__"
+        "--module", default="edge_agent", help="edge_agent.cli.main for versions without __main__"
     )
     args = parser.parse_args()
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -9,7 +9,7 @@
    them; a 15-minute boundary of a 50-meter x 3-counter site is one add of ~150).
 2. drain: the queue holds `--drain` records (fewer for batch 1: one request per record)
    and the senders (PlatformUplink.run, the agent's code) post it to real HTTPS receivers
-   (simulators/platform_receiver.py, one process per endpoint, self-signed certificate as
+   (simulators/platform/receiver.py, one process per endpoint, self-signed certificate as
    the CA file, the example province template, `ack_json: {code: 0}`) with batches of 1,
    50 and 500 records, one and two endpoints; records/s per endpoint until every queue is
    empty. One more run drains the head of a queue 10x larger, to see whether the rate
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.catalog import Kind, shipped
-from edge_agent.platform_uplink import PlatformUplink
-from edge_agent.platform_uplink_config import UplinkConfig, UplinkEndpoint
-from edge_agent.platform_uplink_store import IntervalRecord, UplinkStore
+from edge_agent.uplink.config import UplinkConfig, UplinkEndpoint
+from edge_agent.uplink.platform import PlatformUplink
+from edge_agent.uplink.store import IntervalRecord, UplinkStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = shipped(Kind.TEMPLATES, "example-province")
@@ -92,10 +92,10 @@ def bench_add(tmp: Path, *, batch: int, endpoints: int, calls: int) -> AddResult
 
 
 class Receiver:
-    """simulators/platform_receiver.py in a process of its own (mode ok)."""
+    """simulators/platform/receiver.py in a process of its own (mode ok)."""
 
     def __init__(self, cert_dir: Path) -> None:
-        command = ["-m", "simulators.platform_receiver", "--port", "0", "--cert-dir", str(cert_dir)]
+        command = ["-m", "simulators.platform.receiver", "--port", "0", "--cert-dir", str(cert_dir)]
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             cwd=ROOT,

@@ -25,10 +25,10 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from bench.site_model import bench_profile
 from drivers.modbus.config import ModbusDevice
-from edge_agent.agent import Agent
-from edge_agent.config import DeviceSetup, LoadedConfig, SiteConfig
-from edge_agent.mqtt_config import MqttConfig
-from edge_agent.outbox import OutboxConfig
+from edge_agent.config.site import DeviceSetup, LoadedConfig, SiteConfig
+from edge_agent.delivery.outbox import OutboxConfig
+from edge_agent.mqtt.config import MqttConfig
+from edge_agent.runtime.agent import Agent
 
 
 def _rss_mb() -> float:

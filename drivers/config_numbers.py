@@ -3,7 +3,7 @@
 pydantic in its default (lax) mode reads `true` as 1 and `false` as 0, so `interval_s:
 true` polled every second and `device_id: false` addressed unit 0. Every int and float of
 a config model takes one of these types instead, which refuse a boolean with its own
-error (`bool_not_number`, worded for the site file by edge_agent/config_messages.py).
+error (`bool_not_number`, worded for the site file by edge_agent/config/messages.py).
 Text is still read as a number, because `${ENV}` values are text (`device_id: ${UNIT}`);
 inf and nan are refused, as no setting means them.
 

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 
 from drivers.reading import Poll, Quality, Value
-from edge_agent.agent import Agent
-from edge_agent.alarm_stage import AlarmStage
-from edge_agent.config import load_config
+from edge_agent.alarms.stage import AlarmStage
+from edge_agent.config.site import load_config
+from edge_agent.runtime.agent import Agent
 
 EPOCH_NS = 1_780_000_000 * 10**9  # polls carry wall-clock stamps; these start here
 

@@ -16,7 +16,7 @@ pytest_plugins = [
 os.environ.pop("EDGE_AGENT_DATA", None)
 
 # Real servers make a test end to end: it is marked `e2e`, so `-m "not e2e"` is the fast,
-# unit-only subset (tests that start servers themselves carry the marker in their module).
+# unit-only subset.
 SERVER_FIXTURES = {
     "mosquitto",
     "mosquitto_fresh",
@@ -30,35 +30,9 @@ SERVER_FIXTURES = {
 }
 
 
-# Modules whose tests start real servers themselves (simulators on loopback, HTTPS
-# receivers, node, subprocesses of the agent).
-E2E_MODULES = {
-    "test_diagnose",
-    "test_dlt645_bus",
-    "test_energy_end_to_end",
-    "test_grafana_flux",
-    "test_grafana_push",
-    "test_ingest_tls",
-    "test_modbus_answers",
-    "test_opcua_driver",
-    "test_opcua_recovery",
-    "test_opcua_security",
-    "test_outbox_disk",
-    "test_platform_uplink",
-    "test_platform_uplink_metrics",
-    "test_reload",
-    "test_report_end_to_end",
-    "test_simulator_control",
-    "test_simulator_server",
-    "test_status_page",
-    "test_store_and_forward",
-    "test_uplink_end_to_end",
-    "test_user_habits",
-}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in E2E_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        # tests/e2e/ holds the tests that start servers themselves (simulators, HTTPS
+        # receivers, node, the agent as a process, the installed wheel).
+        if "e2e" in item.path.parts or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)

@@ -16,10 +16,10 @@ from drivers.modbus.codec import PointType
 from drivers.modbus.plugin import WRAP_COUNTS
 from drivers.options.energy import EnergyOptions
 from drivers.reading import PointSpec, Poll
-from edge_agent.energy_coefficients import CANONICAL
-from edge_agent.energy_config import EnergyConfig
-from edge_agent.energy_stage import CounterPoint, EnergyStage, counter_spec
-from edge_agent.energy_tariffs import TariffCalendar, find_calendar, load_calendar
+from edge_agent.energy.coefficients import CANONICAL
+from edge_agent.energy.config import EnergyConfig
+from edge_agent.energy.stage import CounterPoint, EnergyStage, counter_spec
+from edge_agent.energy.tariffs import TariffCalendar, find_calendar, load_calendar
 from tests.energy_reference import SHANGHAI, History
 
 MIN = 60_000

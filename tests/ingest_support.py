@@ -20,9 +20,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.reading import PointSpec, Poll, Quality
-from edge_agent.config import LoadedConfig, load_config
-from edge_agent.ingest import Ingest
-from edge_agent.payload import DeviceEncoder
+from edge_agent.config.site import LoadedConfig, load_config
+from edge_agent.ingest.service import Ingest
+from edge_agent.pipeline.payload import DeviceEncoder
 
 POINTS = (
     PointSpec("voltage_a", "V"),

@@ -11,7 +11,7 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.ua.attribute_ids import AttributeIds
 
-from simulators.opcua_server import OpcUaSim
+from simulators.opcua.server import OpcUaSim
 from tests.fixtures.opcua import PlcThread
 
 NS = "urn:plant:plc"

@@ -20,9 +20,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from drivers.reading import PointSpec, Poll, Quality
-from edge_agent.agent import Agent
-from edge_agent.config import LoadedConfig
-from edge_agent.ingest import Ingest
+from edge_agent.config.site import LoadedConfig
+from edge_agent.ingest.service import Ingest
+from edge_agent.runtime.agent import Agent
 from tests.ingest_support import publish
 from tests.ingest_support import running as ingesting
 from tests.running_agent import running

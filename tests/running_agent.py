@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from edge_agent.agent import Agent
+from edge_agent.runtime.agent import Agent
 
 
 @asynccontextmanager

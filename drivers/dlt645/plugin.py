@@ -27,7 +27,7 @@ class Dlt645Plugin:
     title = "DL/T 645"
     device_model = Dlt645Device
     profile_model = Dlt645Profile
-    simulator = "simulators.dlt645_simulator:SIMULATOR"
+    simulator = "simulators.dlt645.simulator:SIMULATOR"
     point_checks = None  # the model checks its points as a whole
 
     def resolved(self, device: Dlt645Device, base: Path) -> Dlt645Device:

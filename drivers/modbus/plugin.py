@@ -92,7 +92,7 @@ class ModbusPlugin:
     title = "Modbus"
     device_model = ModbusDevice
     profile_model = ModbusProfile
-    simulator = "simulators.modbus_simulator:SIMULATOR"
+    simulator = "simulators.modbus.simulator:SIMULATOR"
     point_checks = PointChecks(ModbusPoint, Unreadable, point_issues, _covers)
 
     def resolved(self, device: ModbusDevice, base: Path) -> ModbusDevice:

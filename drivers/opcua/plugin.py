@@ -29,7 +29,7 @@ class OpcUaPlugin:
     title = "OPC UA"
     device_model = OpcUaDevice
     profile_model = None
-    simulator = "simulators.opcua_simulator:SIMULATOR"
+    simulator = "simulators.opcua.simulator:SIMULATOR"
     point_checks = None
 
     def resolved(self, device: OpcUaDevice, base: Path) -> OpcUaDevice:

@@ -63,7 +63,7 @@ class Folder:
         """How error messages name it: the shipped set by that word, others by path."""
         if self.origin == "shipped":
             return "the shipped set"
-        from edge_agent.config_errors import shown_path
+        from edge_agent.config.errors import shown_path
 
         return f"{shown_path(self.path)}/"
 

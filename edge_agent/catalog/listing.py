@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from edge_agent.catalog import SYSTEM_VARIABLE, Kind, entries, folders
-from edge_agent.config_errors import ConfigError, shown_path
-from edge_agent.config_yaml import read_yaml
+from edge_agent.config.document import read_yaml
+from edge_agent.config.errors import ConfigError, shown_path
 
 _TITLES = {
     Kind.PROFILES: "profiles (profile: NAME)",
@@ -26,7 +26,7 @@ def print_catalog(site: Path | None) -> int:
         try:
             doc = read_yaml(site, environ=os.environ)
         except ConfigError as exc:
-            from edge_agent.plan_listing import render_issues
+            from edge_agent.cli.plan_listing import render_issues
 
             print(render_issues(exc), file=sys.stderr)
             return 2

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge_agent.mqtt_config import broker_address
+from edge_agent.mqtt.config import broker_address
 
 # Sparkplug ids are UTF-8 strings without + / # (tck-id-topic-structure-namespace-valid-*).
 SPARKPLUG_ID = r"^[^+/#\s][^+/#]*$"

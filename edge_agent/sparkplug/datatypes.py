@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from drivers.reading import Value
 from drivers.registry import plugin
-from edge_agent.config import DeviceSetup
+from edge_agent.config.site import DeviceSetup
 
 INT8, INT16, INT32, INT64 = 1, 2, 3, 4
 UINT8, UINT16, UINT32, UINT64 = 5, 6, 7, 8

@@ -1,7 +1,7 @@
 """Sparkplug messages from the node's outbox to the broker: the Forwarder, sent as Sparkplug.
 
 The outbox, its live/backlog split, the in-flight window and the replay budget are the
-JSON path's (edge_agent/forwarder.py); what differs is how a row goes out:
+JSON path's (edge_agent/delivery/forwarder.py); what differs is how a row goes out:
 
 - only while the node's session is `ready` (connected, births sent, primary host online);
 - at QoS 0, as the specification requires of NDATA/DDATA/DBIRTH/DDEATH, with the send time
@@ -20,9 +20,9 @@ import time
 from functools import partial
 from typing import Protocol
 
-from edge_agent.forwarder import Forwarder
-from edge_agent.mqtt_sink import MqttSink
-from edge_agent.outbox import Outbox, Row
+from edge_agent.delivery.forwarder import Forwarder
+from edge_agent.delivery.outbox import Outbox, Row
+from edge_agent.mqtt.sink import MqttSink
 from edge_agent.sparkplug.payload import historical, stamp
 from edge_agent.sparkplug.topics import message_type
 

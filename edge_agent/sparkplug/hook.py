@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edge_agent.config import LoadedConfig
+    from edge_agent.config.site import LoadedConfig
     from edge_agent.sparkplug.node import EdgeNode
 
 

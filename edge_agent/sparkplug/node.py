@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import orjson
 
 from drivers.reading import PointSpec, Poll
-from edge_agent.config import LoadedConfig
-from edge_agent.mqtt_sink import MqttSink, Will
-from edge_agent.outbox import Outbox
-from edge_agent.report_filter import build_report_filter
+from edge_agent.config.site import LoadedConfig
+from edge_agent.delivery.outbox import Outbox
+from edge_agent.mqtt.sink import MqttSink, Will
+from edge_agent.pipeline.by_exception import build_report_filter
 from edge_agent.sparkplug.config import SparkplugConfig
 from edge_agent.sparkplug.datatypes import DOUBLE, declared_types, inferred_type
 from edge_agent.sparkplug.delivery import SparkplugForwarder

@@ -1,0 +1,261 @@
+"""The diagnosis subcommands of `edge-agent`: read, probe, scan (Modbus, no config needed).
+
+They take a device URL as in a site file (tcp://, rtu:///dev/tty...?baudrate=, rtu+tcp://)
+and talk to the device directly; stop the agent first on a serial line, which only one
+program can open. Exit codes: 0 an answer, 1 no answer (or no match), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import math
+import sys
+
+from drivers.modbus.codec import PointType, Table
+from drivers.reading import DeviceUnreachable
+
+# The diagnosis modules load pymodbus; they are imported when a diagnosis command runs, so
+# every other command (and `--version`) starts without them.
+
+DIAGNOSE_COMMANDS = frozenset({"read", "probe", "scan"})
+URL_HELP = "tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600&parity=E or rtu+tcp://host:port"
+
+
+def _address(text: str) -> int:
+    from edge_agent.diagnose.read import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _point_type(text: str) -> PointType:
+    from drivers.modbus.type_names import point_type_name
+
+    names = ", ".join(t for t in PointType if t is not PointType.BIT)
+    try:
+        point_type = PointType(str(point_type_name(text)))  # FLOAT32 too; 32float: float32
+    except ValueError as exc:
+        message = str(exc) if "write" in str(exc) else f"unknown type {text!r} (use {names})"
+        raise argparse.ArgumentTypeError(message) from exc
+    if point_type is PointType.BIT:
+        raise argparse.ArgumentTypeError(f"read a bit's register as uint16 (types: {names})")
+    return point_type
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return value
+
+
+def _ids(text: str) -> list[int]:
+    from edge_agent.diagnose.scan import parse_ids
+
+    try:
+        return parse_ids(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add read, probe and scan to the command's subparsers."""
+    read = sub.add_parser("read", help="read one point once and show it in all four orders")
+    read.add_argument("url", help=URL_HELP)
+    read.add_argument("address", type=_address, help="0-based register address (0x hex too)")
+    read.add_argument(
+        "--type",
+        dest="point_type",
+        type=_point_type,
+        default=PointType.UINT16,
+        metavar="TYPE",
+        help="int16, uint16, int32, uint32, int64, uint64, float32, float64, string, "
+        "bcd16, bcd32, bool (default uint16)",
+    )
+    read.add_argument("--length", type=int, default=None, help="registers of a string")
+    read.add_argument("--scale", type=float, default=1.0, help="multiply by this (default 1)")
+    read.add_argument(
+        "--count", type=_positive_int, default=1, help="values of the type to read (default 1)"
+    )
+    read.add_argument(
+        "--poll",
+        type=_positive_float,
+        nargs="?",
+        const=1.0,
+        default=None,
+        metavar="SECONDS",
+        help="read again every SECONDS (default 1) until Ctrl-C",
+    )
+    read.add_argument("--polls", type=_positive_int, default=None, help="stop after N polls")
+    _common(read, tables=True)
+
+    probe = sub.add_parser(
+        "probe", help="find the type, order and scale that read a register as an expected value"
+    )
+    probe.add_argument("url", help=URL_HELP)
+    probe.add_argument("address", type=_address, help="0-based register address (0x hex too)")
+    probe.add_argument("--expect", type=float, required=True, help="the value you expect, e.g. 230")
+    probe.add_argument(
+        "--tolerance", type=float, default=0.05, help="relative, default 0.05 (5 %%)"
+    )
+    probe.add_argument(
+        "--table",
+        type=Table,
+        choices=[Table.HOLDING, Table.INPUT],
+        default=None,
+        help="only this table (default: holding and input)",
+    )
+    _common(probe, tables=False)
+
+    scan = sub.add_parser("scan", help="find the unit ids that answer on a bus or gateway")
+    scan.add_argument("url", help=URL_HELP)
+    scan.add_argument("--ids", type=_ids, default=list(range(1, 248)), help="default 1-247")
+    scan.add_argument("--address", type=_address, default=0, help="register to read (default 0)")
+    scan.add_argument("--table", type=Table, choices=list(Table), default=Table.HOLDING)
+    scan.add_argument(
+        "--timeout", type=float, default=0.3, help="seconds to wait per id (default 0.3)"
+    )
+    scan.add_argument("--device-id", type=int, default=1, help=argparse.SUPPRESS)
+
+
+def _common(p: argparse.ArgumentParser, *, tables: bool) -> None:
+    p.add_argument("--device-id", type=int, default=1, help="unit id (default 1)")
+    p.add_argument("--timeout", type=float, default=1.0, help="answer timeout in s (default 1)")
+    if tables:
+        p.add_argument("--table", type=Table, choices=list(Table), default=Table.HOLDING)
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    """Run the parsed diagnosis subcommand; the exit code."""
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from edge_agent.diagnose.probe import run_probe
+    from edge_agent.diagnose.read import ReadFailed, run_read
+
+    try:
+        if args.command == "read":
+            if args.poll is not None or args.polls is not None:
+                return await _poll(args)
+            lines = await run_read(
+                args.url,
+                args.address,
+                point_type=args.point_type,
+                table=args.table,
+                device_id=args.device_id,
+                length=args.length,
+                scale=args.scale,
+                timeout_s=args.timeout,
+                count=args.count,
+            )
+            print("\n".join(lines))
+            return 0
+        if args.command == "probe":
+            lines, found = await run_probe(
+                args.url,
+                args.address,
+                expected=args.expect,
+                tables=(args.table,) if args.table else (Table.HOLDING, Table.INPUT),
+                device_id=args.device_id,
+                tolerance=args.tolerance,
+                timeout_s=args.timeout,
+            )
+            print("\n".join(lines))
+            return 0 if found else 1
+        return await _scan(args)
+    except (ReadFailed, DeviceUnreachable) as exc:
+        reason = exc.reason if isinstance(exc, DeviceUnreachable) else str(exc)
+        print(f"{args.url}: {reason}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a URL that does not parse
+        print(f"edge-agent {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _poll(args: argparse.Namespace) -> int:
+    """`read --poll`: the read again at fixed phase; a failed read is shown, polling goes on."""
+    from edge_agent.diagnose.read import ReadFailed, open_line, run_read
+
+    interval = args.poll or 1.0
+    connection = open_line(args.url, timeout_s=args.timeout)
+    loop = asyncio.get_running_loop()
+    origin = loop.time()
+    answered = polls = 0
+    try:
+        while args.polls is None or polls < args.polls:
+            # Tick k at origin + k * interval; a read that ran over skips ticks, never queues.
+            due = origin + math.ceil(max(0.0, loop.time() - origin) / interval) * interval
+            if polls:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+            polls += 1
+            stamp = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+            try:
+                lines = await run_read(
+                    args.url,
+                    args.address,
+                    point_type=args.point_type,
+                    table=args.table,
+                    device_id=args.device_id,
+                    length=args.length,
+                    scale=args.scale,
+                    timeout_s=args.timeout,
+                    count=args.count,
+                    connection=connection,
+                )
+                answered += 1
+            except ReadFailed as exc:
+                lines = [f"{args.url}: {exc}"]
+                connection.close()  # the next poll opens the line afresh
+            print(f"-- poll {polls} at {stamp}", *lines, sep="\n", flush=True)
+    finally:
+        connection.close()
+    return 0 if answered else 1
+
+
+async def _scan(args: argparse.Namespace) -> int:
+    from edge_agent.diagnose.scan import Hit, ProgressBar, scan_ids
+
+    bar = ProgressBar(len(args.ids))
+
+    def progress(done: int, device_id: int, hits: list[Hit]) -> None:
+        bar.update(done, f"id {device_id}  found {len(hits)}")
+
+    try:
+        hits = await scan_ids(
+            args.url,
+            args.ids,
+            table=args.table,
+            address=args.address,
+            timeout_s=args.timeout,
+            progress=progress,
+        )
+    finally:
+        bar.finish()
+    if not hits:
+        print(f"no unit answered on {args.url} (ids tried: {len(args.ids)})")
+        return 1
+    print(f"{'id':<4} answer")
+    for hit in hits:
+        print(f"{hit.device_id:<4} {hit.answer}")
+    return 0

@@ -1,0 +1,144 @@
+"""The data message: one JSON document per device per poll (schema `schemas/data-v1.json`).
+
+    {"schema_version": 1, "gateway": "gw-01", "device": "meter-1", "seq": 42,
+     "ts_ms": 1764154930123, "historical": false,
+     "points": {"voltage_a": {"value": 230.5, "unit": "V", "quality": "good"},
+                "pf_total":  {"value": null, "unit": null, "quality": "bad",
+                              "reason": "exception 02 (illegal data address)"}}}
+
+orjson renders it; measured here at about 0.26 µs per point, under half the cost of
+pre-rendered string templates joined in Python.
+
+A poll thinned by report by exception (edge_agent/pipeline/by_exception.py) carries a subset of
+the device's points, in plan order; its message lists just those points, in the same v1
+form. A full poll is recognised by identity (`poll.points is encoder.points`), so the
+hot path pays one comparison for the subset case.
+
+Per-point times. A poll whose driver stamped points at their source (`Poll.point_ts`,
+OPC UA) gives those entries a `"ts_ms"` of their own, only where it differs from the
+message's `ts_ms`:
+
+    "lel": {"value": 12.5, "unit": "%LEL", "quality": "good", "ts_ms": 1764154929870}
+
+A poll without `point_ts` (every other driver) pays one `if` for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from drivers.reading import PointSpec, Poll
+
+SCHEMA_VERSION = 1
+
+
+class DeviceEncoder:
+    """Renders the data messages of one device; built once per device.
+
+    The document and one entry per point are built once and updated in place on each
+    poll (encoding is synchronous, so nothing else sees them half-updated): setting a
+    value costs a third of building a fresh dict per point.
+    """
+
+    def __init__(self, *, gateway: str, device: str, points: tuple[PointSpec, ...]) -> None:
+        self.points = points
+        self._entries: list[dict[str, Any]] = [
+            {"value": None, "unit": p.unit, "quality": "good"} for p in points
+        ]
+        self._doc: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "gateway": gateway,
+            "device": device,
+            "seq": 0,
+            "ts_ms": 0,
+            "historical": False,
+            "points": {p.name: entry for p, entry in zip(points, self._entries, strict=True)},
+        }
+        self._by_name: dict[str, dict[str, Any]] = self._doc["points"]
+        self._dirty: list[dict[str, Any]] = []
+        self.messages = 0  # counted for the live view: uplink messages and bytes per hour
+        self.bytes = 0
+
+    def encode(self, poll: Poll, *, seq: int, historical: bool = False) -> bytes:
+        """The JSON message for one poll (all the device's points, or a subset of them)."""
+        for entry in self._dirty:
+            entry["quality"] = "good"
+            del entry["reason"]
+        self._dirty.clear()
+        if poll.points is not self.points:
+            return self._encode_subset(poll, seq=seq, historical=historical)
+        entries = self._entries
+        for entry, value in zip(entries, poll.values, strict=True):
+            entry["value"] = value
+        for i, (quality, reason) in poll.issues.items():
+            entry = entries[i]
+            entry["quality"] = quality.value
+            entry["reason"] = reason
+            self._dirty.append(entry)
+        doc = self._doc
+        doc["seq"] = seq
+        doc["ts_ms"] = ts_ms = poll.ts_ns // 1_000_000
+        doc["historical"] = historical
+        point_ts = poll.point_ts
+        out = orjson.dumps(doc) if point_ts is None else _stamped(doc, entries, point_ts, ts_ms)
+        self.messages += 1
+        self.bytes += len(out)
+        return out
+
+    def _encode_subset(self, poll: Poll, *, seq: int, historical: bool) -> bytes:
+        """A message of only the poll's points (names must be the device's)."""
+        by_name = self._by_name
+        chosen: dict[str, dict[str, Any]] = {}
+        try:
+            for spec, value in zip(poll.points, poll.values, strict=True):
+                entry = by_name[spec.name]
+                entry["value"] = value
+                chosen[spec.name] = entry
+        except KeyError as exc:
+            raise ValueError(f"{poll.device}: no point {exc.args[0]!r} in this device") from None
+        points = poll.points
+        for i, (quality, reason) in poll.issues.items():
+            entry = by_name[points[i].name]
+            entry["quality"] = quality.value
+            entry["reason"] = reason
+            self._dirty.append(entry)
+        ts_ms = poll.ts_ns // 1_000_000
+        doc = {**self._doc, "seq": seq, "ts_ms": ts_ms, "historical": historical, "points": chosen}
+        point_ts = poll.point_ts
+        if point_ts is None:
+            out = orjson.dumps(doc)
+        else:  # chosen holds the poll's entries in the poll's order: index i is points[i]
+            out = _stamped(doc, list(chosen.values()), point_ts, ts_ms)
+        self.messages += 1
+        self.bytes += len(out)
+        return out
+
+
+def _stamped(
+    doc: dict[str, Any], entries: Sequence[dict[str, Any]], point_ts: dict[int, int], ts_ms: int
+) -> bytes:
+    """`doc` rendered with the points' own times where they differ from the message's; the
+    reused entries are left without them."""
+    stamped: list[dict[str, Any]] = []
+    try:
+        for i, ns in point_ts.items():
+            ms = ns // 1_000_000
+            if ms != ts_ms:
+                entry = entries[i]
+                entry["ts_ms"] = ms
+                stamped.append(entry)
+        return orjson.dumps(doc)
+    finally:
+        for entry in stamped:
+            del entry["ts_ms"]
+
+
+def decode_message(payload: bytes) -> dict[str, Any]:
+    """Parse a data message (for subscribers and tests)."""
+    doc = orjson.loads(payload)
+    if not isinstance(doc, dict):
+        raise ValueError("a data message is a JSON object")
+    return doc
