@@ -283,7 +283,7 @@ def start_agent(loaded: LoadedConfig) -> Agent:
     """The agent `run` starts: everything built from the config before the first poll.
 
     Whatever could refuse a config here is checked by `load_config` first (`check` = `run`);
-    tests/test_check_is_run.py holds the two to that on a thousand mutated configs.
+    tests/e2e/test_check_is_run.py holds the two to that on a thousand mutated configs.
     """
     from edge_agent.runtime.agent import Agent
 

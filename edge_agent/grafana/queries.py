@@ -2,7 +2,7 @@
 
 The ingest writes one series per point (README "Ingest and storage"): measurement `edge`
 (`ingest.measurement`), tags site/gateway/device/point/unit/profile, fields value/quality/
-reason. Every query here filters on those names only; tests/test_grafana_dashboards.py
+reason. Every query here filters on those names only; tests/grafana/test_grafana_dashboards.py
 checks each generated query against what a real ingest run wrote.
 
 Template variables: `datasource`, `site` (one), `area` (custom: its text is the node, the

@@ -36,13 +36,13 @@ from edge_agent.ingest.service import Ingest
 from edge_agent.ops.gateway_health import GATEWAY_DEVICE, gateway_doc
 from edge_agent.uplink.platform import manual_doc
 from edge_agent.uplink.store import IntervalRecord
+from tests.e2e.test_grafana_push import FakeGrafana, grafana  # noqa: F401 (the stand-in's fixture)
 from tests.energy_reference import local_ms
 from tests.fixtures.mosquitto import Mosquitto
 from tests.fixtures.victoria import Victoria
 from tests.grafana_emulation import Grafana, View, ask, series
 from tests.ingest_support import unique_site
 from tests.recorded_site import Sample, replay
-from tests.test_grafana_push import FakeGrafana, grafana  # noqa: F401 (the stand-in's fixture)
 
 pytestmark = pytest.mark.timeout(180)
 

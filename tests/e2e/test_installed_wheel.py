@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,8 +75,13 @@ points:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ folder of a fresh virtualenv holding only the wheel and its dependencies."""
     base = tmp_path_factory.mktemp("installed")
+    # Built from a copy of the sources: a build/ folder left in the checkout by an earlier
+    # build would put modules that no longer exist into the wheel.
+    source = base / "source"
+    junk = (".venv", ".git", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*junk, "var", "node_modules"))
     dist = base / "dist"
-    _ok([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)])
+    _ok([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)])
     (wheel,) = dist.glob("edge_agent-*.whl")
     venv = base / "venv"
     _ok([sys.executable, "-m", "venv", str(venv)])

@@ -292,7 +292,7 @@ def scripted(draw: st.DrawFn, fc: int, count: int, *, rtu: bool) -> Scripted:
                 draw(st.integers(0, 255).filter(lambda u: u != UNIT)),
             )
     elif kind == "exception":
-        # Not 06 (busy): the driver repeats that request (tests/test_device_fault.py), which a
+        # Not 06 (busy): the driver repeats that request (tests/e2e/test_device_fault.py), which a
         # scripted answer per request cannot follow.
         params = (draw(st.integers(0, 255).filter(lambda c: c != 6)),)
         expect = (exception_reason(params[0]),)

@@ -332,7 +332,7 @@ async def test_manual_entries_are_published_once_on_the_energy_topic(
     tmp_path: Path, receivers: list[PlatformReceiver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`uplink manual` (another process) -> the agent publishes each entry once, so the
-    ingest stores it and Grafana's overview lists it (tests/test_grafana_dashboards.py)."""
+    ingest stores it and Grafana's overview lists it (tests/grafana/test_grafana_dashboards.py)."""
     loaded = _site(tmp_path, receivers[:1])
     monkeypatch.setenv("PLATFORM_TOKEN", "secret-token")
     entries = tmp_path / "manual.csv"

@@ -34,8 +34,8 @@ from edge_agent.runtime.agent import Agent
 from edge_agent.uplink.platform import PlatformUplink
 from edge_agent.uplink.store import IntervalRecord, UplinkStore
 from simulators.platform.receiver import PlatformReceiver, ReceiverState
+from tests.e2e.test_status_page import browser  # noqa: F401  (the headless Chromium fixture)
 from tests.fixtures.mosquitto import Mosquitto
-from tests.test_status_page import browser  # noqa: F401  (the headless Chromium fixture)
 from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)

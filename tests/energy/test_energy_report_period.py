@@ -19,8 +19,8 @@ from edge_agent.config.site import load_config
 from edge_agent.energy.report.build import write_report
 from edge_agent.energy.report.source import EmbeddedSource
 from edge_agent.ingest.embedded_store import EmbeddedStore
+from tests.energy.test_energy_report import _messages, _site
 from tests.energy_reference import History, local_ms, simulate
-from tests.test_energy_report import _messages, _site
 
 HOUR = 3_600_000
 
