@@ -15,8 +15,8 @@ pytest_plugins = [
 # otherwise: tests see the default, whatever the shell that runs them has set.
 os.environ.pop("EDGE_AGENT_DATA", None)
 
-# Real servers make a test end to end: it is marked `e2e`, so `-m "not e2e"` is the fast,
-# unit-only subset.
+# Real servers make a test end to end: it is marked `e2e`, so `-m "not e2e and not slow"`
+# is the fast, unit-only subset.
 SERVER_FIXTURES = {
     "mosquitto",
     "mosquitto_fresh",

@@ -148,6 +148,7 @@ def test_the_ingest_command_runs_until_interrupted(
     assert count_readings(tmp_path / "edge-data.sqlite") == 18
 
 
+@pytest.mark.e2e  # the whole demo: simulators, embedded broker, agent and ingest
 def test_the_demo_runs_agent_and_ingest_on_the_embedded_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
