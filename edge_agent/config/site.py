@@ -317,24 +317,27 @@ def _site_errors(
 
 
 def _check_devices(
-    doc: Document,
+    doc: Document, site: SiteConfig | None, errors: Errors
 ) -> tuple[list[tuple[int, AnyDevice]], list[ConfigIssue]]:
-    """The device entries valid on their own, and every issue of the site file's models."""
+    """The device entries valid on their own, and every issue of the site file's models
+    (`site` and `errors`: the whole file validated once)."""
     issues: list[ConfigIssue] = []
     raw_devices = doc.at(("devices",))
     count = len(raw_devices) if isinstance(raw_devices, list) else 0
     inline_located: dict[int, list[ConfigIssue]] = {}
     valid: list[tuple[int, AnyDevice]] = []
-    for i in range(count):
+    for i in range(count if site is None else 0):
         loc: Loc = ("devices", i)
-        # Checked here as well as by the model, to place each issue at its point.
-        inline_located[i] = _point_issues(doc, loc, _checks_at(doc, loc))
-        issues.extend(inline_located[i])
         try:
             valid.append((i, _DEVICE.validate_python(doc.at(loc))))
+            # A valid entry passed the model's own point checks: nothing to place.
+            inline_located[i] = []
         except ValidationError:
-            continue
-    _, errors = validate(SiteConfig, doc)
+            # Checked here as well as by the model, to place each issue at its point.
+            inline_located[i] = _point_issues(doc, loc, _checks_at(doc, loc))
+            issues.extend(inline_located[i])
+    if site is not None:  # the whole file is valid: so is every entry, points included
+        valid = list(enumerate(site.devices))
     issues.extend(issues_from(_site_errors(errors, doc, inline_located), doc, SiteConfig))
     raw_names = [(i, doc.at(("devices", i, "name"))) for i in range(count)]
     names = [(i, name) for i, name in raw_names if isinstance(name, str)]
@@ -418,8 +421,8 @@ def load_config(
     doc = read_yaml(path, environ=env)
     if doc.data is None:
         raise ConfigError([doc.issue((), "the file is empty; a site needs site, gateway, devices")])
-    site, _ = validate(SiteConfig, doc)
-    valid, device_issues = _check_devices(doc)
+    site, site_errors = validate(SiteConfig, doc)
+    valid, device_issues = _check_devices(doc, site, site_errors)
     issues = [*doc.issues, *device_issues, *_line_sharing_issues(doc, valid)]
 
     site_dir = path.parent
