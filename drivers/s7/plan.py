@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drivers.reading import PointSpec
-from drivers.s7.address import Address, DataType
+from drivers.s7.address import Address, Area, DataType
 from drivers.s7.config import S7Device, S7Point
 from drivers.s7.protocol import (
     ITEM_HEADER,
@@ -132,7 +132,8 @@ def _ranges(points: Sequence[S7Point], max_gap: int, limit: int) -> list[Range]:
                 f"more than one answer carries at this PDU size ({limit}): raise pdu_size"
             )
         placed.append((address.block, i, address, data_type, p.scale))
-    placed.sort(key=lambda t: (t[0], t[2].byte, t[1]))
+    # DBs first (what most points read), then the I, Q and M areas; by byte inside each.
+    placed.sort(key=lambda t: (t[0][0] != Area.DB, t[0], t[2].byte, t[1]))
     ranges: list[Range] = []
     current: list[tuple[int, Address, DataType, float]] = []
     start = end = 0

@@ -92,7 +92,7 @@ async def test_address_beyond_db_is_bad_alone(cpu: S7Listener) -> None:
     # DB1 ends at byte 11: DBW12 lies beyond it, but is joined with the others (gap 1).
     points = [*ISSUE_POINTS[:5], {"name": "beyond", "address": "DB1.DBW12", "type": "INT"}]
     driver = S7Driver(device(cpu.port, points))
-    assert [len(r.slots) for r in driver.plan.requests[0].ranges] == [1, 5]
+    assert [len(r.slots) for r in driver.plan.requests[0].ranges] == [5, 1]
     try:
         poll = await driver.read()
         again = await driver.read()
