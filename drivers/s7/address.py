@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.reading import Value
@@ -246,6 +247,28 @@ def _better_address(address: Address, data_type: DataType) -> str:
 
 def _bcd(b: int) -> int:
     return (b >> 4) * 10 + (b & 0x0F)
+
+
+Reader = Callable[[bytes, int], Value]
+
+
+def reader(data_type: DataType, bit: int | None) -> Reader:
+    """A function reading the value at an offset of an answer's bytes (compiled once per
+    point: the poll's hot path calls it without slicing or dispatch for the common types)."""
+    found = _STRUCTS.get(data_type.kind)
+    if found is not None:
+        unpack = found.unpack_from
+
+        def number(data: bytes, offset: int) -> Value:
+            value: Value = unpack(data, offset)[0]
+            return value
+
+        return number
+    if data_type.kind is S7Type.BOOL:
+        mask = 1 << (bit or 0)
+        return lambda data, offset: bool(data[offset] & mask)
+    size = data_type.size
+    return lambda data, offset: decode(data_type, data[offset : offset + size], bit)
 
 
 def decode(data_type: DataType, raw: bytes | bytearray | memoryview, bit: int | None) -> Value:

@@ -112,11 +112,17 @@ class S7Connection:
         reader = self._reader
         assert reader is not None
         try:
-            header = await asyncio.wait_for(reader.readexactly(4), self.timeout_s)
-            version, _, length = TPKT_HEADER.unpack(header)
-            if version != 3 or length < 7:
-                raise FrameError(f"not a TPKT frame (version {version}, length {length})")
-            return await asyncio.wait_for(reader.readexactly(length - 4), self.timeout_s)
+            # One deadline for the whole frame (cheaper than a wait_for per read).
+            async with asyncio.timeout(self.timeout_s):
+                header = await reader.readexactly(4)
+                version, _, length = TPKT_HEADER.unpack(header)
+                if version != 3 or length < 7:
+                    raise FrameError(f"not a TPKT frame (version {version}, length {length})")
+                return await reader.readexactly(length - 4)
+        except FrameError:
+            self.bad_answers += 1
+            self.close()  # out of step: start over on a fresh connection
+            raise
         except TimeoutError:
             raise self._down(f"no answer to {what} within {self.timeout_s:g} s") from None
         except asyncio.IncompleteReadError:

@@ -15,7 +15,6 @@ import logging
 import time
 
 from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality, Value
-from drivers.s7.address import decode
 from drivers.s7.config import S7Device
 from drivers.s7.connection import S7Connection
 from drivers.s7.plan import Plan, Range, build_plan, pack, split
@@ -135,7 +134,7 @@ class S7Driver:
                 continue
             for s in r.slots:
                 try:
-                    value = decode(s.data_type, data[s.offset : s.offset + s.data_type.size], s.bit)
+                    value = s.read(data, s.offset)
                 except ValueError as exc:
                     issues[s.index] = (Quality.BAD, str(exc))
                     continue

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drivers.reading import PointSpec
-from drivers.s7.address import Address, Area, DataType
+from drivers.s7.address import Address, Area, DataType, Reader, reader
 from drivers.s7.config import S7Device, S7Point
 from drivers.s7.protocol import (
     ITEM_HEADER,
@@ -35,6 +35,7 @@ class Slot:
     data_type: DataType
     bit: int | None
     scale: float
+    read: Reader  # (item bytes, offset) -> value; ValueError when they cannot be one
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,7 @@ def _ranges(points: Sequence[S7Point], max_gap: int, limit: int) -> list[Range]:
 def _range(members: list[tuple[int, Address, DataType, float]], start: int, end: int) -> Range:
     first = members[0][1]
     slots = tuple(
-        Slot(i, address.byte - start, data_type, address.bit, scale)
+        Slot(i, address.byte - start, data_type, address.bit, scale, reader(data_type, address.bit))
         for i, address, data_type, scale in members
     )
     return Range(Item(first.area, first.db, start, end - start), slots, _label(first))
@@ -189,5 +190,5 @@ def split(r: Range) -> list[Range]:
     out: list[Range] = []
     for s in r.slots:
         item = Item(r.item.area, r.item.db, r.item.start + s.offset, s.data_type.size)
-        out.append(Range(item, (Slot(s.index, 0, s.data_type, s.bit, s.scale),), r.label))
+        out.append(Range(item, (Slot(s.index, 0, s.data_type, s.bit, s.scale, s.read),), r.label))
     return out

@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 
 from drivers.reading import Value
-from drivers.s7.address import Area, S7Type
+from drivers.s7.address import Address, Area, DataType, S7Type
 from drivers.s7.config import S7Device, S7Point
 from drivers.s7.protocol import CPU_RUN, CPU_STOP, ITEM_OK, Item
 
 MIN_AREA = 256
+SCAN_S = 0.01  # values move once per scan cycle, not on every read of a busy client
 _PACK = {
     S7Type.BYTE: struct.Struct(">B"),
     S7Type.WORD: struct.Struct(">H"),
@@ -37,8 +38,8 @@ def _bcd(n: int) -> int:
     return (n // 10) << 4 | n % 10
 
 
-def _signal(point: S7Point, seed: int, t: float) -> Value:
-    kind = point.data_type.kind
+def _signal(point: S7Point, data_type: DataType, seed: int, t: float) -> Value:
+    kind = data_type.kind
     phase = (seed % 997) / 997 * 2 * math.pi
     if kind in (S7Type.REAL, S7Type.LREAL):
         level = 20 + seed % 80
@@ -52,18 +53,19 @@ def _signal(point: S7Point, seed: int, t: float) -> Value:
     if kind is S7Type.BOOL:
         return int(t / 10 + seed) % 2 == 0
     if kind is S7Type.STRING:
-        return point.name[: point.data_type.length]
+        return point.name[: data_type.length]
     # DATE_AND_TIME carries no zone: the CPU's clock, here UTC.
     at = dt.datetime.fromtimestamp(t, dt.UTC).replace(tzinfo=None)
     return at.isoformat(timespec="milliseconds")
 
 
-def encode(point: S7Point, value: Value, memory: bytearray, start: int) -> None:
+def encode(
+    data_type: DataType, bit: int | None, value: Value, memory: bytearray, start: int
+) -> None:
     """Write a value into memory as the CPU stores it."""
-    data_type, address = point.data_type, point.location
     kind = data_type.kind
     if kind is S7Type.BOOL:
-        mask = 1 << (address.bit or 0)
+        mask = 1 << (bit or 0)
         memory[start] = memory[start] | mask if value else memory[start] & ~mask
     elif kind is S7Type.STRING:
         text = str(value).encode("latin-1")[: data_type.length]
@@ -94,16 +96,20 @@ class SimPlc:
     memory: dict[tuple[int, int], bytearray] = field(default_factory=dict)
     missing: set[int] = field(default_factory=set)  # DBs removed by the missing_db fault
     values: dict[str, Value] = field(default_factory=dict)
+    # Each point's parsed address and type, and its signal's seed (parsed once).
+    layout: list[tuple[S7Point, Address, DataType, int]] = field(default_factory=list)
+    scanned: float = 0.0  # time of the last refresh
 
     @classmethod
     def for_device(cls, device: S7Device, seed: int) -> SimPlc:
         """A CPU with the blocks the device's points name, values at the current time."""
         plc = cls(device.name, device.points, seed)
         ends: dict[tuple[int, int], int] = {}
-        for p in device.points:
-            a = p.location
+        for i, p in enumerate(device.points):
+            a, data_type = p.location, p.data_type
+            plc.layout.append((p, a, data_type, seed + i * 7919))
             key = (int(a.area), a.db)
-            ends[key] = max(ends.get(key, 0), a.byte + p.data_type.size)
+            ends[key] = max(ends.get(key, 0), a.byte + data_type.size)
         for area in (Area.M, Area.I, Area.Q):
             ends.setdefault((int(area), 0), MIN_AREA)
         for key, end in ends.items():
@@ -111,16 +117,17 @@ class SimPlc:
         plc.refresh()
         return plc
 
-    def refresh(self, t: float | None = None) -> None:
-        """Move every value to time t (now) unless the CPU is in STOP."""
-        if self.cpu_state == CPU_STOP:
+    def refresh(self) -> None:
+        """Move every value to now, once per scan cycle, unless the CPU is in STOP."""
+        t = time.time()
+        if self.cpu_state == CPU_STOP or t - self.scanned < SCAN_S:
             return
-        t = time.time() if t is None else t
-        for i, p in enumerate(self.points):
-            value = _signal(p, self.seed + i * 7919, t)
-            a = p.location
-            encode(p, value, self.memory[(int(a.area), a.db)], a.byte)
-            self.values[p.name] = value
+        self.scanned = t
+        memory, values = self.memory, self.values
+        for p, a, data_type, seed in self.layout:
+            value = _signal(p, data_type, seed, t)
+            encode(data_type, a.bit, value, memory[(a.area, a.db)], a.byte)
+            values[p.name] = value
 
     def read(self, item: Item) -> tuple[int, bytes]:
         """One item of a read-var: return code and bytes, as a CPU answers it."""
