@@ -62,6 +62,7 @@ class S7Listener:
         self.host = host
         self.port = port
         self.full = False  # connection table full: COTP connects are refused
+        self.silent = False  # jobs are read and never answered (a cable pulled mid-way)
         self.requests = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -117,6 +118,8 @@ class S7Listener:
                     answer = self._refusal(tpdu)
                 if answer is None:
                     break
+                if self.silent and cotp_kind(tpdu) != COTP_CR:
+                    continue
                 writer.write(answer)
                 await writer.drain()
                 if cotp_kind(tpdu) == COTP_CR and self.full:

@@ -6,6 +6,7 @@ Faults (PUT /devices/{name}/fault of the control API):
     run          back to RUN
     unreachable  no listener, every connection dropped (connection refused)
     full         the connection table is full: ISO connects are refused (COTP DR)
+    no_answer    jobs are read and never answered (connections stay open): timeouts
     missing_db   (db: N) the DB is deleted: its items answer 0x0A, object does not exist
     none         every fault cleared (RUN, listening, all DBs back)
 """
@@ -24,7 +25,15 @@ from simulators.common.contract import Served, SimulatedDevice, TariffClock
 from simulators.common.control import HttpError
 from simulators.s7.server import S7Listener, S7SimSpec, serve_s7
 
-S7_FAULTS: tuple[str, ...] = ("none", "stop", "run", "unreachable", "full", "missing_db")
+S7_FAULTS: tuple[str, ...] = (
+    "none",
+    "stop",
+    "run",
+    "unreachable",
+    "full",
+    "no_answer",
+    "missing_db",
+)
 
 
 class S7Control:
@@ -46,6 +55,8 @@ class S7Control:
             active.append("unreachable")
         if listener.full:
             active.append("full")
+        if listener.silent:
+            active.append("no_answer")
         active += [f"missing_db {n}" for n in sorted(plc.missing)]
         return {
             "name": plc.name,
@@ -82,6 +93,8 @@ class S7Control:
             await listener.stop()
         elif fault == "full":
             listener.full = True
+        elif fault == "no_answer":
+            listener.silent = True
         elif fault == "missing_db":
             db = request.get("db")
             if not isinstance(db, int) or isinstance(db, bool) or db not in plc.dbs:
@@ -93,7 +106,7 @@ class S7Control:
         else:  # none
             plc.cpu_state = CPU_RUN
             plc.missing.clear()
-            listener.full = False
+            listener.full = listener.silent = False
             await listener.start()
 
 

@@ -188,3 +188,21 @@ async def test_smaller_granted_pdu_replans(cpu: S7Listener) -> None:
     assert granted == 480  # the simulator grants at most 480
     assert driver.plan.pdu_size == 480
     assert poll.values == [pytest.approx(plc.values[f"t{i}"], rel=1e-6) for i in range(30)]
+
+
+async def test_no_answer_is_a_timeout_and_the_next_poll_reconnects(cpu: S7Listener) -> None:
+    control = S7Control(cpu)
+    driver = S7Driver(device(cpu.port, timeout_s=0.2))
+    try:
+        await driver.read()
+        await control.set_fault("no_answer", {"fault": "no_answer"})
+        assert control.status()["active_faults"] == ["no_answer"]
+        with pytest.raises(DeviceUnreachable) as silent:
+            await driver.read()
+        assert not driver.connection.connected  # a late answer must not be taken for the next
+        await control.set_fault("none", {"fault": "none"})
+        back = await driver.read()
+    finally:
+        await driver.close()
+    assert silent.value.reason == "no answer to a read within 0.2 s"
+    assert back.issues == {}
