@@ -240,7 +240,8 @@ def parse_read(answer: Answer, sizes: Sequence[int]) -> list[tuple[int, bytes]]:
         if code != ITEM_OK:
             out.append((code, b""))
             continue
-        nbytes = length if transport in (0x03, 0x09) else (length + 7) // 8
+        # Lengths are in bits, except for REAL (0x07) and octet strings (0x09): in bytes.
+        nbytes = length if transport in (0x07, 0x09) else (length + 7) // 8
         if nbytes != size or pos + nbytes > len(data):
             raise FrameError(f"item {i + 1}: {nbytes} bytes in the answer, asked {size}")
         out.append((code, data[pos : pos + nbytes]))
