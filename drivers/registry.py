@@ -17,6 +17,7 @@ PROTOCOLS: dict[str, str] = {
     "modbus": "drivers.modbus.plugin:PLUGIN",
     "opcua": "drivers.opcua.plugin:PLUGIN",
     "dlt645": "drivers.dlt645.plugin:PLUGIN",
+    "s7": "drivers.s7.plugin:PLUGIN",
 }
 
 _loaded: dict[str, ProtocolPlugin[Any, Any]] = {}
