@@ -138,6 +138,7 @@ class PlanSummary:
     requests: int = 0
     registers: int = 0
     bits: int = 0
+    data_bytes: int = 0  # for protocols that read bytes, not registers (S7)
 
 
 @dataclass(frozen=True, slots=True)

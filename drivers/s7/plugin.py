@@ -89,6 +89,7 @@ class S7Plugin:
             [header, *(f"  {line}" for line in plan.describe())],
             points=len(plan.points),
             requests=len(plan.requests),
+            data_bytes=plan.bytes_read,
         )
 
     def point_specs(self, device: S7Device, profile: None) -> tuple[PointSpec, ...]:

@@ -24,7 +24,7 @@ def _plural(count: int, word: str) -> str:
 def render_plan(loaded: LoadedConfig) -> str:
     """Every device's requests and the totals per poll of the enabled devices."""
     lines = [f"site {loaded.site.site}, gateway {loaded.site.gateway}"]
-    points = requests = registers = bits = disabled = 0
+    points = requests = registers = bits = data_bytes = disabled = 0
     for setup in loaded.devices:
         device = setup.device
         summary = plugin(device.driver).plan_summary(device, setup.profile, setup.profile_name)
@@ -36,6 +36,7 @@ def render_plan(loaded: LoadedConfig) -> str:
         requests += summary.requests
         registers += summary.registers
         bits += summary.bits
+        data_bytes += summary.data_bytes
     devices = _plural(len(loaded.devices), "device")
     if disabled:
         devices += f" ({disabled} disabled)"
@@ -45,6 +46,8 @@ def render_plan(loaded: LoadedConfig) -> str:
     )
     if bits:
         total += f", {_plural(bits, 'bit')} per poll"
+    if data_bytes:
+        total += f", {_plural(data_bytes, 'data byte')} per poll"
     lines.append(total)
     return "\n".join(lines) + "\n"
 
