@@ -40,7 +40,7 @@ from bench.site_model import bench_profile
 from drivers.modbus.codec import PointType
 from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile
 from drivers.options.alarms import AlarmRule
-from simulators.common.site import SimDeviceSpec, serve
+from simulators.modbus.site import SimDeviceSpec, serve
 from tests.fixtures.mosquitto import Mosquitto
 
 PROBE_PROFILE = ModbusProfile(

@@ -290,7 +290,7 @@ async def live(config: Path, setting: Setting, seconds: float) -> dict[str, floa
     """Run the plant for real (simulators, agent, Mosquitto); what a subscriber received."""
     from edge_agent.cli.simulation import specs
     from edge_agent.runtime.agent import Agent
-    from simulators.common.site import serve
+    from simulators.modbus.site import serve
     from tests.fixtures.mosquitto import Mosquitto, Subscriber, free_port
 
     with tempfile.TemporaryDirectory(prefix="rbe-live-") as tmp:

@@ -13,7 +13,7 @@ import json
 import sys
 
 from bench.site_model import bench_profile
-from simulators.common.site import SimDeviceSpec, serve
+from simulators.modbus.site import SimDeviceSpec, serve
 
 
 async def _main(devices: int, points: int) -> None:

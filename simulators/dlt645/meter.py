@@ -53,7 +53,7 @@ from drivers.dlt645.identifiers import BLOCK, BLOCK_TARIFFS, PHASE_OFFSETS, look
 from drivers.reading import Value
 from simulators.common.faults import FaultKind, Faults
 from simulators.common.meter_physics import MeterPhysics
-from simulators.modbus.device import Action, RequestCounters
+from simulators.common.requests import Action, RequestCounters
 
 NO_DATA = 0x02  # ERR: no requested data
 UNAUTHORIZED = 0x04  # ERR: password error / unauthorized (writes, which we do not take)

@@ -33,9 +33,9 @@ from drivers.dlt645.frame import (
     address_bytes,
     address_matches,
 )
+from simulators.common.requests import Action
+from simulators.common.transport import ReplyQueue, TtyListener
 from simulators.dlt645.meter import Dlt645Meter, corrupt
-from simulators.modbus.device import Action
-from simulators.modbus.server import ReplyQueue, TtyListener
 
 log = logging.getLogger(__name__)
 

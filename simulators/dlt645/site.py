@@ -1,4 +1,4 @@
-"""Run simulated DL/T 645-2007 meters; the counterpart of `simulators.common.site` for Modbus.
+"""Run simulated DL/T 645-2007 meters; the counterpart of `simulators.modbus.site` for Modbus.
 
     specs (name, url, address, seed, ...)
         │ grouped by line: meters with the same serial path or rtu+tcp://host:port share

@@ -13,11 +13,9 @@ corrupted; the transport owns the framing, so it owns how a frame is broken.
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from drivers.modbus.codec import Order, Table
@@ -25,6 +23,7 @@ from drivers.modbus.config import MAX_BITS, MAX_REGISTERS, ModbusProfile
 from drivers.reading import Value
 from simulators.common.faults import FaultKind, Faults
 from simulators.common.meter_physics import VOCABULARY, Kind, MeterPhysics, resolve_name
+from simulators.common.requests import Action, RequestCounters
 from simulators.modbus.frames import (
     ILLEGAL_DATA_VALUE,
     ILLEGAL_FUNCTION,
@@ -63,30 +62,6 @@ def signals_for(profile: ModbusProfile, *, seed: int, device_id: int = 1) -> Sig
     if electrical:
         return MeterPhysics(profile.points, seed=seed, device_id=device_id)
     return PlcSignals(profile.points, seed=seed)
-
-
-class Action(enum.IntEnum):
-    """What the transport does with a request's answer."""
-
-    SEND = 0
-    SILENT = 1
-    CLOSE = 2
-    CORRUPT = 3
-
-
-@dataclass(slots=True)
-class RequestCounters:
-    """Requests addressed to one device and what became of them."""
-
-    requests: int = 0
-    answered: int = 0  # frames sent, exceptions and delayed or corrupted ones included
-    exceptions: int = 0
-    ignored: int = 0  # left unanswered on purpose (no_answer, drop)
-    writes: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """JSON-ready form."""
-        return asdict(self)
 
 
 class SimDevice:

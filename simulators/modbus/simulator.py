@@ -9,7 +9,7 @@ from pathlib import Path
 
 from simulators.common.contract import Served, SimulatedDevice, TariffClock
 from simulators.common.control import LineControl
-from simulators.common.site import SimDeviceSpec, serve
+from simulators.modbus.site import SimDeviceSpec, serve
 
 
 class ModbusSimulator:

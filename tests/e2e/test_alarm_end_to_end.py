@@ -24,7 +24,7 @@ from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.alarms.stage import AlarmStage
 from edge_agent.config.site import load_config
 from edge_agent.runtime.agent import Agent
-from simulators.common.site import SimDeviceSpec, SimSite, serve
+from simulators.modbus.site import SimDeviceSpec, SimSite, serve
 from tests.alarm_support import site_yaml
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
 from tests.running_agent import running

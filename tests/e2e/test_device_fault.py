@@ -27,7 +27,7 @@ from edge_agent.config.site import load_config
 from edge_agent.ops.http_server import serving_http
 from edge_agent.runtime.agent import Agent
 from edge_agent.runtime.poller import Unit, fault_reason
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.waiting import until
 

@@ -30,7 +30,7 @@ from edge_agent.diagnose.probe import find_candidates, rank, run_probe
 from edge_agent.diagnose.read import ReadFailed, decode_orders, parse_address, run_read
 from edge_agent.diagnose.scan import ProgressBar, parse_ids, scan_ids
 from edge_agent.ops.log_format import HumanFormatter, JsonFormatter
-from simulators.common.site import SimDeviceSpec, SimSite, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, SimSite, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,7 +23,7 @@ from edge_agent.config.site import LoadedConfig, load_config
 from edge_agent.runtime.agent import Agent
 from edge_agent.runtime.poller import Unit
 from simulators.common.faults import FaultKind
-from simulators.common.site import SimDeviceSpec, SimSite, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, SimSite, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.running_agent import running
 from tests.waiting import until

@@ -28,7 +28,7 @@ from edge_agent.config.site import load_config
 from edge_agent.energy.stage import EnergyStage, build_energy_stages
 from edge_agent.ingest.schema import Source, decode_data
 from edge_agent.runtime.agent import Agent
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.energy_reference import local_ms
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.running_agent import running

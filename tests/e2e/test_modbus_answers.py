@@ -34,8 +34,8 @@ from drivers.reading import DeviceUnreachable, Poll, Quality
 from edge_agent.catalog import Kind, shipped
 from edge_agent.diagnose.read import ReadFailed, open_line, read_raw
 from edge_agent.diagnose.scan import scan_ids
-from simulators.common.site import SimDeviceSpec, load_profile, serve
 from simulators.modbus.frames import mbap_frame, pack_bits, rtu_frame
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -26,7 +26,7 @@ from edge_agent.config.site import load_config
 from edge_agent.delivery.outbox import Outbox, OutboxConfig
 from edge_agent.ops.http_server import serving_http
 from edge_agent.runtime.agent import Agent
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.filesystems import fill_up, mounted_tmpfs
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.running_agent import running

@@ -35,7 +35,7 @@ from edge_agent.ingest.service import Ingest, store_path
 from edge_agent.pipeline.by_exception import ReportFilter
 from edge_agent.runtime.agent import Agent
 from simulators.common.faults import FaultKind
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.ingest_support import running as ingesting
 from tests.running_agent import running

@@ -31,9 +31,9 @@ from drivers.dlt645.driver import Dlt645Driver
 from drivers.reading import DeviceUnreachable, Quality
 from edge_agent.catalog import Kind, shipped
 from simulators.common.control import LINE_FAULTS, OPCUA_FAULTS, LineControl, OpcUaControl, merged
-from simulators.common.site import SimDeviceSpec, SimSite, load_profile, serve
 from simulators.dlt645.site import Dlt645MeterSpec, Dlt645SimSite
 from simulators.dlt645.site import serve as serve_meters
+from simulators.modbus.site import SimDeviceSpec, SimSite, load_profile, serve
 from simulators.opcua.plc import PLC_NAMESPACE, plc_signals
 from simulators.opcua.server import OpcUaSimSpec, OpcUaSite, serve_opcua
 

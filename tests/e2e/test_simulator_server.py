@@ -29,9 +29,9 @@ from drivers.modbus.driver import ModbusDriver
 from drivers.reading import Quality, Value
 from edge_agent.catalog import Kind, shipped
 from simulators.common.faults import FaultKind
-from simulators.common.site import SimDeviceSpec, SimSite, load_profile, run_simulators, serve
 from simulators.modbus.frames import crc16, rtu_crc_ok, rtu_frame
 from simulators.modbus.register_image import effective_order, engineering
+from simulators.modbus.site import SimDeviceSpec, SimSite, load_profile, run_simulators, serve
 
 PROFILES = shipped(Kind.PROFILES)
 PROFILE_NAMES = [

@@ -33,7 +33,7 @@ from edge_agent.runtime.agent import Agent
 from edge_agent.sparkplug import datatypes as dt
 from edge_agent.sparkplug import sparkplug_b_pb2 as pb
 from edge_agent.sparkplug.payload import decode
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Received, Subscriber, publish_once
 from tests.waiting import until
 

@@ -21,7 +21,7 @@ from edge_agent.catalog import Kind, shipped
 from edge_agent.config.site import load_config
 from edge_agent.ops.metrics import AgentCollector
 from edge_agent.runtime.agent import Agent
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.running_agent import running
 from tests.waiting import until

@@ -33,7 +33,7 @@ from edge_agent.catalog import Kind, shipped
 from edge_agent.config.site import load_config
 from edge_agent.ops.http_server import AgentHttp, serving_http
 from edge_agent.runtime.agent import Agent
-from simulators.common.site import SimDeviceSpec, SimSite, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, SimSite, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,7 +23,7 @@ import pytest
 from edge_agent.catalog import Kind, shipped
 from edge_agent.config.site import load_config
 from edge_agent.runtime.agent import Agent
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, free_port
 from tests.waiting import until
 

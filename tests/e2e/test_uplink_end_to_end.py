@@ -41,7 +41,7 @@ from edge_agent.runtime.agent import Agent
 from edge_agent.uplink.config import UplinkConfig, UplinkEndpoint
 from edge_agent.uplink.platform import PlatformUplink, UplinkOutlet
 from edge_agent.uplink.store import IntervalRecord, UplinkStore
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from simulators.platform.receiver import PlatformReceiver, ReceiverState, self_signed
 from tests.energy_reference import local_ms
 from tests.fixtures.mosquitto import Mosquitto, Subscriber

@@ -14,7 +14,7 @@ from edge_agent.catalog import Kind, shipped
 from edge_agent.config.site import load_config
 from edge_agent.ops.gateway_health import GATEWAY_DEVICE, GatewayHealth
 from edge_agent.runtime.agent import Agent
-from simulators.common.site import SimDeviceSpec, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.waiting import until
 

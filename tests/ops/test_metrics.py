@@ -36,7 +36,7 @@ from edge_agent.ops.http_server import AgentHttp, serving_http
 from edge_agent.ops.metrics import MeteredDriver, alarm_stage, reason_label, wire_estimate
 from edge_agent.runtime.agent import Agent
 from edge_agent.runtime.poller import Unit
-from simulators.common.site import SimDeviceSpec, SimSite, load_profile, serve
+from simulators.modbus.site import SimDeviceSpec, SimSite, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,6 @@ from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.catalog import Kind, shipped
 from simulators.common.faults import FaultKind, Faults
 from simulators.common.meter_physics import MeterPhysics, resolve_name
-from simulators.common.site import SimDeviceSpec, _group, load_profile
 from simulators.modbus.device import Action, SimDevice, signals_for
 from simulators.modbus.frames import (
     crc16,
@@ -25,6 +24,7 @@ from simulators.modbus.frames import (
 from simulators.modbus.plc_signals import PlcSignals
 from simulators.modbus.register_image import RegisterImage, engineering
 from simulators.modbus.server import RtuFramer
+from simulators.modbus.site import SimDeviceSpec, _group, load_profile
 
 PROFILES = shipped(Kind.PROFILES)
 
