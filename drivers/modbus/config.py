@@ -365,26 +365,67 @@ class ModbusDevice(_Model):
 PROFILE_NAME = re.compile(NAME_PATTERN)
 
 
+def _registers(device: ModbusDevice) -> dict[tuple[Table, int], ModbusPoint]:
+    """The registers (and bits) an entry's inline points read, each with its point."""
+    found: dict[tuple[Table, int], ModbusPoint] = {}
+    for p in device.points or ():
+        for address in range(p.address, p.last_address + 1):
+            found.setdefault((p.table, address), p)
+    return found
+
+
+def _same_reads(first: ModbusDevice, device: ModbusDevice) -> str | None:
+    """Why two entries on one unit read the same thing (a copy-paste), or None.
+
+    Entries on one unit are how one meter is polled at several rates (power every second,
+    counters every minute), so they must read different registers: the same profile twice,
+    or an inline register both list, is the same points twice. An inline entry beside a
+    profile entry is not compared here (the profile's map is not loaded yet).
+    """
+    if first.profile is not None and first.profile == device.profile:
+        return f"which reads the same profile {device.profile!r}"
+    if first.points is None or device.points is None:
+        return None
+    theirs = _registers(first)
+    for p in device.points:
+        for address in range(p.address, p.last_address + 1):
+            other = theirs.get((p.table, address))
+            if other is not None:
+                unit = "bit" if p.table.is_bits else "register"
+                return (
+                    f"which also reads {p.table} {unit} {address} (0x{address:04X}) "
+                    f"of {other.name!r}"
+                )
+    return None
+
+
 def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[tuple[int, str, str]]:
-    """Enabled entries on the same line (host:port or serial port) with the same device_id:
-    (index, key to point at, message)."""
+    """Enabled entries on the same line (host:port or serial port) with the same device_id
+    that read the same registers: (index, key to point at, message).
+
+    Several entries on one unit are allowed (each its own interval and phase, one
+    connection between them); reading the same points twice is the copy-paste mistake.
+    """
     clashes: list[tuple[int, str, str]] = []
-    seen: dict[tuple[str, int], tuple[int, ModbusDevice]] = {}
+    seen: dict[tuple[str, int], list[tuple[int, ModbusDevice]]] = {}
     for index, device in devices:
         # A disabled entry is a spare (e.g. the old profile kept while trying a new one).
         if not device.enabled:
             continue
         ep = device.endpoint
         line = f"rtu:{ep.path}" if ep.transport == "rtu" else f"{ep.transport}:{ep.host}:{ep.port}"
-        address = (line, device.device_id)
-        if address not in seen:
-            seen[address] = (index, device)
-            continue
-        first, other = seen[address]
-        also = "" if other.url == device.url else f" at {other.url!r}"
-        message = (
-            f"device_id {device.device_id} at {device.url!r} is already used by "
-            f"devices[{first}] {other.name!r}{also}"
-        )
-        clashes.append((index, "device_id", message))
+        earlier = seen.setdefault((line, device.device_id), [])
+        for first, other in earlier:
+            why = _same_reads(other, device)
+            if why is None:
+                continue
+            also = "" if other.url == device.url else f" at {other.url!r}"
+            message = (
+                f"device_id {device.device_id} at {device.url!r} is already used by "
+                f"devices[{first}] {other.name!r}{also}, {why} (entries on one unit must "
+                "read different registers)"
+            )
+            clashes.append((index, "device_id", message))
+            break
+        earlier.append((index, device))
     return clashes

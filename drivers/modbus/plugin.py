@@ -102,7 +102,9 @@ class ModbusPlugin:
         return f"{name!r} is a DL/T 645 profile, not a Modbus register map"
 
     def line_key(self, device: ModbusDevice) -> str:
-        return device.endpoint.bus_key or f"tcp:{device.name}"
+        ep = device.endpoint
+        # Entries on one TCP unit (one meter polled at several rates) share its connection.
+        return ep.bus_key or f"tcp:{ep.host}:{ep.port}#{device.device_id}"
 
     def serial_path(self, device: ModbusDevice) -> str | None:
         return device.endpoint.bus_key or None
@@ -118,11 +120,12 @@ class ModbusPlugin:
     ) -> LineParts:
         first = devices[0][0]
         connection = None
-        if first.endpoint.bus_key:
-            # One client per bus; it waits as long as the slowest unit is allowed to.
+        if first.endpoint.bus_key or len(devices) > 1:
+            # One client per bus (or per TCP unit polled by several entries); it waits as
+            # long as the slowest entry is allowed to.
             connection = ModbusConnection(
                 first.endpoint,
-                name=first.endpoint.bus_key,
+                name=first.endpoint.bus_key or key,
                 timeout_s=max(d.timeout_s for d, _ in devices),
             )
         drivers: list[PolledDriver] = [
