@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, Union, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -174,18 +174,25 @@ class LoadedConfig:
     site: SiteConfig
     devices: tuple[DeviceSetup, ...]
     notes: tuple[ConfigIssue, ...] = ()  # this machine's issues, let pass by `portable`
+    # Not errors: `check` prints them, `run` logs them once (a Modicon-looking 0-based map).
+    warnings: tuple[ConfigIssue, ...] = ()
 
 
 # --- checks across points, devices and profiles ------------------------------------------
 
 
-def _valid_items(doc: Document, loc: Loc, model: type[Model]) -> list[tuple[Loc, Model]]:
-    """The entries of the list at `loc` that are valid on their own."""
+def _valid_items(
+    doc: Document, loc: Loc, model: type[Model], inherited: Mapping[str, object]
+) -> list[tuple[Loc, Model]]:
+    """The entries of the list at `loc` that are valid on their own, each given the keys
+    its map hands down (a Modbus map's `addressing`) unless it sets them itself."""
     raw = doc.at(loc)
     if not isinstance(raw, list):
         return []
     valid: list[tuple[Loc, Model]] = []
     for index, item in enumerate(raw):
+        if inherited and isinstance(item, dict):
+            item = {**inherited, **item}
         try:
             valid.append(((*loc, index), model.model_validate(item)))
         except ValidationError:
@@ -193,13 +200,22 @@ def _valid_items(doc: Document, loc: Loc, model: type[Model]) -> list[tuple[Loc,
     return valid
 
 
+_INHERITED = ("addressing",)  # keys of a map its points and ranges take as their default
+
+
 def _point_issues(doc: Document, loc: Loc, checks: PointChecks | None) -> list[ConfigIssue]:
     """The protocol's checks across the points (and unreadable ranges) listed at `loc`,
     each issue placed at the point it concerns."""
     if checks is None:
         return []
-    points = _valid_items(doc, (*loc, "points"), checks.point_model)
-    unreadable = _valid_items(doc, (*loc, "unreadable"), checks.unreadable_model)
+    container = doc.at(loc)
+    inherited = {
+        key: container[key]
+        for key in _INHERITED
+        if isinstance(container, dict) and key in container
+    }
+    points = _valid_items(doc, (*loc, "points"), checks.point_model, inherited)
+    unreadable = _valid_items(doc, (*loc, "unreadable"), checks.unreadable_model, inherited)
     issues: list[ConfigIssue] = []
     for issue in checks.check([p for _, p in points], [u for _, u in unreadable]):
         at = points[issue.index][0]
@@ -489,7 +505,39 @@ def load_config(
     if site.mqtt.tls is not None:
         mqtt = site.mqtt.model_copy(update={"tls": site.mqtt.tls.resolved(site_dir)})
         site = site.model_copy(update={"mqtt": mqtt})
-    return LoadedConfig(path, site, tuple(setups), tuple(notes))
+    warnings = _map_warnings(doc, valid, wanted)
+    return LoadedConfig(path, site, tuple(setups), tuple(notes), tuple(warnings))
+
+
+@runtime_checkable
+class _Warned(Protocol):
+    def notation_warnings(self) -> list[tuple[int, str]]: ...
+
+
+def _map_warnings(
+    doc: Document, valid: Sequence[tuple[int, AnyDevice]], wanted: Mapping[int, _Profile]
+) -> list[ConfigIssue]:
+    """Maps that may not mean what they say (Modbus: 40001 on a 0-based map), each once:
+    at the profile file's point, or at the inline point of the site file."""
+    warnings: list[ConfigIssue] = []
+    told: set[int] = set()
+    for i, device in valid:
+        entry = wanted.get(i)
+        if entry is not None:
+            if id(entry) in told or entry.doc is None or not isinstance(entry.profile, _Warned):
+                continue
+            told.add(id(entry))
+            for j, message in entry.profile.notation_warnings():
+                issue = entry.doc.issue(("points", j, "address"), message)
+                warnings.append(
+                    ConfigIssue(
+                        issue.file, issue.line, issue.path, f"{message} {_used_by(entry.users)}"
+                    )
+                )
+        elif isinstance(device, _Warned):
+            for j, message in device.notation_warnings():
+                warnings.append(doc.issue(("devices", i, "points", j, "address"), message))
+    return warnings
 
 
 def _alarm_references(
