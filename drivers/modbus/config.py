@@ -93,7 +93,17 @@ def _to_protocol(data: dict[str, object], keys: tuple[str, ...]) -> dict[str, ob
         written = _number(data.get(key))
         if written is None:
             return data  # the field reports what is wrong with it
-        named, out[key] = to_protocol(mode, written[0], table or named, digits=written[1])
+        first = named
+        try:
+            named, out[key] = to_protocol(mode, written[0], table or named, digits=written[1])
+        except ValueError:
+            if table is not None or first is None:
+                raise
+            to_protocol(mode, written[0], None, digits=written[1])  # a bad number: its reason
+            start = data.get(keys[0])
+            raise ValueError(
+                f"{keys[0]} {start} and {key} {written[0]} are in different tables"
+            ) from None
     if named is not None:
         out["table"] = named.value
     out["addressing"] = Addressing.ZERO_BASED.value
