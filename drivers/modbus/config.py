@@ -503,29 +503,19 @@ def notation_warnings(
 PROFILE_NAME = re.compile(NAME_PATTERN)
 
 
-def _registers(device: ModbusDevice) -> dict[tuple[Table, int], ModbusPoint]:
-    """The registers (and bits) an entry's inline points read, each with its point."""
+def _registers(points: Sequence[ModbusPoint]) -> dict[tuple[Table, int], ModbusPoint]:
+    """The registers (and bits) points read, each with its point."""
     found: dict[tuple[Table, int], ModbusPoint] = {}
-    for p in device.points or ():
+    for p in points:
         for address in range(p.address, p.last_address + 1):
             found.setdefault((p.table, address), p)
     return found
 
 
-def _same_reads(first: ModbusDevice, device: ModbusDevice) -> str | None:
-    """Why two entries on one unit read the same thing (a copy-paste), or None.
-
-    Entries on one unit are how one meter is polled at several rates (power every second,
-    counters every minute), so they must read different registers: the same profile twice,
-    or an inline register both list, is the same points twice. An inline entry beside a
-    profile entry is not compared here (the profile's map is not loaded yet).
-    """
-    if first.profile is not None and first.profile == device.profile:
-        return f"which reads the same profile {device.profile!r}"
-    if first.points is None or device.points is None:
-        return None
+def _shared_register(first: Sequence[ModbusPoint], second: Sequence[ModbusPoint]) -> str | None:
+    """The first register of `second` that `first` reads too, in words, or None."""
     theirs = _registers(first)
-    for p in device.points:
+    for p in second:
         for address in range(p.address, p.last_address + 1):
             other = theirs.get((p.table, address))
             if other is not None:
@@ -535,6 +525,63 @@ def _same_reads(first: ModbusDevice, device: ModbusDevice) -> str | None:
                     f"of {other.name!r}"
                 )
     return None
+
+
+def _same_reads(first: ModbusDevice, device: ModbusDevice) -> str | None:
+    """Why two entries on one unit read the same thing (a copy-paste), or None.
+
+    Entries on one unit are how one meter is polled at several rates (power every second,
+    counters every minute), so they must read different registers: the same profile twice,
+    or an inline register both list, is the same points twice. An entry with a profile
+    beside another map is compared once the profiles are loaded (`map_clashes`).
+    """
+    if first.profile is not None and first.profile == device.profile:
+        return f"which reads the same profile {device.profile!r}"
+    if first.points is None or device.points is None:
+        return None
+    return _shared_register(first.points, device.points)
+
+
+def _unit(device: ModbusDevice) -> tuple[str, int]:
+    ep = device.endpoint
+    line = f"rtu:{ep.path}" if ep.transport == "rtu" else f"{ep.transport}:{ep.host}:{ep.port}"
+    return line, device.device_id
+
+
+def _clash(index: int, device: ModbusDevice, first: int, other: ModbusDevice, why: str) -> str:
+    also = "" if other.url == device.url else f" at {other.url!r}"
+    return (
+        f"device_id {device.device_id} at {device.url!r} is already used by "
+        f"devices[{first}] {other.name!r}{also}, {why} (entries on one unit must "
+        "read different registers)"
+    )
+
+
+def map_clashes(
+    entries: Sequence[tuple[int, ModbusDevice, ModbusProfile]],
+) -> list[tuple[int, str, str]]:
+    """Entries on one unit whose loaded maps read a register in common, where one of them
+    uses a profile (the pairs `address_clashes` could not compare): (index, key, message)."""
+    told = {index for index, _, _ in address_clashes([(i, d) for i, d, _ in entries])}
+    clashes: list[tuple[int, str, str]] = []
+    seen: dict[tuple[str, int], list[tuple[int, ModbusDevice, ModbusProfile]]] = {}
+    for index, device, profile in entries:
+        if not device.enabled:
+            continue
+        if index in told:  # one error per entry is enough
+            continue
+        earlier = seen.setdefault(_unit(device), [])
+        for first, other, other_profile in earlier:
+            if (device.profile is None and other.profile is None) or (
+                device.profile is not None and device.profile == other.profile
+            ):
+                continue  # compared (and reported) by address_clashes
+            why = _shared_register(other_profile.points, profile.points)
+            if why is not None:
+                clashes.append((index, "device_id", _clash(index, device, first, other, why)))
+                break
+        earlier.append((index, device, profile))
+    return clashes
 
 
 def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[tuple[int, str, str]]:
@@ -550,20 +597,11 @@ def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[tuple[i
         # A disabled entry is a spare (e.g. the old profile kept while trying a new one).
         if not device.enabled:
             continue
-        ep = device.endpoint
-        line = f"rtu:{ep.path}" if ep.transport == "rtu" else f"{ep.transport}:{ep.host}:{ep.port}"
-        earlier = seen.setdefault((line, device.device_id), [])
+        earlier = seen.setdefault(_unit(device), [])
         for first, other in earlier:
             why = _same_reads(other, device)
-            if why is None:
-                continue
-            also = "" if other.url == device.url else f" at {other.url!r}"
-            message = (
-                f"device_id {device.device_id} at {device.url!r} is already used by "
-                f"devices[{first}] {other.name!r}{also}, {why} (entries on one unit must "
-                "read different registers)"
-            )
-            clashes.append((index, "device_id", message))
-            break
+            if why is not None:
+                clashes.append((index, "device_id", _clash(index, device, first, other, why)))
+                break
         earlier.append((index, device))
     return clashes

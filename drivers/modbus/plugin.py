@@ -22,6 +22,7 @@ from drivers.modbus.config import (
     ModbusProfile,
     Unreadable,
     address_clashes,
+    map_clashes,
     point_issues,
     span_text,
 )
@@ -111,6 +112,12 @@ class ModbusPlugin:
 
     def site_issues(self, devices: Sequence[tuple[int, ModbusDevice]]) -> list[SiteIssue]:
         return address_clashes(devices)
+
+    def map_clashes(
+        self, entries: Sequence[tuple[int, ModbusDevice, ModbusProfile]]
+    ) -> list[SiteIssue]:
+        """Entries on one unit whose loaded maps (a profile's too) share a register."""
+        return map_clashes(entries)
 
     def compile(self, device: ModbusDevice, profile: ModbusProfile | None) -> None:
         build_plan(device, profile or device.inline_profile())

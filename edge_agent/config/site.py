@@ -355,13 +355,40 @@ def _check_devices(
     raw_names = [(i, doc.at(("devices", i, "name"))) for i in range(count)]
     names = [(i, name) for i, name in raw_names if isinstance(name, str)]
     for clash in [*duplicate_names(names), *protocol_clashes(valid)]:
-        key_loc: Loc = ("devices", clash.index, clash.key)
-        present, _ = child(doc.at(key_loc[:-1]), clash.key)
-        if present:
-            issues.append(doc.issue(key_loc, clash.message))
-        else:  # device_id left at its default: point at the device entry
-            issues.append(doc.issue(key_loc[:-1], f"{clash.message} (device_id defaults to 1)"))
+        issues.append(_clash_issue(doc, clash.index, clash.key, clash.message))
     return valid, issues
+
+
+def _clash_issue(doc: Document, index: int, key: str, message: str) -> ConfigIssue:
+    key_loc: Loc = ("devices", index, key)
+    present, _ = child(doc.at(key_loc[:-1]), key)
+    if present:
+        return doc.issue(key_loc, message)
+    # device_id left at its default: point at the device entry
+    return doc.issue(key_loc[:-1], f"{message} (device_id defaults to 1)")
+
+
+@runtime_checkable
+class _MapClashes(Protocol):
+    """A protocol that compares entries once their maps are loaded (Modbus: entries on one
+    unit reading a register in common, when a profile is involved)."""
+
+    def map_clashes(
+        self, entries: Sequence[tuple[int, Any, Any]]
+    ) -> list[tuple[int, str, str]]: ...
+
+
+def _map_clash_issues(doc: Document, placed: Sequence[tuple[int, Any, Any]]) -> list[ConfigIssue]:
+    by_protocol: dict[str, list[tuple[int, Any, Any]]] = {}
+    for entry in placed:
+        by_protocol.setdefault(entry[1].driver, []).append(entry)
+    issues: list[ConfigIssue] = []
+    for name, entries in by_protocol.items():
+        protocol = plugin(name)
+        if isinstance(protocol, _MapClashes):
+            for index, key, message in protocol.map_clashes(entries):
+                issues.append(_clash_issue(doc, index, key, message))
+    return issues
 
 
 def _find_profiles(
@@ -447,6 +474,7 @@ def load_config(
     issues.extend(lookup_issues)
 
     setups: list[DeviceSetup] = []
+    placed: list[tuple[int, Any, Any]] = []  # (index, device, profile) of every setup
     for i, device in valid:
         protocol = plugin(device.driver)
         device = protocol.resolved(device, site_dir.resolve())
@@ -479,7 +507,9 @@ def load_config(
             issues.append(doc.issue(("devices", i), str(exc)))
             continue
         setups.append(DeviceSetup(device, profile, profile_name))
+        placed.append((i, device, profile))
 
+    issues.extend(_map_clash_issues(doc, placed))
     issues.extend(_alarm_references(doc, valid, setups))
     file_issues = [x for x in issues if not x.local]
     if site is not None and not file_issues and not any(e.issues for e in wanted.values()):
