@@ -17,6 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.config_numbers import BackoffCap, Number, PollInterval, Seconds, Timeout, Whole
 from drivers.contract import PointIssue
+from drivers.modbus.addressing import (
+    Addressing,
+    looks_modicon,
+    modicon_warning,
+    parse_number,
+    to_protocol,
+)
 from drivers.modbus.codec import Order, PointType, Table, register_count
 from drivers.modbus.type_names import order_name, point_type_name
 from drivers.names import NAME_PATTERN
@@ -32,6 +39,90 @@ _PARITIES = {"N", "E", "O", "M", "S"}
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _addressing(value: object) -> Addressing | None:
+    try:
+        return Addressing(value) if isinstance(value, str) else None
+    except ValueError:
+        return None  # the field's own validation names the choices
+
+
+def _number(value: object) -> tuple[int, int | None] | None:
+    """An address as written (int, or text with its digit count); None: not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value, None
+    if isinstance(value, str):
+        try:
+            return parse_number(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _table(value: object) -> Table | None:
+    try:
+        return Table(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _to_protocol(data: dict[str, object], keys: tuple[str, ...]) -> dict[str, object]:
+    """`data` with the addresses at `keys` (and its table) in the protocol's 0-based form,
+    marked zero_based so that validating the result again changes nothing."""
+    mode = _addressing(data.get("addressing"))
+    given = data.get("table")
+    table = _table(given)
+    if given is not None and table is None:
+        return data  # the table field reports the unknown name
+    if mode is None or mode is Addressing.ZERO_BASED:
+        for key in keys:
+            written = _number(data.get(key))
+            if (
+                written is not None
+                and written[0] > 65535
+                and looks_modicon(table or Table.HOLDING, written[0]) is not None
+            ):
+                to_protocol(Addressing.ZERO_BASED, written[0], table)  # raises, with a hint
+        return data
+    out = dict(data)
+    named: Table | None = None
+    for key in keys:
+        written = _number(data.get(key))
+        if written is None:
+            return data  # the field reports what is wrong with it
+        first = named
+        try:
+            named, out[key] = to_protocol(mode, written[0], table or named, digits=written[1])
+        except ValueError:
+            if table is not None or first is None:
+                raise
+            to_protocol(mode, written[0], None, digits=written[1])  # a bad number: its reason
+            start = data.get(keys[0])
+            raise ValueError(
+                f"{keys[0]} {start} and {key} {written[0]} are in different tables"
+            ) from None
+    if named is not None:
+        out["table"] = named.value
+    out["addressing"] = Addressing.ZERO_BASED.value
+    return out
+
+
+def _inherit_addressing(data: object) -> object:
+    """A map's `addressing` handed to its points and unreadable ranges (their own wins)."""
+    if not isinstance(data, dict) or _addressing(data.get("addressing")) is None:
+        return data  # an unknown name is the map's own error, reported once
+    mode = data["addressing"]
+    out = dict(data)
+    for key in ("points", "unreadable"):
+        items = data.get(key)
+        if isinstance(items, list):
+            out[key] = [
+                {"addressing": mode, **item} if isinstance(item, dict) else item for item in items
+            ]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +219,17 @@ class ModbusPoint(_Model):
     decimals: Annotated[Whole, Field(ge=0, le=12)] | None = None
     unit: Annotated[str, Field(max_length=16)] | None = None
     description: str | None = None
+    # How `address` was written; validation turns it into the 0-based address (below).
+    addressing: Addressing = Addressing.ZERO_BASED
     # Read by the agent's stages (drivers/options/), never by the driver.
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _notation(cls, data: object) -> object:
+        return _to_protocol(data, ("address",)) if isinstance(data, dict) else data
 
     @field_validator("type", mode="before")
     @classmethod
@@ -195,6 +293,12 @@ class Unreadable(_Model):
     table: Table = Table.HOLDING
     start: Annotated[Whole, Field(ge=0, le=65535)]
     end: Annotated[Whole, Field(ge=0, le=65535)]
+    addressing: Addressing = Addressing.ZERO_BASED  # how start and end were written
+
+    @model_validator(mode="before")
+    @classmethod
+    def _notation(cls, data: object) -> object:
+        return _to_protocol(data, ("start", "end")) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _ordered(self) -> Unreadable:
@@ -286,6 +390,7 @@ class ModbusProfile(_Model):
     description: str | None = None
     source: str | None = None
     order: Order = Order.ABCD
+    addressing: Addressing | None = None  # of its points and unreadable ranges; None: 0-based
     max_gap: Annotated[Whole, Field(ge=0, le=MAX_REGISTERS)] = 10
     max_registers: Annotated[Whole, Field(ge=1, le=MAX_REGISTERS)] = MAX_REGISTERS
     unreadable: tuple[Unreadable, ...] = ()
@@ -298,10 +403,19 @@ class ModbusProfile(_Model):
     def _order_name(cls, value: object) -> object:
         return order_name(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit(cls, data: object) -> object:
+        return _inherit_addressing(data)
+
     @model_validator(mode="after")
     def _consistent(self) -> ModbusProfile:
         _check_points(self.points, self.unreadable)
         return self
+
+    def notation_warnings(self) -> list[tuple[int, str]]:
+        """(point index, message) for a map whose numbers look Modicon but say nothing."""
+        return notation_warnings(self.points, self.addressing)
 
 
 class ModbusDevice(_Model):
@@ -319,6 +433,7 @@ class ModbusDevice(_Model):
     profile: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = None
     points: Annotated[tuple[ModbusPoint, ...], Field(min_length=1)] | None = None
     order: Order | None = None  # overrides the profile's default order
+    addressing: Addressing | None = None  # of inline points and `unreadable`; None: 0-based
     max_gap: Annotated[Whole, Field(ge=0, le=MAX_REGISTERS)] | None = None
     max_registers: Annotated[Whole, Field(ge=1, le=MAX_REGISTERS)] | None = None
     unreadable: tuple[Unreadable, ...] = ()
@@ -338,6 +453,11 @@ class ModbusDevice(_Model):
         parse_endpoint(url)
         return url
 
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit(cls, data: object) -> object:
+        return _inherit_addressing(data)
+
     @model_validator(mode="after")
     def _one_map(self) -> ModbusDevice:
         if (self.profile is None) == (self.points is None):
@@ -355,36 +475,133 @@ class ModbusDevice(_Model):
         """The parsed URL."""
         return parse_endpoint(self.url)
 
+    def notation_warnings(self) -> list[tuple[int, str]]:
+        """(point index, message) for inline points that look Modicon on a 0-based map."""
+        return notation_warnings(self.points or (), self.addressing)
+
     def inline_profile(self) -> ModbusProfile:
         """The profile made from inline points (only when `points` is given)."""
         assert self.points is not None
         return ModbusProfile(name=self.name, points=self.points)
 
 
+def notation_warnings(
+    points: Sequence[ModbusPoint], addressing: Addressing | None
+) -> list[tuple[int, str]]:
+    """The first point of a map that says nothing of its addressing whose number looks like
+    Modicon notation: one warning per map, since one such number means the whole map."""
+    if addressing is not None:
+        return []
+    for i, p in enumerate(points):
+        message = modicon_warning(p.table, p.address)
+        if message is not None:
+            return [(i, message)]
+    return []
+
+
 # Profile names go into file names; keep them path-safe.
 PROFILE_NAME = re.compile(NAME_PATTERN)
 
 
-def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[tuple[int, str, str]]:
-    """Enabled entries on the same line (host:port or serial port) with the same device_id:
-    (index, key to point at, message)."""
+def _registers(points: Sequence[ModbusPoint]) -> dict[tuple[Table, int], ModbusPoint]:
+    """The registers (and bits) points read, each with its point."""
+    found: dict[tuple[Table, int], ModbusPoint] = {}
+    for p in points:
+        for address in range(p.address, p.last_address + 1):
+            found.setdefault((p.table, address), p)
+    return found
+
+
+def _shared_register(first: Sequence[ModbusPoint], second: Sequence[ModbusPoint]) -> str | None:
+    """The first register of `second` that `first` reads too, in words, or None."""
+    theirs = _registers(first)
+    for p in second:
+        for address in range(p.address, p.last_address + 1):
+            other = theirs.get((p.table, address))
+            if other is not None:
+                unit = "bit" if p.table.is_bits else "register"
+                return (
+                    f"which also reads {p.table} {unit} {address} (0x{address:04X}) "
+                    f"of {other.name!r}"
+                )
+    return None
+
+
+def _same_reads(first: ModbusDevice, device: ModbusDevice) -> str | None:
+    """Why two entries on one unit read the same thing (a copy-paste), or None.
+
+    Entries on one unit are how one meter is polled at several rates (power every second,
+    counters every minute), so they must read different registers: the same profile twice,
+    or an inline register both list, is the same points twice. An entry with a profile
+    beside another map is compared once the profiles are loaded (`map_clashes`).
+    """
+    if first.profile is not None and first.profile == device.profile:
+        return f"which reads the same profile {device.profile!r}"
+    if first.points is None or device.points is None:
+        return None
+    return _shared_register(first.points, device.points)
+
+
+def _unit(device: ModbusDevice) -> tuple[str, int]:
+    ep = device.endpoint
+    line = f"rtu:{ep.path}" if ep.transport == "rtu" else f"{ep.transport}:{ep.host}:{ep.port}"
+    return line, device.device_id
+
+
+def _clash(index: int, device: ModbusDevice, first: int, other: ModbusDevice, why: str) -> str:
+    also = "" if other.url == device.url else f" at {other.url!r}"
+    return (
+        f"device_id {device.device_id} at {device.url!r} is already used by "
+        f"devices[{first}] {other.name!r}{also}, {why} (entries on one unit must "
+        "read different registers)"
+    )
+
+
+def map_clashes(
+    entries: Sequence[tuple[int, ModbusDevice, ModbusProfile]],
+) -> list[tuple[int, str, str]]:
+    """Entries on one unit whose loaded maps read a register in common, where one of them
+    uses a profile (the pairs `address_clashes` could not compare): (index, key, message)."""
+    told = {index for index, _, _ in address_clashes([(i, d) for i, d, _ in entries])}
     clashes: list[tuple[int, str, str]] = []
-    seen: dict[tuple[str, int], tuple[int, ModbusDevice]] = {}
+    seen: dict[tuple[str, int], list[tuple[int, ModbusDevice, ModbusProfile]]] = {}
+    for index, device, profile in entries:
+        if not device.enabled:
+            continue
+        if index in told:  # one error per entry is enough
+            continue
+        earlier = seen.setdefault(_unit(device), [])
+        for first, other, other_profile in earlier:
+            if (device.profile is None and other.profile is None) or (
+                device.profile is not None and device.profile == other.profile
+            ):
+                continue  # compared (and reported) by address_clashes
+            why = _shared_register(other_profile.points, profile.points)
+            if why is not None:
+                clashes.append((index, "device_id", _clash(index, device, first, other, why)))
+                break
+        earlier.append((index, device, profile))
+    return clashes
+
+
+def address_clashes(devices: Sequence[tuple[int, ModbusDevice]]) -> list[tuple[int, str, str]]:
+    """Enabled entries on the same line (host:port or serial port) with the same device_id
+    that read the same registers: (index, key to point at, message).
+
+    Several entries on one unit are allowed (each its own interval and phase, one
+    connection between them); reading the same points twice is the copy-paste mistake.
+    """
+    clashes: list[tuple[int, str, str]] = []
+    seen: dict[tuple[str, int], list[tuple[int, ModbusDevice]]] = {}
     for index, device in devices:
         # A disabled entry is a spare (e.g. the old profile kept while trying a new one).
         if not device.enabled:
             continue
-        ep = device.endpoint
-        line = f"rtu:{ep.path}" if ep.transport == "rtu" else f"{ep.transport}:{ep.host}:{ep.port}"
-        address = (line, device.device_id)
-        if address not in seen:
-            seen[address] = (index, device)
-            continue
-        first, other = seen[address]
-        also = "" if other.url == device.url else f" at {other.url!r}"
-        message = (
-            f"device_id {device.device_id} at {device.url!r} is already used by "
-            f"devices[{first}] {other.name!r}{also}"
-        )
-        clashes.append((index, "device_id", message))
+        earlier = seen.setdefault(_unit(device), [])
+        for first, other in earlier:
+            why = _same_reads(other, device)
+            if why is not None:
+                clashes.append((index, "device_id", _clash(index, device, first, other, why)))
+                break
+        earlier.append((index, device))
     return clashes

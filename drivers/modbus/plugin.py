@@ -22,6 +22,7 @@ from drivers.modbus.config import (
     ModbusProfile,
     Unreadable,
     address_clashes,
+    map_clashes,
     point_issues,
     span_text,
 )
@@ -102,13 +103,21 @@ class ModbusPlugin:
         return f"{name!r} is a DL/T 645 profile, not a Modbus register map"
 
     def line_key(self, device: ModbusDevice) -> str:
-        return device.endpoint.bus_key or f"tcp:{device.name}"
+        ep = device.endpoint
+        # Entries on one TCP unit (one meter polled at several rates) share its connection.
+        return ep.bus_key or f"tcp:{ep.host}:{ep.port}#{device.device_id}"
 
     def serial_path(self, device: ModbusDevice) -> str | None:
         return device.endpoint.bus_key or None
 
     def site_issues(self, devices: Sequence[tuple[int, ModbusDevice]]) -> list[SiteIssue]:
         return address_clashes(devices)
+
+    def map_clashes(
+        self, entries: Sequence[tuple[int, ModbusDevice, ModbusProfile]]
+    ) -> list[SiteIssue]:
+        """Entries on one unit whose loaded maps (a profile's too) share a register."""
+        return map_clashes(entries)
 
     def compile(self, device: ModbusDevice, profile: ModbusProfile | None) -> None:
         build_plan(device, profile or device.inline_profile())
@@ -118,11 +127,12 @@ class ModbusPlugin:
     ) -> LineParts:
         first = devices[0][0]
         connection = None
-        if first.endpoint.bus_key:
-            # One client per bus; it waits as long as the slowest unit is allowed to.
+        if first.endpoint.bus_key or len(devices) > 1:
+            # One client per bus (or per TCP unit polled by several entries); it waits as
+            # long as the slowest entry is allowed to.
             connection = ModbusConnection(
                 first.endpoint,
-                name=first.endpoint.bus_key,
+                name=first.endpoint.bus_key or key,
                 timeout_s=max(d.timeout_s for d, _ in devices),
             )
         drivers: list[PolledDriver] = [

@@ -215,6 +215,8 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         for note in loaded.notes:
             print(f"note: {note} (not an error with --portable)", file=sys.stderr)
+        for warning in loaded.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"{args.config}: ok, {len(loaded.devices)} devices, {n_points} points")
         return 0
     if args.command == "reload":
@@ -223,6 +225,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(render_plan(loaded), end="")
         return 0
     if args.command == "run":
+        for warning in loaded.warnings:
+            log.warning("config: %s", warning)
         try:
             return _run_until_signal(_run_agent(loaded, view=args.view, http=args.http))
         except DatabaseFileError as exc:  # what _refuse_files could not see offline

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, Union, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -174,18 +174,25 @@ class LoadedConfig:
     site: SiteConfig
     devices: tuple[DeviceSetup, ...]
     notes: tuple[ConfigIssue, ...] = ()  # this machine's issues, let pass by `portable`
+    # Not errors: `check` prints them, `run` logs them once (a Modicon-looking 0-based map).
+    warnings: tuple[ConfigIssue, ...] = ()
 
 
 # --- checks across points, devices and profiles ------------------------------------------
 
 
-def _valid_items(doc: Document, loc: Loc, model: type[Model]) -> list[tuple[Loc, Model]]:
-    """The entries of the list at `loc` that are valid on their own."""
+def _valid_items(
+    doc: Document, loc: Loc, model: type[Model], inherited: Mapping[str, object]
+) -> list[tuple[Loc, Model]]:
+    """The entries of the list at `loc` that are valid on their own, each given the keys
+    its map hands down (a Modbus map's `addressing`) unless it sets them itself."""
     raw = doc.at(loc)
     if not isinstance(raw, list):
         return []
     valid: list[tuple[Loc, Model]] = []
     for index, item in enumerate(raw):
+        if inherited and isinstance(item, dict):
+            item = {**inherited, **item}
         try:
             valid.append(((*loc, index), model.model_validate(item)))
         except ValidationError:
@@ -193,13 +200,22 @@ def _valid_items(doc: Document, loc: Loc, model: type[Model]) -> list[tuple[Loc,
     return valid
 
 
+_INHERITED = ("addressing",)  # keys of a map its points and ranges take as their default
+
+
 def _point_issues(doc: Document, loc: Loc, checks: PointChecks | None) -> list[ConfigIssue]:
     """The protocol's checks across the points (and unreadable ranges) listed at `loc`,
     each issue placed at the point it concerns."""
     if checks is None:
         return []
-    points = _valid_items(doc, (*loc, "points"), checks.point_model)
-    unreadable = _valid_items(doc, (*loc, "unreadable"), checks.unreadable_model)
+    container = doc.at(loc)
+    inherited = {
+        key: container[key]
+        for key in _INHERITED
+        if isinstance(container, dict) and key in container
+    }
+    points = _valid_items(doc, (*loc, "points"), checks.point_model, inherited)
+    unreadable = _valid_items(doc, (*loc, "unreadable"), checks.unreadable_model, inherited)
     issues: list[ConfigIssue] = []
     for issue in checks.check([p for _, p in points], [u for _, u in unreadable]):
         at = points[issue.index][0]
@@ -342,13 +358,40 @@ def _check_devices(
     raw_names = [(i, doc.at(("devices", i, "name"))) for i in range(count)]
     names = [(i, name) for i, name in raw_names if isinstance(name, str)]
     for clash in [*duplicate_names(names), *protocol_clashes(valid)]:
-        key_loc: Loc = ("devices", clash.index, clash.key)
-        present, _ = child(doc.at(key_loc[:-1]), clash.key)
-        if present:
-            issues.append(doc.issue(key_loc, clash.message))
-        else:  # device_id left at its default: point at the device entry
-            issues.append(doc.issue(key_loc[:-1], f"{clash.message} (device_id defaults to 1)"))
+        issues.append(_clash_issue(doc, clash.index, clash.key, clash.message))
     return valid, issues
+
+
+def _clash_issue(doc: Document, index: int, key: str, message: str) -> ConfigIssue:
+    key_loc: Loc = ("devices", index, key)
+    present, _ = child(doc.at(key_loc[:-1]), key)
+    if present:
+        return doc.issue(key_loc, message)
+    # device_id left at its default: point at the device entry
+    return doc.issue(key_loc[:-1], f"{message} (device_id defaults to 1)")
+
+
+@runtime_checkable
+class _MapClashes(Protocol):
+    """A protocol that compares entries once their maps are loaded (Modbus: entries on one
+    unit reading a register in common, when a profile is involved)."""
+
+    def map_clashes(
+        self, entries: Sequence[tuple[int, Any, Any]]
+    ) -> list[tuple[int, str, str]]: ...
+
+
+def _map_clash_issues(doc: Document, placed: Sequence[tuple[int, Any, Any]]) -> list[ConfigIssue]:
+    by_protocol: dict[str, list[tuple[int, Any, Any]]] = {}
+    for entry in placed:
+        by_protocol.setdefault(entry[1].driver, []).append(entry)
+    issues: list[ConfigIssue] = []
+    for name, entries in by_protocol.items():
+        protocol = plugin(name)
+        if isinstance(protocol, _MapClashes):
+            for index, key, message in protocol.map_clashes(entries):
+                issues.append(_clash_issue(doc, index, key, message))
+    return issues
 
 
 def _find_profiles(
@@ -434,6 +477,7 @@ def load_config(
     issues.extend(lookup_issues)
 
     setups: list[DeviceSetup] = []
+    placed: list[tuple[int, Any, Any]] = []  # (index, device, profile) of every setup
     for i, device in valid:
         protocol = plugin(device.driver)
         device = protocol.resolved(device, site_dir.resolve())
@@ -466,7 +510,9 @@ def load_config(
             issues.append(doc.issue(("devices", i), str(exc)))
             continue
         setups.append(DeviceSetup(device, profile, profile_name))
+        placed.append((i, device, profile))
 
+    issues.extend(_map_clash_issues(doc, placed))
     issues.extend(_alarm_references(doc, valid, setups))
     file_issues = [x for x in issues if not x.local]
     if site is not None and not file_issues and not any(e.issues for e in wanted.values()):
@@ -492,7 +538,39 @@ def load_config(
     if site.mqtt.tls is not None:
         mqtt = site.mqtt.model_copy(update={"tls": site.mqtt.tls.resolved(site_dir)})
         site = site.model_copy(update={"mqtt": mqtt})
-    return LoadedConfig(path, site, tuple(setups), tuple(notes))
+    warnings = _map_warnings(doc, valid, wanted)
+    return LoadedConfig(path, site, tuple(setups), tuple(notes), tuple(warnings))
+
+
+@runtime_checkable
+class _Warned(Protocol):
+    def notation_warnings(self) -> list[tuple[int, str]]: ...
+
+
+def _map_warnings(
+    doc: Document, valid: Sequence[tuple[int, AnyDevice]], wanted: Mapping[int, _Profile]
+) -> list[ConfigIssue]:
+    """Maps that may not mean what they say (Modbus: 40001 on a 0-based map), each once:
+    at the profile file's point, or at the inline point of the site file."""
+    warnings: list[ConfigIssue] = []
+    told: set[int] = set()
+    for i, device in valid:
+        entry = wanted.get(i)
+        if entry is not None:
+            if id(entry) in told or entry.doc is None or not isinstance(entry.profile, _Warned):
+                continue
+            told.add(id(entry))
+            for j, message in entry.profile.notation_warnings():
+                issue = entry.doc.issue(("points", j, "address"), message)
+                warnings.append(
+                    ConfigIssue(
+                        issue.file, issue.line, issue.path, f"{message} {_used_by(entry.users)}"
+                    )
+                )
+        elif isinstance(device, _Warned):
+            for j, message in device.notation_warnings():
+                warnings.append(doc.issue(("devices", i, "points", j, "address"), message))
+    return warnings
 
 
 def _alarm_references(

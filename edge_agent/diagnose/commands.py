@@ -13,6 +13,7 @@ import datetime
 import math
 import sys
 
+from drivers.modbus.addressing import Addressing, looks_modicon, parse_number, to_protocol
 from drivers.modbus.codec import PointType, Table
 from drivers.reading import DeviceUnreachable
 
@@ -23,13 +24,51 @@ DIAGNOSE_COMMANDS = frozenset({"read", "probe", "scan"})
 URL_HELP = "tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600&parity=E or rtu+tcp://host:port"
 
 
-def _address(text: str) -> int:
-    from edge_agent.diagnose.read import parse_address
+ADDRESS_HELP = "register address as --addressing says (default 0-based; 0x hex too)"
 
+
+def _address(text: str) -> tuple[int, int | None]:
+    """The number as typed (with its digit count); --addressing says what it means."""
     try:
-        return parse_address(text)
+        return parse_number(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _addressing_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--addressing",
+        type=Addressing,
+        choices=list(Addressing),
+        default=Addressing.ZERO_BASED,
+        help="how the address is written: zero_based (the protocol's, default), one_based "
+        "(manuals, mbpoll, modpoll), modicon (40001 = holding 0, 30001 = input 0, ...)",
+    )
+
+
+def resolve_address(args: argparse.Namespace) -> str | None:
+    """Turn args.address (as typed) and args.table into the protocol's table and 0-based
+    address, as a site file's `addressing:` does; a note to print when a 0-based number
+    looks like Modicon notation. ValueError when the number means nothing."""
+    given: Table | None = args.table
+    if args.address is None:  # scan's default: the first register, however it is written
+        args.address, args.table = 0, given or Table.HOLDING
+        return None
+    number, digits = args.address
+    table, args.address = to_protocol(args.addressing, number, given, digits=digits)
+    if args.command == "probe" and table.is_bits:
+        raise ValueError(f"{number} is a {table} address; probe reads registers")
+    if args.command != "probe" or args.addressing is Addressing.MODICON:
+        args.table = table
+    if args.addressing is not Addressing.ZERO_BASED:
+        return None
+    meant = looks_modicon(table, number)
+    if meant is None:
+        return None
+    return (
+        f"note: {number} is read counting from 0 ({table} {number}, 0x{number:04X}); "
+        f"if the manual prints Modicon numbers, --addressing modicon reads {meant[0]} {meant[1]}"
+    )
 
 
 def _point_type(text: str) -> PointType:
@@ -79,7 +118,7 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     """Add read, probe and scan to the command's subparsers."""
     read = sub.add_parser("read", help="read one point once and show it in all four orders")
     read.add_argument("url", help=URL_HELP)
-    read.add_argument("address", type=_address, help="0-based register address (0x hex too)")
+    read.add_argument("address", type=_address, help=ADDRESS_HELP)
     read.add_argument(
         "--type",
         dest="point_type",
@@ -105,12 +144,13 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     read.add_argument("--polls", type=_positive_int, default=None, help="stop after N polls")
     _common(read, tables=True)
+    _addressing_option(read)
 
     probe = sub.add_parser(
         "probe", help="find the type, order and scale that read a register as an expected value"
     )
     probe.add_argument("url", help=URL_HELP)
-    probe.add_argument("address", type=_address, help="0-based register address (0x hex too)")
+    probe.add_argument("address", type=_address, help=ADDRESS_HELP)
     probe.add_argument("--expect", type=float, required=True, help="the value you expect, e.g. 230")
     probe.add_argument(
         "--tolerance", type=float, default=0.05, help="relative, default 0.05 (5 %%)"
@@ -123,12 +163,14 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="only this table (default: holding and input)",
     )
     _common(probe, tables=False)
+    _addressing_option(probe)
 
     scan = sub.add_parser("scan", help="find the unit ids that answer on a bus or gateway")
     scan.add_argument("url", help=URL_HELP)
     scan.add_argument("--ids", type=_ids, default=list(range(1, 248)), help="default 1-247")
-    scan.add_argument("--address", type=_address, default=0, help="register to read (default 0)")
-    scan.add_argument("--table", type=Table, choices=list(Table), default=Table.HOLDING)
+    scan.add_argument("--address", type=_address, default=None, help="register to read (default 0)")
+    scan.add_argument("--table", type=Table, choices=list(Table), default=None)
+    _addressing_option(scan)
     scan.add_argument(
         "--timeout", type=float, default=0.3, help="seconds to wait per id (default 0.3)"
     )
@@ -139,11 +181,18 @@ def _common(p: argparse.ArgumentParser, *, tables: bool) -> None:
     p.add_argument("--device-id", type=int, default=1, help="unit id (default 1)")
     p.add_argument("--timeout", type=float, default=1.0, help="answer timeout in s (default 1)")
     if tables:
-        p.add_argument("--table", type=Table, choices=list(Table), default=Table.HOLDING)
+        p.add_argument("--table", type=Table, choices=list(Table), default=None)
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
     """Run the parsed diagnosis subcommand; the exit code."""
+    try:
+        note = resolve_address(args)
+    except ValueError as exc:
+        print(f"edge-agent {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if note is not None:
+        print(note, file=sys.stderr)
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:

@@ -70,6 +70,11 @@ class ReplyQueue:
         if self._timer is None:
             self._timer = self._loop.call_at(self._delayed[0][0], self._fire)
 
+    @property
+    def pending(self) -> int:
+        """Answers queued and not written yet: requests the client has outstanding."""
+        return len(self._batch) + len(self._delayed)
+
     def flush(self) -> None:
         """Write the answers batched so far (one write for a burst of pipelined requests)."""
         if self._batch:

@@ -144,6 +144,7 @@ class _TcpConnection(asyncio.Protocol):
         self._transport = transport
         self._replies = ReplyQueue(asyncio.get_running_loop(), transport.write, transport.close)
         self._listener.connections.add(transport)
+        self._listener.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._replies is not None:
@@ -186,6 +187,9 @@ class _TcpConnection(asyncio.Protocol):
             action, out, delay = device.serve(pdu)
             if action is Action.SEND:
                 replies.put(mbap_frame(tid, unit, out), delay)
+                self._listener.max_outstanding = max(
+                    self._listener.max_outstanding, replies.pending
+                )
             elif action is Action.CLOSE:
                 replies.put(None)
                 buf.clear()
@@ -213,6 +217,10 @@ class _Listener:
         self.rtu = rtu
         self.frame_gap_s = frame_gap_s
         self.connections: set[asyncio.Transport] = set()
+        # What tests ask of a client: how many connections it opened, and the most
+        # requests it had outstanding on one connection (1: one transaction at a time).
+        self.accepted = 0
+        self.max_outstanding = 0
         self._server: asyncio.Server | None = None
         self.port = endpoint.port
 

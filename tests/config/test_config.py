@@ -69,6 +69,16 @@ def test_valid_case(case: str, in_repo: None) -> None:
     _compare(GOLDEN / "valid" / case / "expected-plan.txt", render_plan(loaded))
 
 
+@pytest.mark.parametrize("case", _cases("valid"))
+def test_valid_case_warnings(case: str, in_repo: None) -> None:
+    """Warnings (a 0-based map whose numbers look Modicon) only where a case expects them."""
+    loaded = load_config(GOLDEN / "valid" / case / "site.yaml", environ=GOLDEN_ENV)
+    expected = GOLDEN / "valid" / case / "expected-warnings.txt"
+    text = "".join(f"{w}\n" for w in loaded.warnings)
+    if text or expected.exists():
+        _compare(expected, text)
+
+
 @pytest.mark.parametrize("case", _cases("invalid"))
 def test_invalid_case(case: str, in_repo: None) -> None:
     err = _load_error(GOLDEN / "invalid" / case / "site.yaml", GOLDEN_ENV)
@@ -535,3 +545,19 @@ def test_shipped_site_configs_check(name: str) -> None:
     assert [n.path for n in loaded.notes] == ([] if name == "demo.yaml" else ["mqtt.tls.ca_file"])
     assert len(loaded.devices) == (7 if name == "demo.yaml" else 5)  # + OPC UA PLC, DL/T 645 meter
     assert all(d.profile.points if d.profile else d.device.points for d in loaded.devices)
+
+
+def test_check_prints_warnings_and_exits_0(
+    in_repo: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0-based map whose numbers look Modicon passes `check` with a warning on stderr."""
+    from edge_agent.cli.main import main
+
+    case = GOLDEN / "valid" / "modicon-looking"
+    assert main(["check", str(case / "site.yaml")]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{case / 'site.yaml'}: ok, 3 devices, 6 points\n"
+    expected = (case / "expected-warnings.txt").read_text(encoding="utf-8")
+    assert err == "".join(f"warning: {line}\n" for line in expected.splitlines())
+    assert main(["check", str(GOLDEN / "valid" / "addressing-notations" / "site.yaml")]) == 0
+    assert capsys.readouterr().err == ""

@@ -231,7 +231,8 @@ def test_check_refuses_whatever_run_refuses_on_mutated_configs(
     monkeypatch.delenv("UNSET_VARIABLE_FOR_TEST", raising=False)
     bases = _bases(tmp_path)
     for base in bases:  # the unmutated configs are good: a mutant's refusal is its own
-        assert _cli(["check", str(base)]) == (0, ""), base
+        code, err = _cli(["check", str(base)])  # warnings (modicon-looking) are not errors
+        assert code == 0 and all(x.startswith("warning: ") for x in err.splitlines()), base
     rng = random.Random(15)
     refused = started = 0
     outcomes: dict[str, int] = {}

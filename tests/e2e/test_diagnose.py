@@ -420,3 +420,46 @@ async def test_run_refuses_a_busy_http_port(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port} (--http): address already in use" in (
         done.stderr.lower()
     )
+
+
+async def test_read_probe_and_scan_take_addresses_as_manuals_print_them() -> None:
+    """--addressing one_based / modicon name the register a site file's `addressing:` does;
+    a 0-based number that looks like Modicon is read as typed, with a note."""
+    async with _meters("tcp://127.0.0.1:0", ids=(1,)) as sim:
+        meter = sim.device("m1")
+        served = meter.served_values()["voltage_a"]
+        args = ("--type", "float32", "--scale", "0.1")
+        plain = await _cli("read", meter.url, "0x2006", *args)
+        assert plain.returncode == 0, plain.stderr
+        for address, addressing in (
+            ("8199", "one_based"),
+            ("48199", "modicon"),
+            ("408199", "modicon"),
+        ):
+            done = await _cli("read", meter.url, address, *args, "--addressing", addressing)
+            assert (done.returncode, done.stdout, done.stderr) == (0, plain.stdout, "")
+        typed = await _cli("read", meter.url, "40001", "--timeout", "0.3")
+        assert typed.stderr.splitlines()[0] == (
+            "note: 40001 is read counting from 0 (holding 40001, 0x9C41); if the manual "
+            "prints Modicon numbers, --addressing modicon reads holding 0"
+        )
+        wrong = await _cli("read", meter.url, "25000", "--addressing", "modicon")
+        assert wrong.returncode == 2 and "25000 is not a Modicon number" in wrong.stderr
+        clash = await _cli(
+            "read", meter.url, "48199", "--addressing", "modicon", "--table", "input"
+        )
+        assert clash.returncode == 2
+        assert "48199 is a holding register in Modicon notation, but table is input" in clash.stderr
+
+        probe = await _cli(
+            "probe", meter.url, "48199", "--addressing", "modicon", "--expect", f"{served:.1f}"
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert "profile point: {address: 0x2006, type: float32, order: ABCD, scale: 0.1}" in (
+            probe.stdout
+        )
+        assert all(" input " not in line for line in probe.stdout.splitlines())
+        scan = await _cli("scan", meter.url, "--ids", "1-2", "--addressing", "modicon",
+                          "--address", "48199", "--timeout", "0.3")  # fmt: skip
+        assert scan.returncode == 0, scan.stderr
+        assert [line.split()[0] for line in scan.stdout.splitlines()[1:]] == ["1"]

@@ -43,6 +43,11 @@ def _site(path: Path, *, broker: Mosquitto, prefix: str, devices: list[dict[str,
     return path
 
 
+def _line(url: str, device_id: int) -> str:
+    """The line key of a Modbus TCP unit: its entries share one connection."""
+    return f"tcp:{url.removeprefix('tcp://')}#{device_id}"
+
+
 def _device(name: str, url: str, device_id: int, interval_s: float = 0.05) -> dict[str, Any]:
     return {
         "name": name,
@@ -108,7 +113,7 @@ async def test_reload_adds_removes_and_restarts_only_what_changed(
             plan = await agent.reload_file()
             assert plan is not None
             assert (plan.added, plan.removed, plan.changed) == (("c",), ("b",), ())
-            assert plan.keep == ("tcp:a",) and plan.stop == ("tcp:b",)
+            assert plan.keep == (_line(url["a"], 1),) and plan.stop == (_line(url["b"], 2),)
             assert agent.units[0] is unit_a  # untouched: same unit, same schedule
             b_seen = _count(sub, "b")
             await until(lambda: _count(sub, "c") >= 5, what="c after the reload")
@@ -124,7 +129,8 @@ async def test_reload_adds_removes_and_restarts_only_what_changed(
                 devices=[_device("a", url["a"], 1, 0.02), _device("c", url["c"], 3)],
             )
             plan = await agent.reload_file()
-            assert plan is not None and plan.changed == ("a",) and plan.keep == ("tcp:c",)
+            assert plan is not None and plan.changed == ("a",)
+            assert plan.keep == (_line(url["c"], 3),)
             assert next(u for u in agent.units if u.driver.name == "a").interval_s == 0.02
         finally:
             task.cancel()
@@ -227,7 +233,7 @@ async def test_reload_restarting_every_line_keeps_the_agent_running(
             # 2. The only device goes away (disabled: a site keeps at least one entry).
             write({**_device("a", url["a"], 1), "enabled": False})
             plan = await agent.reload_file()
-            assert plan is not None and plan.stop == ("tcp:a",) and plan.start == ()
+            assert plan is not None and plan.stop == (_line(url["a"], 1),) and plan.start == ()
             assert agent.units == [] and not task.done()
             await until(
                 lambda: sub.payloads(f"{unique_prefix}/plant-a/gw-01/a/status")[-1:] == [b""],

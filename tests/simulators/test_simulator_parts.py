@@ -12,7 +12,8 @@ from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.catalog import Kind, shipped
 from simulators.common.faults import FaultKind, Faults
 from simulators.common.meter_physics import MeterPhysics, resolve_name
-from simulators.modbus.device import Action, SimDevice, signals_for
+from simulators.common.requests import Action
+from simulators.modbus.device import SimDevice, signals_for
 from simulators.modbus.frames import (
     crc16,
     exception_pdu,
