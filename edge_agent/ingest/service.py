@@ -47,6 +47,7 @@ from edge_agent.ingest.schema import (
     shown_name,
 )
 from edge_agent.ingest.series import KnownSeries
+from edge_agent.ingest.sparkplug import SparkplugReader
 from edge_agent.ingest.store import PointStore, StoreBatch, StoreRejected, StoreUnavailable
 from edge_agent.mqtt.sink import backoff_delays
 
@@ -160,10 +161,16 @@ class Ingest:
         self.client_id = client_id or config.client_id or default_client_id(config.group, worker)
         if client_id is None and config.client_id and worker:
             self.client_id = f"{config.client_id}-{worker}"
+        # A Sparkplug edge node's data too, when the site's agent is one (same broker).
+        self.sparkplug: SparkplugReader | None = None
+        filters = topic_filters(self.prefix, config.sites)
+        if site.sparkplug is not None and site.sparkplug.url in (None, site.mqtt.url):
+            self.sparkplug = SparkplugReader(site.sparkplug, site=site.site, gateway=site.gateway)
+            filters += self.sparkplug.filters
         self.client = IngestClient(
             site.mqtt,
             client_id=self.client_id,
-            filters=topic_filters(self.prefix, config.sites),
+            filters=filters,
             group=config.group,
             deliver=self._on_deliveries,
             max_inflight=config.max_inflight,
@@ -213,9 +220,14 @@ class Ingest:
             stats.received += 1
             entry = _Entry(delivery)
             self._unacked.append(entry)
-            source = parse_topic(delivery.topic, self.prefix)
+            sparkplug = (
+                self.sparkplug if self.sparkplug and self.sparkplug.owns(delivery.topic) else None
+            )
+            source = None if sparkplug else parse_topic(delivery.topic, self.prefix)
             alarm_source = (
-                None if source is not None else parse_alarm_topic(delivery.topic, self.prefix)
+                None
+                if source is not None or sparkplug
+                else parse_alarm_topic(delivery.topic, self.prefix)
             )
             messages: list[DataMessage] = []
             alarms: list[AlarmMessage] = []
@@ -239,6 +251,10 @@ class Ingest:
                             "not_configured", f"alarm {shown_name(alarm.id)} is not configured"
                         )
                     alarms.append(alarm)
+                elif sparkplug is not None:
+                    messages = sparkplug.read(delivery.topic, delivery.payload)
+                    if messages:
+                        messages, unconfigured = self._admit(messages, energy=False)
                 elif source is None:
                     raise Rejected("not_data", "not a data topic")
                 else:
