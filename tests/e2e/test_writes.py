@@ -1,0 +1,273 @@
+"""Writes end to end: MQTT request -> agent -> simulated PLC -> read-back -> reply -> audit.
+
+A real Mosquitto, the Modbus simulator on loopback and the whole agent: every request is
+published by a client of its own on {base}/plc-1/cmd, the reply read on .../cmd/reply and
+the audit messages (through the outbox) on .../cmd/audit; the simulator's register image
+shows what the device kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from drivers.modbus.codec import PointType, Table
+from drivers.modbus.config import ModbusPoint, ModbusProfile
+from edge_agent.config.site import load_config
+from edge_agent.runtime.agent import Agent
+from simulators.common.faults import FaultKind
+from simulators.common.site import SimDeviceSpec, SimSite, serve
+from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
+from tests.running_agent import running
+
+pytestmark = pytest.mark.timeout(60)
+
+PROFILE = ModbusProfile(
+    name="plc",
+    points=(
+        ModbusPoint(name="flow_setpoint", address=100, type=PointType.FLOAT32),
+        ModbusPoint(name="temp_sp", address=102, type=PointType.INT16, scale=0.1),
+        ModbusPoint(name="level", address=103),
+        ModbusPoint(name="pump_run", table=Table.COIL, address=5),
+    ),
+)
+SITE = """\
+site: plant-a
+gateway: gw-01
+mqtt: {{url: "{broker}", prefix: "{prefix}", backoff_max_s: 0.5}}
+outbox: {{path: var/outbox.sqlite}}
+writes: {{enabled: {enabled}, per_point_per_min: 5}}
+devices:
+  - name: plc-1
+    driver: modbus
+    url: "{url}"
+    interval_s: 0.2
+    timeout_s: 1.0
+    backoff_max_s: 0.5
+    points:
+      - {{name: flow_setpoint, table: holding, address: 100, type: float32,
+         write: {{min: 0, max: 50}}}}
+      - {{name: temp_sp, address: 102, type: int16, scale: 0.1, write: {{address: 300}}}}
+      - {{name: level, address: 103}}
+      - {{name: pump_run, table: coil, address: 5, write: {{}}}}
+"""
+
+
+async def _until(predicate: Callable[[], bool], *, timeout_s: float = 10.0, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.01)  # polling a condition, bounded by the deadline
+
+
+def _docs(sub: Subscriber, suffix: str) -> list[dict[str, Any]]:
+    return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith(suffix)]
+
+
+class Plant:
+    """The broker, the simulated PLC, the running agent and a client on its command topic."""
+
+    def __init__(self, broker: Mosquitto, sub: Subscriber, sim: SimSite, base: str) -> None:
+        self.broker = broker
+        self.sub = sub
+        self.sim = sim
+        self.base = base
+
+    def send(self, request: dict[str, Any]) -> None:
+        topic = f"{self.base}/plc-1/cmd"
+        publish_once(self.broker.host, self.broker.port, topic, orjson.dumps(request))
+
+    def replies(self) -> list[dict[str, Any]]:
+        return _docs(self.sub, "/cmd/reply")
+
+    def audits(self) -> list[dict[str, Any]]:
+        return _docs(self.sub, "/cmd/audit")
+
+    async def reply_to(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.send(request)
+        await _until(
+            lambda: any(r["id"] == request["id"] for r in self.replies()),
+            what=f"the reply to {request['id']}",
+        )
+        return next(r for r in self.replies() if r["id"] == request["id"])
+
+    def served(self, name: str) -> object:
+        return self.sim.device("plc-1").served_values()[name]
+
+
+@asynccontextmanager
+async def _plant(
+    broker: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    prefix: str,
+    tmp_path: Path,
+    *,
+    enabled: bool = True,
+) -> AsyncIterator[tuple[Plant, Agent]]:
+    spec = SimDeviceSpec(name="plc-1", url="tcp://127.0.0.1:0", profile=PROFILE)
+    async with serve([spec]) as sim:
+        device = sim.device("plc-1")
+        device.freeze()
+        device.image.store({"flow_setpoint": 12.5, "temp_sp": 20.0, "level": 7, "pump_run": False})
+        path = tmp_path / "site.yaml"
+        path.write_text(
+            SITE.format(
+                broker=broker.url,
+                prefix=prefix,
+                url=device.url,
+                enabled="true" if enabled else "false",
+            )
+        )
+        agent = Agent(load_config(path))
+        base = f"{prefix}/plant-a/gw-01"
+        sub = subscribe(broker.host, broker.port, f"{base}/plc-1/cmd/#")
+        async with running(agent):
+            unit = agent.units[0]
+            await _until(lambda: unit.stats.good_polls > 0, what="the first poll")
+            await _until(lambda: agent.sink.connected, what="the agent's connection")
+            # The subscription is made on connect: a fence round trip says it is in place.
+            fenced = asyncio.Event()
+            assert agent.sink.fence(fenced.set)
+            await asyncio.wait_for(fenced.wait(), 5)
+            yield Plant(broker, sub, sim, base), agent
+
+
+async def test_a_set_point_is_written_read_back_answered_and_audited(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, _agent):
+        request = {"id": "c-1", "point": "flow_setpoint", "value": 42.5, "expires_s": 10}
+        reply = await plant.reply_to({**request, "by": "li.wei"})
+        assert reply == {"id": "c-1", "result": "done", "value": 42.5}
+        assert plant.served("flow_setpoint") == 42.5
+
+        assert await plant.reply_to({"id": "c-2", "point": "pump_run", "value": True}) == {
+            "id": "c-2",
+            "result": "done",
+            "value": True,
+        }
+        assert plant.served("pump_run") is True
+
+        await _until(lambda: len(plant.audits()) >= 4, what="the audit messages")
+        audits = plant.audits()
+        assert [(a["event"], a["id"]) for a in audits[:4]] == [
+            ("request", "c-1"),
+            ("result", "c-1"),
+            ("request", "c-2"),
+            ("result", "c-2"),
+        ]
+        result = audits[1]
+        assert result["by"] == "li.wei" and result["point"] == "flow_setpoint"
+        assert (result["value"], result["old_value"], result["new_value"]) == (42.5, 12.5, 42.5)
+        assert result["result"] == "done" and result["gateway"] == "gw-01"
+        assert result["received_ms"] <= result["executed_ms"] <= result["ts_ms"]
+        assert audits[0]["seq"] < audits[1]["seq"]
+
+
+async def test_every_refusal_says_why_and_nothing_reaches_the_device(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, _agent):
+        writes_before = plant.sim.device("plc-1").counters.writes
+        cases = [
+            ({"point": "flow_setpoint", "value": 50.5}, "out_of_range", "above max 50"),
+            ({"point": "flow_setpoint", "value": -1}, "out_of_range", "below min 0"),
+            ({"point": "flow_setpoint", "value": "42"}, "wrong_type", "takes a number"),
+            ({"point": "pump_run", "value": 1}, "wrong_type", "takes true or false"),
+            ({"point": "level", "value": 3}, "not_writable", "level is not writable"),
+            ({"point": "nope", "value": 3}, "unknown_point", "has no point 'nope'"),
+            ({"point": "flow_setpoint", "value": 1, "expires_s": 61}, "bad_request", "at most"),
+            ({"point": "flow_setpoint", "value": 1, "colour": 1}, "bad_request", "unknown field"),
+            ({"point": "temp_sp", "value": 20.05}, "wrong_type", "steps of 0.1"),
+        ]
+        for n, (fields, code, reason) in enumerate(cases):
+            reply = await plant.reply_to({"id": f"r-{n}", **fields})
+            assert (reply["result"], reply["code"]) == ("rejected", code), reply
+            assert reason in reply["reason"]
+        assert plant.sim.device("plc-1").counters.writes == writes_before
+        assert plant.served("flow_setpoint") == 12.5
+
+
+async def test_a_device_exception_is_a_failure_with_its_code(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, _agent):
+        # temp_sp's set-point address 300 is not in the PLC's map.
+        reply = await plant.reply_to({"id": "f-1", "point": "temp_sp", "value": 21.5})
+        assert reply == {
+            "id": "f-1",
+            "result": "failed",
+            "reason": "exception 02 (illegal data address)",
+        }
+
+
+async def test_requests_run_in_arrival_order_within_the_rate_limit(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, _agent):
+        for n in range(6):
+            plant.send({"id": f"o-{n}", "point": "flow_setpoint", "value": float(n + 1)})
+        await _until(lambda: len(plant.replies()) >= 6, what="six replies")
+        replies = plant.replies()
+        # The sixth is over the limit of 5 a minute: answered at once, before the queue runs.
+        done = [(r["id"], r["value"]) for r in replies if r["result"] == "done"]
+        assert done == [(f"o-{n}", float(n + 1)) for n in range(5)]
+        rejected = [(r["id"], r["code"]) for r in replies if r["result"] == "rejected"]
+        assert rejected == [("o-5", "rate_limited")]
+        assert plant.served("flow_setpoint") == 5.0
+
+
+async def test_a_request_that_waited_past_its_expiry_never_reaches_the_device(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, _agent):
+        device = plant.sim.device("plc-1")
+        device.faults.set(FaultKind.SLOW, delay_s=0.3)  # a write and its read-back: 0.6 s
+        plant.send({"id": "e-1", "point": "pump_run", "value": True})
+        plant.send({"id": "e-2", "point": "flow_setpoint", "value": 30.0, "expires_s": 0.2})
+        await _until(lambda: len(plant.replies()) >= 2, what="two replies")
+        first, second = plant.replies()
+        assert (first["id"], first["result"]) == ("e-1", "done")
+        assert second == {
+            "id": "e-2",
+            "result": "rejected",
+            "reason": "expired: not executed within 0.2 s",
+            "code": "expired",
+        }
+        assert device.counters.writes == 1
+        assert plant.served("flow_setpoint") == 12.5
+
+
+async def test_a_device_that_is_down_is_not_tried(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, agent):
+        device = plant.sim.device("plc-1")
+        device.faults.set(FaultKind.NO_ANSWER)
+        await _until(lambda: agent.units[0].stats.up is False, what="the device down")
+        reply = await plant.reply_to({"id": "d-1", "point": "pump_run", "value": True})
+        assert (reply["result"], reply["code"]) == ("rejected", "device_down")
+        assert reply["reason"] == "device down: timeout"
+        assert device.counters.writes == 0
+
+
+async def test_writes_are_off_unless_the_site_turns_them_on(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path, enabled=False) as (plant, _):
+        reply = await plant.reply_to({"id": "x-1", "point": "flow_setpoint", "value": 1.0})
+        assert reply == {
+            "id": "x-1",
+            "result": "rejected",
+            "reason": "writes are disabled on this gateway",
+            "code": "writes_disabled",
+        }
+        assert plant.sim.device("plc-1").counters.writes == 0
