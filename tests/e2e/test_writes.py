@@ -9,14 +9,19 @@ shows what the device kept.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from drivers.modbus.codec import PointType, Table
 from drivers.modbus.config import ModbusPoint, ModbusProfile
@@ -28,6 +33,17 @@ from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
 from tests.running_agent import running
 
 pytestmark = pytest.mark.timeout(60)
+
+SCHEMA = orjson.loads(
+    (Path(__file__).resolve().parents[2] / "edge_agent/schemas/command-v1.schema.json").read_bytes()
+)
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({**SCHEMA, "$ref": f"#/$defs/{name}"})
+
+
+REQUEST, REPLY, AUDIT = _validator("request"), _validator("reply"), _validator("audit")
 
 PROFILE = ModbusProfile(
     name="plc",
@@ -41,7 +57,7 @@ PROFILE = ModbusProfile(
 SITE = """\
 site: plant-a
 gateway: gw-01
-mqtt: {{url: "{broker}", prefix: "{prefix}", backoff_max_s: 0.5}}
+mqtt: {{url: "{broker}", prefix: "{prefix}", backoff_max_s: 0.5{auth}}}
 outbox: {{path: var/outbox.sqlite}}
 writes: {{enabled: {enabled}, per_point_per_min: 5}}
 devices:
@@ -82,14 +98,22 @@ class Plant:
         self.base = base
 
     def send(self, request: dict[str, Any]) -> None:
+        if set(request) <= {"id", "point", "value", "expires_s", "by"}:
+            REQUEST.validate(request)  # what the schema allows (bad requests are tests' own)
         topic = f"{self.base}/plc-1/cmd"
         publish_once(self.broker.host, self.broker.port, topic, orjson.dumps(request))
 
     def replies(self) -> list[dict[str, Any]]:
-        return _docs(self.sub, "/cmd/reply")
+        docs = _docs(self.sub, "/cmd/reply")
+        for doc in docs:
+            REPLY.validate(doc)
+        return docs
 
     def audits(self) -> list[dict[str, Any]]:
-        return _docs(self.sub, "/cmd/audit")
+        docs = _docs(self.sub, "/cmd/audit")
+        for doc in docs:
+            AUDIT.validate(doc)
+        return docs
 
     async def reply_to(self, request: dict[str, Any]) -> dict[str, Any]:
         self.send(request)
@@ -111,6 +135,8 @@ async def _plant(
     tmp_path: Path,
     *,
     enabled: bool = True,
+    auth: str = "",
+    reader: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[Plant, Agent]]:
     spec = SimDeviceSpec(name="plc-1", url="tcp://127.0.0.1:0", profile=PROFILE)
     async with serve([spec]) as sim:
@@ -124,11 +150,12 @@ async def _plant(
                 prefix=prefix,
                 url=device.url,
                 enabled="true" if enabled else "false",
+                auth=auth,
             )
         )
         agent = Agent(load_config(path))
         base = f"{prefix}/plant-a/gw-01"
-        sub = subscribe(broker.host, broker.port, f"{base}/plc-1/cmd/#")
+        sub = subscribe(broker.host, broker.port, f"{base}/plc-1/cmd/#", **(reader or {}))
         async with running(agent):
             unit = agent.units[0]
             await _until(lambda: unit.stats.good_polls > 0, what="the first poll")
@@ -194,6 +221,13 @@ async def test_every_refusal_says_why_and_nothing_reaches_the_device(
             assert reason in reply["reason"]
         assert plant.sim.device("plc-1").counters.writes == writes_before
         assert plant.served("flow_setpoint") == 12.5
+        # Each one that could be read is recorded: its arrival and its result.
+        await _until(lambda: len(plant.audits()) >= 2 * (len(cases) - 1), what="the audits")
+        results = [a for a in plant.audits() if a["event"] == "result"]
+        assert [(a["id"], a["code"]) for a in results] == [
+            (f"r-{n}", code) for n, (_, code, _) in enumerate(cases) if n != 7
+        ]
+        assert all(a["executed_ms"] is None for a in results)
 
 
 async def test_a_device_exception_is_a_failure_with_its_code(
@@ -271,3 +305,97 @@ async def test_writes_are_off_unless_the_site_turns_them_on(
             "code": "writes_disabled",
         }
         assert plant.sim.device("plc-1").counters.writes == 0
+
+
+def _publish_v5(
+    broker: Mosquitto, topic: str, payload: bytes, *, username: str, password: str
+) -> str:
+    """Publish one QoS 1 message as an MQTT 5 client; the PUBACK's reason, by name."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set(username, password)
+    acked = threading.Event()
+    reasons: list[str] = []
+
+    def on_publish(_c: Any, _u: Any, _mid: int, reason: Any, _p: Any) -> None:
+        reasons.append(reason.getName())
+        acked.set()
+
+    client.on_publish = on_publish
+    client.connect(broker.host, broker.port, keepalive=30)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1)
+        assert acked.wait(5), "no PUBACK"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return reasons[0]
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path, unique_prefix: str) -> Iterator[Mosquitto]:
+    """A broker where `edge` (the agent) and `operator` may use the command topics, and
+    `viewer` may only read."""
+    workdir = tmp_path / "acl-broker"
+    workdir.mkdir()
+    passwd = workdir / "passwd"
+    for n, user in enumerate(("edge", "operator", "viewer")):
+        flags = ["-c"] if n == 0 else []
+        subprocess.run(
+            ["mosquitto_passwd", *flags, "-b", str(passwd), user, f"{user}-pw"], check=True
+        )
+    passwd.chmod(0o600)
+    acl = workdir / "acl"
+    acl.write_text(
+        f"user edge\ntopic readwrite {unique_prefix}/#\n"
+        f"user operator\ntopic write {unique_prefix}/+/+/+/cmd\n"
+        f"topic read {unique_prefix}/+/+/+/cmd/#\n"
+        f"user viewer\ntopic read {unique_prefix}/#\n"
+    )
+    broker = Mosquitto(workdir, password_file=passwd, listeners=f"acl_file {acl}")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_the_broker_refuses_a_client_without_the_right_to_write(
+    acl_broker: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MQTT_PASSWORD", "edge-pw")
+    auth = ', username: edge, password: "${MQTT_PASSWORD}"'
+    reader = {"username": "operator", "password": "operator-pw"}
+    async with _plant(acl_broker, subscribe, unique_prefix, tmp_path, auth=auth, reader=reader) as (
+        plant,
+        _agent,
+    ):
+        topic = f"{plant.base}/plc-1/cmd"
+        denied = {"id": "v-1", "point": "flow_setpoint", "value": 1.0}
+        allowed = {"id": "o-1", "point": "flow_setpoint", "value": 2.0}
+        refused = await asyncio.to_thread(
+            _publish_v5,
+            acl_broker,
+            topic,
+            orjson.dumps(denied),
+            username="viewer",
+            password="viewer-pw",
+        )
+        assert refused == "Not authorized"
+        accepted = await asyncio.to_thread(
+            _publish_v5,
+            acl_broker,
+            topic,
+            orjson.dumps(allowed),
+            username="operator",
+            password="operator-pw",
+        )
+        assert accepted == "Success"
+        await _until(lambda: plant.replies() != [], what="the operator's reply")
+        assert plant.replies() == [{"id": "o-1", "result": "done", "value": 2.0}]
+        assert plant.sim.device("plc-1").counters.writes == 1
+        assert plant.served("flow_setpoint") == 2.0
