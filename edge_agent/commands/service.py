@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from drivers.contract import WritablePlugin, WriteFailed, WriteRefused
+from drivers.contract import PolledDriver, WritablePlugin, WriteFailed, WriteRefused
 from drivers.reading import DeviceUnreachable, Value
 from drivers.registry import plugin
 from edge_agent.alarms.refusal_log import RefusalLog, shown
@@ -66,7 +66,8 @@ class WriteCounters:
     """What became of the requests, for metrics and tests."""
 
     requests: int = 0
-    results: Counter[str] = field(default_factory=Counter)  # done / failed / rejected code
+    # (result, code): ("done", ""), ("failed", ""), ("rejected", "out_of_range"), ...
+    results: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class WriteCommands:
@@ -161,7 +162,7 @@ class WriteCommands:
         if found is None:
             return Rejection("unknown_device", f"no device {pending.device[:64]!r} is polled here")
         unit, slots = found
-        driver = unit.driver
+        driver = _protocol_driver(unit)
         protocol = plugin(driver.protocol)
         if not isinstance(protocol, WritablePlugin):
             return Rejection(
@@ -216,7 +217,7 @@ class WriteCommands:
             return
         pending.executed_ms = self.wall_ms()
         try:
-            value = await protocol.write(unit.driver, request.point, request.value)
+            value = await protocol.write(_protocol_driver(unit), request.point, request.value)
         except WriteRefused as exc:
             self._finish(pending, "rejected", rejection=Rejection(exc.code, exc.reason))
         except (WriteFailed, DeviceUnreachable) as exc:
@@ -264,14 +265,12 @@ class WriteCommands:
         reply: dict[str, Any] = {"id": request_id, "result": result}
         if result == "done":
             reply["value"] = value
-            self.counters.results["done"] += 1
         elif rejection is not None:
             reply["reason"] = rejection.reason
             reply["code"] = rejection.code
-            self.counters.results[rejection.code] += 1
         else:
             reply["reason"] = reason
-            self.counters.results[result] += 1
+        self.counters.results[result, "" if rejection is None else rejection.code] += 1
         topic = f"{self.outlet.base_topic}/{device}/{CMD_SUFFIX}/reply"
         self.sink.publish(topic, orjson.dumps(reply), qos=1)
         return reply
@@ -300,6 +299,13 @@ class WriteCommands:
         else:
             doc["ts_ms"] = pending.received_ms
         self.outlet.send(f"{pending.device}/{CMD_SUFFIX}/audit", doc, device=pending.device)
+
+
+def _protocol_driver(unit: Unit) -> PolledDriver:
+    """The protocol's own driver of a unit, under the metrics' timing wrapper if any
+    (ops/metrics.py: MeteredDriver keeps it as `inner`); its plugin asks for its type."""
+    inner = getattr(unit.driver, "inner", None)
+    return inner if inner is not None else unit.driver
 
 
 def _last_value(unit: Unit, point: str) -> Value:

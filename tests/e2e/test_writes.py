@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from drivers.modbus.codec import PointType, Table
 from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.config.site import load_config
+from edge_agent.ops.metrics import AgentMetrics, MeteredDriver
 from edge_agent.runtime.agent import Agent
 from simulators.common.faults import FaultKind
 from simulators.common.site import SimDeviceSpec, SimSite, serve
@@ -91,11 +92,19 @@ def _docs(sub: Subscriber, suffix: str) -> list[dict[str, Any]]:
 class Plant:
     """The broker, the simulated PLC, the running agent and a client on its command topic."""
 
-    def __init__(self, broker: Mosquitto, sub: Subscriber, sim: SimSite, base: str) -> None:
+    def __init__(
+        self, broker: Mosquitto, sub: Subscriber, sim: SimSite, base: str, metrics: AgentMetrics
+    ) -> None:
         self.broker = broker
         self.sub = sub
         self.sim = sim
         self.base = base
+        self.metrics = metrics
+
+    def counted(self, result: str, code: str = "") -> float | None:
+        return self.metrics.registry.get_sample_value(
+            "edge_agent_write_results_total", {"result": result, "code": code}
+        )
 
     def send(self, request: dict[str, Any]) -> None:
         if set(request) <= {"id", "point", "value", "expires_s", "by"}:
@@ -154,6 +163,9 @@ async def _plant(
             )
         )
         agent = Agent(load_config(path))
+        # As `run --http` has it: every driver under the metrics' timing wrapper.
+        metrics = AgentMetrics(agent, uplink_down_for=lambda: None)
+        assert isinstance(agent.units[0].driver, MeteredDriver)
         base = f"{prefix}/plant-a/gw-01"
         sub = subscribe(broker.host, broker.port, f"{base}/plc-1/cmd/#", **(reader or {}))
         async with running(agent):
@@ -164,7 +176,7 @@ async def _plant(
             fenced = asyncio.Event()
             assert agent.sink.fence(fenced.set)
             await asyncio.wait_for(fenced.wait(), 5)
-            yield Plant(broker, sub, sim, base), agent
+            yield Plant(broker, sub, sim, base, metrics), agent
 
 
 async def test_a_set_point_is_written_read_back_answered_and_audited(
@@ -197,6 +209,7 @@ async def test_a_set_point_is_written_read_back_answered_and_audited(
         assert result["result"] == "done" and result["gateway"] == "gw-01"
         assert result["received_ms"] <= result["executed_ms"] <= result["ts_ms"]
         assert audits[0]["seq"] < audits[1]["seq"]
+        assert plant.counted("done") == 2.0
 
 
 async def test_every_refusal_says_why_and_nothing_reaches_the_device(
@@ -228,6 +241,9 @@ async def test_every_refusal_says_why_and_nothing_reaches_the_device(
             (f"r-{n}", code) for n, (_, code, _) in enumerate(cases) if n != 7
         ]
         assert all(a["executed_ms"] is None for a in results)
+        assert plant.counted("rejected", "wrong_type") == 3.0
+        assert plant.counted("rejected", "bad_request") == 2.0
+        assert plant.counted("done") is None
 
 
 async def test_a_device_exception_is_a_failure_with_its_code(
