@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from drivers.contract import PolledDriver, WritablePlugin, WriteFailed, WriteRefused
 from drivers.reading import DeviceUnreachable, Value
@@ -49,6 +51,23 @@ RATE_WINDOW_S = 60.0
 ALARM_COMMANDS = "alarms"  # {base}/alarms/cmd is the alarm stage's, not a device's
 
 
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An MQTT 5 request's response topic and correlation data."""
+
+    topic: str
+    correlation: bytes | None
+
+
+def response_of(properties: Properties | None) -> Response | None:
+    """The response topic (and correlation data) a request names, if any."""
+    topic = getattr(properties, "ResponseTopic", None)
+    if not isinstance(topic, str) or not topic:
+        return None
+    correlation = getattr(properties, "CorrelationData", None)
+    return Response(topic, bytes(correlation) if correlation is not None else None)
+
+
 @dataclass(slots=True)
 class Pending:
     """One request on its way: what the reply and the audit messages say about it."""
@@ -59,6 +78,7 @@ class Pending:
     deadline: float  # loop time
     old_value: Value = None
     executed_ms: int | None = None
+    response: Response | None = None  # MQTT 5: where else the reply goes
 
 
 @dataclass(slots=True)
@@ -137,17 +157,20 @@ class WriteCommands:
         if device == ALARM_COMMANDS:
             return
         self.counters.requests += 1
+        response = response_of(self.sink.message_properties)
         request, rejection, request_id = parse_request(payload)
         if request is None:
             assert rejection is not None
             self.refusals.refused(
                 rejection.code, "write request refused: %s (%s)", rejection.reason, shown(payload)
             )
-            self._reply(device, request_id, "rejected", rejection=rejection)
+            self._reply(device, request_id, "rejected", rejection=rejection, response=response)
             return
         loop = asyncio.get_running_loop()
         expires_s = request.expires_s or self.config.expires_s
-        pending = Pending(device, request, self.wall_ms(), loop.time() + expires_s)
+        pending = Pending(
+            device, request, self.wall_ms(), loop.time() + expires_s, response=response
+        )
         self._audit(pending, "request")
         rejection = self._check(pending, expires_s, loop.time())
         if rejection is not None:
@@ -249,6 +272,7 @@ class WriteCommands:
             value=value,
             rejection=rejection,
             reason=reason,
+            response=pending.response,
         )
         self._audit(pending, "result", reply=reply)
 
@@ -261,6 +285,7 @@ class WriteCommands:
         value: Value = None,
         rejection: Rejection | None = None,
         reason: str | None = None,
+        response: Response | None = None,
     ) -> dict[str, Any]:
         reply: dict[str, Any] = {"id": request_id, "result": result}
         if result == "done":
@@ -271,8 +296,17 @@ class WriteCommands:
         else:
             reply["reason"] = reason
         self.counters.results[result, "" if rejection is None else rejection.code] += 1
-        topic = f"{self.outlet.base_topic}/{device}/{CMD_SUFFIX}/reply"
-        self.sink.publish(topic, orjson.dumps(reply), qos=1)
+        body = orjson.dumps(reply)
+        self.sink.publish(f"{self.outlet.base_topic}/{device}/{CMD_SUFFIX}/reply", body, qos=1)
+        if response is not None:
+            properties = None
+            if response.correlation is not None:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                properties.CorrelationData = response.correlation
+            try:
+                self.sink.publish(response.topic, body, qos=1, properties=properties)
+            except ValueError:  # a topic with wildcards: the broker should not have passed it
+                log.debug("reply to %s: not a topic to publish to", shown(response.topic))
         return reply
 
     def _audit(self, pending: Pending, event: str, *, reply: dict[str, Any] | None = None) -> None:

@@ -128,6 +128,7 @@ class Agent:
             client_id=client_id,
             will=Will(self.topics.status, self._status_payload("offline", "connection lost")),
             birth=[(self.topics.status, self._status_payload("online"))],
+            protocol=site.mqtt.protocol,
             on_state=self._mqtt_state,
         )
         # Not a hash of the config: editing the file keeps the backlog (issue 4).

@@ -22,6 +22,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from drivers.modbus.codec import PointType, Table
 from drivers.modbus.config import ModbusPoint, ModbusProfile
@@ -415,3 +417,47 @@ async def test_the_broker_refuses_a_client_without_the_right_to_write(
         assert plant.replies() == [{"id": "o-1", "result": "done", "value": 2.0}]
         assert plant.sim.device("plc-1").counters.writes == 1
         assert plant.served("flow_setpoint") == 2.0
+
+
+async def test_an_mqtt5_request_is_answered_on_its_response_topic_with_its_correlation_data(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path, auth=", protocol: 5") as (
+        plant,
+        _agent,
+    ):
+        inbox = f"{unique_prefix}/clients/hmi-7/replies"
+        got: list[tuple[bytes, bytes | None]] = []
+        arrived = threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+
+        def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+            got.append((message.payload, getattr(message.properties, "CorrelationData", None)))
+            arrived.set()
+
+        subscribed = threading.Event()
+        client.on_message = on_message
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.connect(mosquitto.host, mosquitto.port, keepalive=30)
+        client.loop_start()
+        try:
+            client.subscribe(inbox, qos=1)
+            assert await asyncio.to_thread(subscribed.wait, 5)
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ResponseTopic = inbox
+            properties.CorrelationData = b"\x00\x07corr"
+            request = {"id": "m-1", "point": "flow_setpoint", "value": 7.25}
+            info = client.publish(
+                f"{plant.base}/plc-1/cmd", orjson.dumps(request), qos=1, properties=properties
+            )
+            await asyncio.to_thread(info.wait_for_publish, 5)
+            assert await asyncio.to_thread(arrived.wait, 10), "no reply on the response topic"
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        payload, correlation = got[0]
+        assert orjson.loads(payload) == {"id": "m-1", "result": "done", "value": 7.25}
+        assert correlation == b"\x00\x07corr"
+        # ... and on the device's reply topic as for every request.
+        await _until(lambda: plant.replies() != [], what="the reply on .../cmd/reply")
+        assert plant.replies() == [{"id": "m-1", "result": "done", "value": 7.25}]
