@@ -134,7 +134,7 @@ class WriteCommands:
         for name in names:
             if self._units.get(name, (None, None))[1] is slots:
                 del self._units[name]
-        slots.close("the device's line was restarted before the write ran")
+        slots.close("the device's line was restarted (config reload) before the write ran")
 
     # -- stage -----------------------------------------------------------------------------
 
@@ -220,7 +220,9 @@ class WriteCommands:
         pending.old_value = _last_value(unit, request.point)
         if not slots.put(
             lambda: self._execute(pending, unit, protocol),
-            lambda reason: self._finish(pending, "failed", reason=reason),
+            lambda reason: self._finish(
+                pending, "rejected", rejection=Rejection("device_down", reason)
+            ),
         ):
             return Rejection("rate_limited", f"{len(slots)} writes already wait on this line")
         recent.append(now)

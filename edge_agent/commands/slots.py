@@ -10,8 +10,11 @@ of each device in the order they arrived.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]  # one write: checks its expiry, writes, reads back, replies
 Abandon = Callable[[str], None]  # the same write, answered without running (line stopped)
@@ -54,7 +57,11 @@ class WriteSlots:
         jobs = self._jobs
         while jobs:
             job, _ = jobs.popleft()
-            await job()
+            try:
+                await job()
+            except Exception:
+                # A bug in answering one write must not stop the line's polls.
+                log.exception("a write failed outside the driver; the line goes on")
             if self.frame_gap_s:
                 await asyncio.sleep(self.frame_gap_s)
         self._waiting.clear()

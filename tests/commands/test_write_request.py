@@ -88,3 +88,22 @@ async def test_slots_run_in_arrival_order_and_wake_a_waiting_line() -> None:
     slots.close("line restarted")
     assert abandoned == ["line restarted"] and ran == ["a", "b"]
     assert not slots.put(job("e"), abandoned.append)
+
+
+async def test_a_write_that_raises_costs_only_itself(caplog: pytest.LogCaptureFixture) -> None:
+    slots = WriteSlots(limit=4)
+    ran: list[str] = []
+
+    async def broken() -> None:
+        raise RuntimeError("bug")
+
+    async def fine() -> None:
+        ran.append("fine")
+
+    assert slots.put(broken, lambda _r: None)
+    assert slots.put(fine, lambda _r: None)
+    await slots.run_waiting()
+    assert ran == ["fine"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "a write failed outside the driver; the line goes on"
+    ]

@@ -461,3 +461,34 @@ async def test_an_mqtt5_request_is_answered_on_its_response_topic_with_its_corre
         # ... and on the device's reply topic as for every request.
         await _until(lambda: plant.replies() != [], what="the reply on .../cmd/reply")
         assert plant.replies() == [{"id": "m-1", "result": "done", "value": 7.25}]
+
+
+async def test_writes_of_a_line_restarted_by_a_reload_are_answered(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, agent):
+        device = plant.sim.device("plc-1")
+        device.faults.set(FaultKind.SLOW, delay_s=0.5)
+        plant.send({"id": "l-1", "point": "pump_run", "value": True})
+        plant.send({"id": "l-2", "point": "flow_setpoint", "value": 30.0})
+        await _until(lambda: agent.commands.counters.requests == 2, what="both requests")
+        await _until(lambda: device.counters.writes == 1, what="the first write on the wire")
+        site = tmp_path / "site.yaml"
+        site.write_text(site.read_text().replace("interval_s: 0.2", "interval_s: 0.3"))
+        plan = await agent.reload(load_config(site))
+        assert plan.stop  # the line of plc-1 was restarted
+        await _until(lambda: len(plant.replies()) >= 2, what="both answers")
+        # The waiting one is answered as the line stops, the one on the wire as it is cut.
+        second, first = plant.replies()
+        assert first == {
+            "id": "l-1",
+            "result": "failed",
+            "reason": "stopped during the write; read the point",
+        }
+        assert second == {
+            "id": "l-2",
+            "result": "rejected",
+            "reason": "the device's line was restarted (config reload) before the write ran",
+            "code": "device_down",
+        }
+        assert device.counters.writes == 1
