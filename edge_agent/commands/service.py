@@ -48,6 +48,13 @@ log = logging.getLogger(__name__)
 
 CMD_SUFFIX = "cmd"
 RATE_WINDOW_S = 60.0
+# Rejected requests audited per device per RATE_WINDOW_S: beyond it a flood of refused
+# requests is counted only, so it cannot fill the outbox that readings share (accepted ones
+# are bounded by writes.per_point_per_min and writes.queue_max, and always audited).
+REJECTED_AUDITS_PER_WINDOW = 60
+# While this many messages wait for the broker, a rejection gets no reply (as for alarm
+# commands): a flood cannot fill the MQTT queue either.
+REFUSED_REPLY_BACKLOG = 1000
 ALARM_COMMANDS = "alarms"  # {base}/alarms/cmd is the alarm stage's, not a device's
 
 
@@ -79,6 +86,7 @@ class Pending:
     old_value: Value = None
     executed_ms: int | None = None
     response: Response | None = None  # MQTT 5: where else the reply goes
+    audited: bool = True  # False: a rejection over the audit budget, counted only
 
 
 @dataclass(slots=True)
@@ -86,6 +94,8 @@ class WriteCounters:
     """What became of the requests, for metrics and tests."""
 
     requests: int = 0
+    unaudited: int = 0  # rejections over REJECTED_AUDITS_PER_WINDOW, counted only
+    replies_dropped: int = 0  # rejections not answered while the MQTT queue was backed up
     # (result, code): ("done", ""), ("failed", ""), ("rejected", "out_of_range"), ...
     results: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -112,6 +122,7 @@ class WriteCommands:
         self._units: dict[str, tuple[Unit, WriteSlots]] = {}
         self._lines: dict[str, tuple[WriteSlots, list[str]]] = {}
         self._recent: dict[tuple[str, str], deque[float]] = {}
+        self._rejected: dict[str, deque[float]] = {}  # audited rejections, per device
 
     # -- the lines (runtime/agent.py) ---------------------------------------------------------
 
@@ -168,13 +179,26 @@ class WriteCommands:
             return
         loop = asyncio.get_running_loop()
         expires_s = request.expires_s or self.config.expires_s
-        pending = Pending(
-            device, request, self.wall_ms(), loop.time() + expires_s, response=response
-        )
-        self._audit(pending, "request")
-        rejection = self._check(pending, expires_s, loop.time())
-        if rejection is not None:
-            self._finish(pending, "rejected", rejection=rejection)
+        now = loop.time()
+        pending = Pending(device, request, self.wall_ms(), now + expires_s, response=response)
+        rejection = self._check(pending, expires_s, now)
+        if rejection is None:
+            return  # queued, and its arrival audited
+        pending.audited = self._may_audit(device, now)
+        if pending.audited:
+            self._audit(pending, "request")
+        self._finish(pending, "rejected", rejection=rejection)
+
+    def _may_audit(self, device: str, now: float) -> bool:
+        """Whether one more rejection of `device` is audited in this window."""
+        recent = self._rejected.setdefault(device, deque())
+        while recent and recent[0] <= now - RATE_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= REJECTED_AUDITS_PER_WINDOW:
+            self.counters.unaudited += 1
+            return False
+        recent.append(now)
+        return True
 
     def _check(self, pending: Pending, expires_s: float, now: float) -> Rejection | None:
         """Why the request cannot go to its device; None once it is queued."""
@@ -226,6 +250,7 @@ class WriteCommands:
         ):
             return Rejection("rate_limited", f"{len(slots)} writes already wait on this line")
         recent.append(now)
+        self._audit(pending, "request")
         return None
 
     async def _execute(self, pending: Pending, unit: Unit, protocol: WritablePlugin) -> None:
@@ -276,7 +301,8 @@ class WriteCommands:
             reason=reason,
             response=pending.response,
         )
-        self._audit(pending, "result", reply=reply)
+        if pending.audited:
+            self._audit(pending, "result", reply=reply)
 
     def _reply(
         self,
@@ -290,6 +316,10 @@ class WriteCommands:
         response: Response | None = None,
     ) -> dict[str, Any]:
         reply: dict[str, Any] = {"id": request_id, "result": result}
+        if result == "rejected" and self.sink.stats.pending >= REFUSED_REPLY_BACKLOG:
+            self.counters.replies_dropped += 1
+            self.counters.results[result, rejection.code if rejection else ""] += 1
+            return reply
         if result == "done":
             reply["value"] = value
         elif rejection is not None:

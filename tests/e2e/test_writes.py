@@ -492,3 +492,42 @@ async def test_writes_of_a_line_restarted_by_a_reload_are_answered(
             "code": "device_down",
         }
         assert device.counters.writes == 1
+
+
+def _publish_many(broker: Mosquitto, topic: str, payloads: list[bytes]) -> None:
+    """Publish QoS 1 messages in order over one connection; return once all are acked."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(broker.host, broker.port, keepalive=30)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, p, qos=1) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def test_a_flood_of_refused_requests_is_answered_but_audited_within_a_budget(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, agent):
+        payloads = [orjson.dumps({"id": f"z-{n}", "point": "level", "value": n}) for n in range(75)]
+        await asyncio.to_thread(_publish_many, mosquitto, f"{plant.base}/plc-1/cmd", payloads)
+        await _until(lambda: len(plant.replies()) >= 75, what="75 replies")
+        assert {r["code"] for r in plant.replies()} == {"not_writable"}
+        # A write that is accepted is audited whatever the flood before it.
+        assert (await plant.reply_to({"id": "ok", "point": "pump_run", "value": True}))[
+            "result"
+        ] == "done"
+        await _until(
+            lambda: any(a["id"] == "ok" and a["event"] == "result" for a in plant.audits()),
+            what="the audit of the accepted write",
+        )
+        audits = plant.audits()
+        assert [a["id"] for a in audits if a["event"] == "result"] == [
+            *(f"z-{n}" for n in range(60)),
+            "ok",
+        ]
+        assert len(audits) == 2 * 61
+        assert agent.commands.counters.unaudited == 15
