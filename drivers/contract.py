@@ -18,15 +18,16 @@ points marked BAD with a reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from drivers.options.alarms import AlarmRule, DeviceAlarmRule
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
-from drivers.reading import PointSpec, Poll
+from drivers.options.writes import WriteOptions
+from drivers.reading import PointSpec, Poll, Value
 
 __all__ = [
     "DeviceEntry",
@@ -41,6 +42,9 @@ __all__ = [
     "SiteIssue",
     "ValueType",
     "WireEstimate",
+    "WritablePlugin",
+    "WriteFailed",
+    "WriteRefused",
 ]
 
 SiteIssue = tuple[int, str, str]  # (index in devices:, key to point at, message)
@@ -265,4 +269,44 @@ class ProtocolPlugin(Protocol[D, P]):
 
     def bad_answers(self, driver: PolledDriver) -> int | None:
         """Answers refused as malformed or mismatched so far, where the protocol counts them."""
+        ...
+
+
+class WriteRefused(ValueError):
+    """A value the point cannot take; nothing was sent. `code` is a short fixed word
+    (wrong_type, out_of_range, not_writable, unknown_point), `reason` the text for people."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class WriteFailed(Exception):
+    """The device answered the write with a refusal (a Modbus exception, an OPC UA status)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@runtime_checkable
+class WritablePlugin(Protocol):
+    """What a protocol whose points can be written adds to `ProtocolPlugin`; the command
+    path asks `isinstance(plugin, WritablePlugin)` and refuses writes of other protocols."""
+
+    def write_options(self, driver: PolledDriver) -> Mapping[str, WriteOptions]:
+        """Point name -> its `write:` options, for the points the config made writable."""
+        ...
+
+    def check_write(self, driver: PolledDriver, point: str, value: Value) -> None:
+        """WriteRefused when `value` cannot be written to `point` exactly; opens nothing."""
+        ...
+
+    async def write(self, driver: PolledDriver, point: str, value: Value) -> Value:
+        """Write `value` (engineering units) and read the point back: the value read.
+
+        One transaction at a time, on the line's connection: the caller runs it between
+        polls. WriteRefused, WriteFailed (the device refused), DeviceUnreachable (no answer).
+        """
         ...

@@ -40,6 +40,7 @@ from drivers.names import NAME_PATTERN
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
+from drivers.options.writes import WriteOptions
 
 DEFAULT_BAUDRATE = 2400
 DEFAULT_PARITY = "E"
@@ -168,6 +169,7 @@ class Dlt645Point(_Model):
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
+    write: WriteOptions | None = None  # refused: DL/T 645 writes need the meter's password
 
     @field_validator("di", mode="before")
     @classmethod
@@ -181,6 +183,11 @@ class Dlt645Point(_Model):
 
     @model_validator(mode="after")
     def _fits_format(self) -> Dlt645Point:
+        if self.write is not None:
+            raise ValueError(
+                "write: DL/T 645 points are read-only here (writing a meter needs its password "
+                "and operator code, which the agent does not hold)"
+            )
         fmt = self.data_format
         if self.field >= len(fmt.fields):
             raise ValueError(

@@ -42,6 +42,7 @@ _MAX_PDU = 253
 _READS = frozenset({1, 2, 3, 4})
 _FIXED_RTU = {5: 8, 6: 8, 15: 8, 16: 8}  # write echoes: unit, fc, 4 bytes, CRC
 _BIT_READS = frozenset({1, 2})
+_WRITES = frozenset({5, 6, 15, 16})  # answered by an echo: address and value (or count)
 
 
 def _plural(n: int, word: str) -> str:
@@ -74,6 +75,7 @@ class _ReadAnswers:
     function_code = 0
     byte_count = 0
     asked = ""  # "2 registers" / "5 bits", for reasons
+    echo = b""  # a write's answer repeats these 4 bytes of its request
     passed_over: str | None = None
 
     def note_request(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
@@ -82,7 +84,11 @@ class _ReadAnswers:
             fc = pdu.function_code
             count = pdu.count
             self.function_code = fc
-            if fc in _BIT_READS:
+            if fc in _WRITES:
+                self.echo = bytes(pdu.encode()[:4])
+                self.byte_count = 4
+                self.asked = "an echo of the write"
+            elif fc in _BIT_READS:
                 self.byte_count = (count + 7) // 8
                 self.asked = _plural(count, "bit")
             else:
@@ -109,6 +115,18 @@ class _ReadAnswers:
             return Answer(
                 exp_unit, tid, refused=f"wrong answer: function code {fc} (asked {expected})"
             )
+        if expected in _WRITES:
+            if len(pdu) != 5:
+                return Answer(
+                    exp_unit, tid, refused=f"malformed answer: write echo of {len(pdu)} bytes"
+                )
+            if pdu[1:5] != self.echo:
+                return Answer(
+                    exp_unit,
+                    tid,
+                    refused=f"wrong answer: echo {pdu[1:5].hex()} (sent {self.echo.hex()})",
+                )
+            return Answer(exp_unit, tid, data=pdu[1:5])
         if len(pdu) < 2 or pdu[1] != len(pdu) - 2:
             carried = max(0, len(pdu) - 2)
             said = f"byte count {pdu[1]}" if len(pdu) > 1 else "no byte count"

@@ -30,6 +30,7 @@ from drivers.names import NAME_PATTERN
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
+from drivers.options.writes import WriteOptions
 
 MAX_REGISTERS = 125  # FC03/FC04 protocol limit
 MAX_BITS = 2000  # FC01/FC02 protocol limit
@@ -225,6 +226,7 @@ class ModbusPoint(_Model):
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
+    write: WriteOptions | None = None  # writable over the command topic (edge_agent/commands)
 
     @model_validator(mode="before")
     @classmethod
@@ -267,7 +269,22 @@ class ModbusPoint(_Model):
             raise ValueError(
                 f"registers {self.address}..{self.address + self.count - 1} run past 65535"
             )
+        if self.write is not None:
+            self._check_write(self.write, t, numeric)
         return self
+
+    def _check_write(self, write: WriteOptions, t: PointType, numeric: bool) -> None:
+        if self.table not in (Table.COIL, Table.HOLDING):
+            kind = "discrete input" if self.table is Table.DISCRETE else "input register"
+            raise ValueError(f"write: {kind}s are read-only (writable tables: coil, holding)")
+        if t is PointType.BIT:
+            # Read-modify-write of a shared register: the device may change the other bits
+            # between our read and our write.
+            raise ValueError("write: one bit of a register cannot be written safely; use a coil")
+        if not numeric and (write.min is not None or write.max is not None):
+            raise ValueError(f"write: min and max apply only to numbers, not {t}")
+        if write.address is not None and write.address + self.count > 65536:
+            raise ValueError(f"write: address {write.address} runs past 65535")
 
     @property
     def point_type(self) -> PointType:

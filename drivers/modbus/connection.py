@@ -189,6 +189,45 @@ class ModbusConnection:
             return list(itertools.chain.from_iterable(map(_BITS.__getitem__, rr.data)))
         return rr.data
 
+    async def write(
+        self, table: Table, address: int, registers: Sequence[int], *, device_id: int
+    ) -> int | None:
+        """Write one coil (FC05), one register (FC06) or several (FC16): None when the
+        device echoed it, else the exception code it sent. BadAnswer and DeviceUnreachable
+        as for `read`."""
+        client = self._client
+        framer = self._framer
+        if client is None or framer is None or not client.connected:
+            raise DeviceUnreachable(self.name, "not connected")
+        self._in_flight = True
+        try:
+            if table is Table.COIL:
+                rr = await client.write_coil(address, bool(registers[0]), device_id=device_id)
+            elif len(registers) == 1:
+                rr = await client.write_register(address, registers[0], device_id=device_id)
+            else:
+                rr = await client.write_registers(address, list(registers), device_id=device_id)
+        except ModbusIOException as exc:
+            reason = self._no_answer_reason(client, framer, device_id)
+            if self.endpoint.transport == "tcp":
+                self.close()
+            raise DeviceUnreachable(self.name, reason) from exc
+        except (ConnectionException, OSError) as exc:
+            self.close()
+            raise DeviceUnreachable(self.name, "connection lost") from exc
+        except ModbusException as exc:
+            raise DeviceUnreachable(self.name, f"bad answer: {exc}") from exc
+        finally:
+            self._in_flight = False
+        if not isinstance(rr, Answer):
+            raise BadAnswer(self.name, f"unexpected answer {type(rr).__name__}")
+        if rr.refused is not None:
+            self.bad_answers[device_id] += 1
+            if rr.desync:
+                self.close()
+            raise BadAnswer(self.name, rr.refused)
+        return rr.exception
+
     def _no_answer_reason(
         self,
         client: AsyncModbusTcpClient | AsyncModbusSerialClient,

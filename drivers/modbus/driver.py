@@ -13,12 +13,16 @@ keeps a busy unit from holding a shared line for long.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 
-from drivers.modbus.config import ModbusDevice, ModbusProfile
+from drivers.contract import WriteFailed, WriteRefused
+from drivers.modbus.codec import DecodeError, Order, decode
+from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile
 from drivers.modbus.connection import BadAnswer, ModbusConnection
-from drivers.modbus.plan import Plan, apply_scaling, build_plan
-from drivers.reading import PointSpec, Poll, Quality, Value
+from drivers.modbus.plan import Plan, apply_scaling, build_plan, engineering_value
+from drivers.modbus.write import encode_write
+from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality, Value
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -57,6 +61,8 @@ class ModbusDriver:
         self.device = device
         self.device_id = device.device_id
         self.plan: Plan = build_plan(device, profile)
+        self.map = {p.name: p for p in profile.points}
+        self.default_order: Order = device.order or profile.order
         self.points: tuple[PointSpec, ...] = self.plan.points
         self.connection = connection or ModbusConnection(
             device.endpoint, name=device.name, timeout_s=device.timeout_s
@@ -114,6 +120,62 @@ class ModbusDriver:
                     issues[base + k] = (Quality.BAD, reason)
         apply_scaling(values, self.plan.scalings)  # type: ignore[arg-type]
         return Poll(self.name, time.time_ns(), self.points, values, issues)
+
+    def order_of(self, point: ModbusPoint) -> Order:
+        """The byte and word order the point is read (and written) in."""
+        return point.order or self.default_order
+
+    def writable(self, name: str) -> ModbusPoint:
+        """The point `name` when the config made it writable; WriteRefused otherwise."""
+        point = self.map.get(name)
+        if point is None:
+            raise WriteRefused("unknown_point", f"{self.name} has no point {name[:64]!r}")
+        if point.write is None:
+            raise WriteRefused("not_writable", f"{name} is not writable (no write: in the config)")
+        return point
+
+    async def write(self, name: str, value: Value) -> Value:
+        """Write one point, then read it back: the value read (engineering units).
+
+        Two transactions on the line, the caller's slot between polls: the write, then a
+        read of the point's own address (the read-back shows what the device kept, which a
+        device may clamp or refuse silently).
+        """
+        point = self.writable(name)
+        frame = encode_write(point, self.order_of(point), value)
+        conn = self.connection
+        if not conn.connected:
+            await conn.connect()
+        try:
+            code = await conn.write(
+                frame.table, frame.address, frame.registers, device_id=self.device_id
+            )
+        except BadAnswer as exc:
+            raise WriteFailed(exc.reason) from exc
+        if code is not None:
+            raise WriteFailed(exception_reason(code))
+        return await self._read_back(point)
+
+    async def _read_back(self, point: ModbusPoint) -> Value:
+        conn = self.connection
+        try:
+            answer = await conn.read(
+                point.table, point.address, point.count, device_id=self.device_id
+            )
+        except BadAnswer as exc:
+            raise WriteFailed(f"written, but the read-back failed: {exc.reason}") from exc
+        except DeviceUnreachable as exc:
+            raise WriteFailed(f"written, but the read-back failed: {exc.reason}") from exc
+        if isinstance(answer, int):
+            raise WriteFailed(f"written, but the read-back failed: {exception_reason(answer)}")
+        if isinstance(answer, bytes):
+            registers = struct.unpack(f">{len(answer) // 2}H", answer)
+            try:
+                raw = decode(registers, point.point_type, self.order_of(point), length=point.length)
+            except DecodeError as exc:
+                raise WriteFailed(f"written, but the read-back does not decode: {exc}") from exc
+            return engineering_value(point, raw)
+        return bool(answer[0])
 
     @property
     def bad_answers(self) -> int:

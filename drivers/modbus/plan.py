@@ -27,7 +27,7 @@ from drivers.modbus.config import (
     ModbusProfile,
     Unreadable,
 )
-from drivers.reading import PointSpec
+from drivers.reading import PointSpec, Value
 
 BIT_GAP_FACTOR = 16  # a register's worth of bits per gap register on bit tables
 
@@ -194,6 +194,16 @@ def build_plan(device: ModbusDevice, profile: ModbusProfile) -> Plan:
     points = tuple(PointSpec(p.name, p.unit) for p in ordered)
     scalings = tuple(s for i, p in enumerate(ordered) if (s := _scaling(i, p)) is not None)
     return Plan(device.name, tuple(requests), points, scalings)
+
+
+def engineering_value(point: ModbusPoint, raw: Value) -> Value:
+    """One raw value of `point` in engineering units, as a poll would give it."""
+    scaling = _scaling(0, point)
+    if scaling is None or raw is None or isinstance(raw, bool | str):
+        return raw
+    values: list[object] = [raw]
+    apply_scaling(values, (scaling,))
+    return values[0]  # type: ignore[return-value]
 
 
 def apply_scaling(values: list[object], scalings: Sequence[Scaling]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from drivers.contract import (
@@ -29,7 +29,9 @@ from drivers.modbus.config import (
 from drivers.modbus.connection import ModbusConnection
 from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import Request, build_plan
-from drivers.reading import PointSpec
+from drivers.modbus.write import encode_write
+from drivers.options.writes import WriteOptions
+from drivers.reading import PointSpec, Value
 
 MBAP_SIZE = 7  # Modbus TCP header: transaction, protocol, length, unit id
 RTU_OVERHEAD = 3  # unit id and CRC
@@ -198,6 +200,21 @@ class ModbusPlugin:
     def bad_answers(self, driver: PolledDriver) -> int | None:
         assert isinstance(driver, ModbusDriver)
         return driver.bad_answers
+
+    # -- writes (drivers/contract.py: WritablePlugin) ------------------------------------
+
+    def write_options(self, driver: PolledDriver) -> Mapping[str, WriteOptions]:
+        assert isinstance(driver, ModbusDriver)
+        return {name: p.write for name, p in driver.map.items() if p.write is not None}
+
+    def check_write(self, driver: PolledDriver, point: str, value: Value) -> None:
+        assert isinstance(driver, ModbusDriver)
+        found = driver.writable(point)
+        encode_write(found, driver.order_of(found), value)
+
+    async def write(self, driver: PolledDriver, point: str, value: Value) -> Value:
+        assert isinstance(driver, ModbusDriver)
+        return await driver.write(point, value)
 
 
 PLUGIN = ModbusPlugin()

@@ -32,6 +32,7 @@ from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node, parse_path
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
+from drivers.options.writes import WriteOptions
 
 DEFAULT_PORT = 4840
 MAX_QUEUE = 10_000
@@ -175,6 +176,7 @@ class OpcUaPoint(_Model):
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
+    write: WriteOptions | None = None  # refused for now: only Modbus points can be written
 
     @field_validator("node")
     @classmethod
@@ -194,6 +196,8 @@ class OpcUaPoint(_Model):
             raise ValueError("namespace applies to path; a node id carries its own nsu=")
         if self.scale == 0:
             raise ValueError("scale 0 would erase every value")
+        if self.write is not None:
+            raise ValueError("write: OPC UA points cannot be written yet (Modbus points can)")
         return self
 
     def target(self, device_namespace: str | None) -> NodeRef | BrowsePath:

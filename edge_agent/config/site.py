@@ -34,6 +34,7 @@ from drivers.options.alarms import reference_issues
 from drivers.registry import PROTOCOLS, plugin, plugins
 from edge_agent.alarms.config import AlarmsConfig
 from edge_agent.catalog import Folder, Kind, find, folders, known
+from edge_agent.commands.config import WritesConfig
 from edge_agent.config.document import Document, child, read_yaml
 from edge_agent.config.errors import ConfigError, ConfigIssue, Loc, shown_path
 from edge_agent.config.messages import (
@@ -144,6 +145,7 @@ class SiteConfig(BaseModel):
     health: HealthConfig = HealthConfig()  # when /healthz fails (edge-agent run --http)
     uplink: UplinkConfig | None = None  # 能耗在线监测 platform endpoints (platform_uplink.py)
     sparkplug: SparkplugConfig | None = None  # Sparkplug B edge node (edge_agent/sparkplug)
+    writes: WritesConfig = WritesConfig()  # commands to points with `write:` (edge_agent/commands)
     profiles_dir: Path | None = None  # relative to the site file
     devices: Annotated[tuple[DeviceConfig, ...], Field(min_length=1)]
 

@@ -1,4 +1,4 @@
-"""The diagnosis subcommands of `edge-agent`: read, probe, scan (Modbus, no config needed).
+"""The diagnosis subcommands of `edge-agent`: read, probe, scan, write (Modbus, no config).
 
 They take a device URL as in a site file (tcp://, rtu:///dev/tty...?baudrate=, rtu+tcp://)
 and talk to the device directly; stop the agent first on a serial line, which only one
@@ -14,13 +14,13 @@ import math
 import sys
 
 from drivers.modbus.addressing import Addressing, looks_modicon, parse_number, to_protocol
-from drivers.modbus.codec import PointType, Table
+from drivers.modbus.codec import Order, PointType, Table
 from drivers.reading import DeviceUnreachable
 
 # The diagnosis modules load pymodbus; they are imported when a diagnosis command runs, so
 # every other command (and `--version`) starts without them.
 
-DIAGNOSE_COMMANDS = frozenset({"read", "probe", "scan"})
+DIAGNOSE_COMMANDS = frozenset({"read", "probe", "scan", "write"})
 URL_HELP = "tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600&parity=E or rtu+tcp://host:port"
 
 
@@ -83,6 +83,18 @@ def _point_type(text: str) -> PointType:
     if point_type is PointType.BIT:
         raise argparse.ArgumentTypeError(f"read a bit's register as uint16 (types: {names})")
     return point_type
+
+
+def _order(text: str) -> str:
+    from drivers.modbus.type_names import order_name
+
+    try:
+        name = str(order_name(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if name not in Order.__members__:
+        raise argparse.ArgumentTypeError(f"unknown order {text!r} (use ABCD, BADC, CDAB, DCBA)")
+    return name
 
 
 def _positive_int(text: str) -> int:
@@ -176,6 +188,25 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     scan.add_argument("--device-id", type=int, default=1, help=argparse.SUPPRESS)
 
+    write = sub.add_parser("write", help="write one point once (commissioning), then read it back")
+    write.add_argument("url", help=URL_HELP)
+    write.add_argument("address", type=_address, help=ADDRESS_HELP)
+    write.add_argument("value", help="in engineering units: 42.5, true/false for a coil, text")
+    write.add_argument(
+        "--type",
+        dest="point_type",
+        type=_point_type,
+        default=PointType.UINT16,
+        metavar="TYPE",
+        help="as for read; bool writes a coil (default uint16)",
+    )
+    write.add_argument("--order", type=_order, default="ABCD", help="ABCD (default), BADC, ...")
+    write.add_argument("--length", type=int, default=None, help="registers of a string")
+    write.add_argument("--scale", type=float, default=1.0, help="as the point's scale (default 1)")
+    write.add_argument("--yes", action="store_true", help="write without asking")
+    _common(write, tables=True)
+    _addressing_option(write)
+
 
 def _common(p: argparse.ArgumentParser, *, tables: bool) -> None:
     p.add_argument("--device-id", type=int, default=1, help="unit id (default 1)")
@@ -232,6 +263,8 @@ async def _run(args: argparse.Namespace) -> int:
             )
             print("\n".join(lines))
             return 0 if found else 1
+        if args.command == "write":
+            return await _write(args)
         return await _scan(args)
     except (ReadFailed, DeviceUnreachable) as exc:
         reason = exc.reason if isinstance(exc, DeviceUnreachable) else str(exc)
@@ -240,6 +273,35 @@ async def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a URL that does not parse
         print(f"edge-agent {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+async def _write(args: argparse.Namespace) -> int:
+    from edge_agent.diagnose.write import WriteNotSent, run_write
+
+    def ask(_frame: str) -> bool:
+        if not sys.stdin.isatty():
+            print("not written: no terminal to confirm on; add --yes", file=sys.stderr)
+            return False
+        return input("write it? [y/N] ").strip().lower() in ("y", "yes")
+
+    try:
+        await run_write(
+            args.url,
+            args.address,
+            args.value,
+            point_type=args.point_type,
+            table=args.table,
+            order=Order(args.order),
+            device_id=args.device_id,
+            length=args.length,
+            scale=args.scale,
+            timeout_s=args.timeout,
+            confirm=None if args.yes else ask,
+        )
+    except WriteNotSent as exc:
+        print(f"edge-agent write: {exc}", file=sys.stderr)
+        return 2 if str(exc) != "not written" else 1
+    return 0
 
 
 async def _poll(args: argparse.Namespace) -> int:

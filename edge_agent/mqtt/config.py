@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -48,6 +48,13 @@ class MqttConfig(BaseModel):
     backoff_max_s: BackoffCap = 30.0
     max_inflight: Annotated[Whole, Field(ge=1, le=65535)] = 100
     max_queued: Annotated[Whole, Field(ge=0)] = 100_000  # messages held while offline
+    # "5": MQTT 5, whose response topic and correlation data write requests may use.
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("url")
     @classmethod

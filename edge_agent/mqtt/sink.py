@@ -188,7 +188,9 @@ class MqttSink:
         self._tls_sock: ssl.SSLSocket | None = None
         self._connected = False
         self._staging = False  # a connect attempt runs: hold QoS>0 messages in _staged
-        self._staged: deque[tuple[str, bytes, int, bool, AckCallback | None]] = deque()
+        self._staged: deque[tuple[str, bytes, int, bool, AckCallback | None, Properties | None]] = (
+            deque()
+        )
         self._acks: dict[int, AckCallback] = {}  # QoS>0 mid -> on_ack
         self._qos0: dict[int, AckCallback | None] = {}  # QoS 0 mids not yet on the wire
         self._attempt: concurrent.futures.Future[MQTTErrorCode] | None = None  # connect thread
@@ -206,6 +208,9 @@ class MqttSink:
         self._closed = False
         self._last_logged = ""  # "up", or the reason last logged for being down
         self._subscriptions: dict[str, tuple[int, MessageCallback]] = {}
+        # MQTT 5 properties of the message whose callback runs now (None otherwise): a
+        # request's response topic and correlation data (edge_agent/commands).
+        self.message_properties: Properties | None = None
         self._fences: dict[int, AckCallback] = {}  # UNSUBSCRIBE mid -> fence callback
 
     # -- public ---------------------------------------------------------------------------
@@ -238,8 +243,11 @@ class MqttSink:
         qos: int | None = None,
         retain: bool = False,
         on_ack: AckCallback | None = None,
+        properties: Properties | None = None,
     ) -> None:
         """Queue one message; `on_ack` runs on the loop once the broker acknowledged it.
+
+        `properties` (MQTT 5 only, e.g. correlation data) go with the message.
 
         Never blocks and never raises because the broker is down (ValueError only for an
         invalid topic or QoS). QoS>0 messages wait in the queue while disconnected; when
@@ -254,7 +262,7 @@ class MqttSink:
             if not self._connected:
                 stats.dropped += 1
                 return
-            info = self._client.publish(topic, payload, 0, retain)
+            info = self._client.publish(topic, payload, 0, retain, properties)
             if info.rc:
                 stats.dropped += 1
                 return
@@ -264,11 +272,11 @@ class MqttSink:
             if self._max_queued and stats.pending >= self._max_queued:
                 stats.refused += 1
                 return
-            self._staged.append((topic, payload, qos, retain, on_ack))
+            self._staged.append((topic, payload, qos, retain, on_ack, properties))
             stats.published += 1
             stats.pending += 1
         else:
-            self._enqueue(topic, payload, qos, retain, on_ack)
+            self._enqueue(topic, payload, qos, retain, on_ack, properties)
 
     def set_will(self, will: Will) -> None:
         """The will of the next CONNECT (Sparkplug's NDEATH carries a bdSeq per connect)."""
@@ -489,9 +497,15 @@ class MqttSink:
     # -- publishing -------------------------------------------------------------------------
 
     def _enqueue(
-        self, topic: str, payload: bytes, qos: int, retain: bool, on_ack: AckCallback | None
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        on_ack: AckCallback | None,
+        properties: Properties | None = None,
     ) -> None:
-        info = self._client.publish(topic, payload, qos, retain)
+        info = self._client.publish(topic, payload, qos, retain, properties)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             self.stats.refused += 1
             return
@@ -504,8 +518,8 @@ class MqttSink:
         stats = self.stats
         staged = self._staged
         while staged:
-            topic, payload, qos, retain, on_ack = staged.popleft()
-            info = self._client.publish(topic, payload, qos, retain)
+            topic, payload, qos, retain, on_ack, properties = staged.popleft()
+            info = self._client.publish(topic, payload, qos, retain, properties)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 stats.refused += 1
                 stats.published -= 1
@@ -556,12 +570,16 @@ class MqttSink:
         _resolve(self._lost, text)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        for topic_filter, (_qos, callback) in self._subscriptions.items():
-            if mqtt.topic_matches_sub(topic_filter, message.topic):
-                try:
-                    callback(message.topic, bytes(message.payload))
-                except Exception:
-                    logger.exception("callback for %s failed", message.topic)
+        self.message_properties = getattr(message, "properties", None) if self._v5 else None
+        try:
+            for topic_filter, (_qos, callback) in self._subscriptions.items():
+                if mqtt.topic_matches_sub(topic_filter, message.topic):
+                    try:
+                        callback(message.topic, bytes(message.payload))
+                    except Exception:
+                        logger.exception("callback for %s failed", message.topic)
+        finally:
+            self.message_properties = None
 
     def _on_unsubscribe(
         self, _client: mqtt.Client, _userdata: Any, mid: int, _codes: Any, _props: Any

@@ -236,6 +236,7 @@ class AgentCollector(Collector):
         yield from self._outbox()
         yield from self._mqtt()
         yield from self._alarms()
+        yield from self._writes()
         yield from self._uplink()
         yield from self._platform_uplink()
         yield from self._stages()
@@ -447,6 +448,21 @@ class AgentCollector(Collector):
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
+
+    def _writes(self) -> Iterator[Metric]:
+        """Write requests (edge_agent/commands) and what became of them."""
+        c = self.agent.commands.counters
+        yield CounterMetricFamily(
+            "edge_agent_write_requests", "Write requests received.", value=c.requests
+        )
+        results = CounterMetricFamily(
+            "edge_agent_write_results",
+            "Answers to write requests: done, failed, or rejected with its code.",
+            labels=["result", "code"],
+        )
+        for (result, code), n in sorted(c.results.items()):
+            results.add_metric([result, code], n)
+        yield results
 
     def _alarms(self) -> Iterator[Metric]:
         stage = alarm_stage(self.agent)

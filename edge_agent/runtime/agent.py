@@ -23,6 +23,7 @@ from drivers.registry import plugin
 from edge_agent import __version__
 from edge_agent.alarms.stage import build_alarm_stages
 from edge_agent.cli.plan_listing import render_issues
+from edge_agent.commands.service import WriteCommands
 from edge_agent.config.site import ConfigError, DeviceSetup, LoadedConfig, load_config
 from edge_agent.delivery.forwarder import Forwarder
 from edge_agent.delivery.outbox import Outbox
@@ -127,6 +128,7 @@ class Agent:
             client_id=client_id,
             will=Will(self.topics.status, self._status_payload("offline", "connection lost")),
             birth=[(self.topics.status, self._status_payload("online"))],
+            protocol=site.mqtt.protocol,
             on_state=self._mqtt_state,
         )
         # Not a hash of the config: editing the file keeps the backlog (issue 4).
@@ -161,6 +163,8 @@ class Agent:
         self.stages.extend(
             build_alarm_stages(loaded, self.outlet, sink=self.sink, forwarder=self.forwarder)
         )
+        self.commands = WriteCommands(site.writes, self.outlet, self.sink)  # .../{device}/cmd
+        self.stages.append(self.commands)
         self.sparkplug = attach_sparkplug(loaded, self.stages, self.units)  # or None
         self.stages.append(GatewayHealth(self))  # outbox depth etc. as a stored series
         self.uplink_filter = build_report_filter(loaded)  # None without `report:` options
@@ -252,6 +256,7 @@ class Agent:
                 emit=self.emit,
                 on_state=self._device_state,
                 frame_gap_s=line.frame_gap_s,
+                between=self.commands.line_started(line.key, line.units, line.frame_gap_s),
             ),
             name=f"line:{line.key}",
         )
@@ -270,6 +275,8 @@ class Agent:
             new_lines={x.key: [u.driver.name for u in x.units] for x in new_lines},
         )
         stopping = [self._line_tasks.pop(key) for key in plan.stop if key in self._line_tasks]
+        for key in plan.stop:
+            self.commands.line_stopped(key)
         for task in stopping:
             task.cancel()
         # Wait for the drivers to close: a serial port must be free before it reopens.

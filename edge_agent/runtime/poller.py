@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from drivers.contract import PolledDriver
 from drivers.reading import DeviceUnreachable, Poll, Quality
@@ -74,6 +75,18 @@ Emit = Callable[[Poll], None]
 StateChange = Callable[[str, bool, str | None], None]
 
 
+class BetweenPolls(Protocol):
+    """Work that takes the line between two polls (writes: edge_agent/commands/slots.py)."""
+
+    async def pause(self, delay_s: float) -> bool:
+        """Wait up to `delay_s`; True as soon as work is waiting."""
+        ...
+
+    async def run_waiting(self) -> None:
+        """Do the waiting work, one transaction at a time."""
+        ...
+
+
 def fault_reason(poll: Poll) -> str | None:
     """Why every point of an answered poll is bad (the most frequent reason), else None."""
     issues = poll.issues
@@ -103,8 +116,13 @@ async def run_line(
     on_state: StateChange | None = None,
     frame_gap_s: float = 0.0,
     rng: random.Random | None = None,
+    between: BetweenPolls | None = None,
 ) -> None:
-    """Poll the units of one line, one transaction at a time, until cancelled."""
+    """Poll the units of one line, one transaction at a time, until cancelled.
+
+    `between` (writes) runs before the next poll whenever it has work, so it waits for at
+    most the poll in progress and delays the next by only its own transactions.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -116,11 +134,16 @@ async def run_line(
         u.retry_at = u.origin
     try:
         while True:
+            if between is not None:
+                await between.run_waiting()
             unit = min(units, key=lambda u: max(u.next_due, u.retry_at))
             due = max(unit.next_due, unit.retry_at)
             delay = due - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if between is None:
+                    await asyncio.sleep(delay)
+                elif await between.pause(delay):
+                    continue  # work arrived before the poll was due: it goes first
             began = loop.time()
             stats = unit.stats
             stats.polls += 1

@@ -1,0 +1,74 @@
+"""The writes waiting for one line, taken between its polls in arrival order.
+
+A line (a TCP device, or every unit of one RS-485 bus) does one transaction at a time;
+the poller (runtime/poller.py) asks its `WriteSlots` before every poll and while it waits
+for the next one, so a write takes the next free slot, not a whole poll cycle, and moves
+the other units' polls by its own transactions only. One queue per line keeps the requests
+of each device in the order they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]  # one write: checks its expiry, writes, reads back, replies
+Abandon = Callable[[str], None]  # the same write, answered without running (line stopped)
+
+
+class WriteSlots:
+    """A bounded FIFO of writes for one line."""
+
+    def __init__(self, *, limit: int, frame_gap_s: float = 0.0) -> None:
+        self.limit = limit
+        self.frame_gap_s = frame_gap_s  # quiet time after each write, as after each poll
+        self._jobs: deque[tuple[Job, Abandon]] = deque()
+        self._waiting = asyncio.Event()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def put(self, job: Job, abandon: Abandon) -> bool:
+        """Queue one write; False when `limit` are already waiting or the line stopped."""
+        if self.closed or len(self._jobs) >= self.limit:
+            return False
+        self._jobs.append((job, abandon))
+        self._waiting.set()
+        return True
+
+    async def pause(self, delay_s: float) -> bool:
+        """Wait up to `delay_s`; True as soon as a write is waiting."""
+        if self._jobs:
+            return True
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._waiting.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def run_waiting(self) -> None:
+        """Run the waiting writes in arrival order."""
+        jobs = self._jobs
+        while jobs:
+            job, _ = jobs.popleft()
+            try:
+                await job()
+            except Exception:
+                # A bug in answering one write must not stop the line's polls.
+                log.exception("a write failed outside the driver; the line goes on")
+            if self.frame_gap_s:
+                await asyncio.sleep(self.frame_gap_s)
+        self._waiting.clear()
+
+    def close(self, reason: str) -> None:
+        """The line stopped: answer what waits without running it; refuse what comes."""
+        self.closed = True
+        while self._jobs:
+            _, abandon = self._jobs.popleft()
+            abandon(reason)
