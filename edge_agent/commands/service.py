@@ -167,8 +167,13 @@ class WriteCommands:
         device = topic[len(self.outlet.base_topic) + 1 : -len(CMD_SUFFIX) - 1]
         if device == ALARM_COMMANDS:
             return
+        self.submit(device, payload, response=response_of(self.sink.message_properties))
+
+    def submit(self, device: str, payload: bytes, *, response: Response | None = None) -> None:
+        """A request (the JSON of the command contract) for `device`, from MQTT or from
+        another encoding of the same commands (Sparkplug DCMD): the same checks, queue,
+        reply and audit."""
         self.counters.requests += 1
-        response = response_of(self.sink.message_properties)
         request, rejection, request_id = parse_request(payload)
         if request is None:
             assert rejection is not None

@@ -166,6 +166,8 @@ class Agent:
         self.commands = WriteCommands(site.writes, self.outlet, self.sink)  # .../{device}/cmd
         self.stages.append(self.commands)
         self.sparkplug = attach_sparkplug(loaded, self.stages, self.units)  # or None
+        if self.sparkplug is not None:
+            self.sparkplug.commands = self.commands  # DCMD metric writes take the same path
         self.stages.append(GatewayHealth(self))  # outbox depth etc. as a stored series
         self.uplink_filter = build_report_filter(loaded)  # None without `report:` options
         self.batcher = build_batcher(

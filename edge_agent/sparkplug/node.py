@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -43,7 +44,12 @@ from edge_agent.sparkplug.payload import (
 from edge_agent.sparkplug.session import Session
 from edge_agent.sparkplug.topics import NodeTopics, state_topic
 
+if TYPE_CHECKING:
+    from edge_agent.commands.service import WriteCommands
+
 log = logging.getLogger(__name__)
+# Signed integers in a metric: 32-bit two's complement for Int8/16/32, 64-bit for Int64.
+_SIGNED_BITS = {1: 32, 2: 32, 3: 32, 4: 64}
 
 GRACE_S = 5.0  # for the last messages and the NDEATH when the agent stops
 
@@ -101,6 +107,9 @@ class EdgeNode:
         site = loaded.site
         self.config = config
         self.json_data = config.json_data
+        # The agent's command path, for DCMD metric writes (None: DCMD only rebirths).
+        self.commands: WriteCommands | None = None
+        self._write_count = 0
         self.topics = NodeTopics(config.group_id, config.edge_node_id)
         mqtt = site.mqtt
         client_id = f"{mqtt.client_id}-sparkplug" if mqtt.client_id else None
@@ -201,6 +210,8 @@ class EdgeNode:
 
     def _device_command(self, topic: str, payload: bytes) -> None:
         device = self._devices.get(topic.rsplit("/", 1)[-1])
+        if device is not None and self.commands is not None:
+            self._metric_writes(device.name, payload)
         if device is None or not _asks(payload, DEVICE_REBIRTH) or not self._ready:
             return
         self._stop_data()
@@ -210,6 +221,34 @@ class EdgeNode:
             self.sink.publish(topic, stamp(b"", ts_ms=_now_ms(), seq=self.next_seq()), qos=0)
         self._ready = True
         self.forwarder.on_connection(True)
+
+    def _metric_writes(self, device: str, payload: bytes) -> None:
+        """DCMD metrics other than the rebirth control are writes of the device's points:
+        each goes through the command path (writes: enabled, write: on the point, limits,
+        rate, expiry, audit); the value read back comes up in the next DDATA, and the reply
+        on .../cmd/reply says done, rejected or failed."""
+        try:
+            command = decode(payload)
+        except Exception:  # a malformed command is ignored, like any unknown metric
+            return
+        assert self.commands is not None
+        for metric in command.metrics:
+            if metric.name == DEVICE_REBIRTH or not metric.name or metric.is_null:
+                continue
+            which = metric.WhichOneof("value")
+            if which is None:
+                continue
+            value = getattr(metric, which)
+            bits = _SIGNED_BITS.get(metric.datatype)
+            if bits and isinstance(value, int) and value >= 1 << (bits - 1):
+                value -= 1 << bits  # Int8/16/32/64 travel as two's complement
+            self._write_count += 1
+            request = {
+                "id": f"sparkplug-{self._write_count}",
+                "point": metric.name,
+                "value": value,
+            }
+            self.commands.submit(device, orjson.dumps(request))
 
     def _host_state(self, _topic: str, payload: bytes) -> None:
         online, ts = _host_state(payload)

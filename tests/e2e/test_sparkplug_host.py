@@ -1,4 +1,5 @@
-"""A plant that runs only Sparkplug still fills the store (issue 23 item 6).
+"""Sparkplug from the host's side: a plant that runs only Sparkplug still fills the store
+(issue 23 item 6), and a host's DCMD writes take the checked command path (item 4).
 
 The agent is a Sparkplug edge node with `json: false` (no JSON data messages at all), polling
 two simulated devices (a meter and the test PLC, whose signed 16-bit points go negative)
@@ -17,14 +18,17 @@ from typing import Any
 
 import pytest
 
+from drivers.modbus.codec import PointType
+from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.catalog import Kind, shipped
 from edge_agent.config.site import load_config
 from edge_agent.ingest.embedded_store import read_points
 from edge_agent.ingest.service import Ingest
 from edge_agent.runtime.agent import Agent
-from edge_agent.sparkplug.payload import decode
+from edge_agent.sparkplug.datatypes import FLOAT, INT16
+from edge_agent.sparkplug.payload import decode, pb
 from simulators.modbus.site import SimDeviceSpec, load_profile, serve
-from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
 from tests.ingest_support import running as ingesting
 from tests.running_agent import running
 from tests.waiting import until
@@ -137,3 +141,77 @@ async def test_ddata_is_stored_as_readings_of_the_site(
         assert checked >= 6 * 5 and negative >= 1  # signed values went through as signed
         assert [m.topic for m in json_data.messages if m.topic.endswith("/data")] == []
         assert ingest.stats.deadlettered == 0
+
+
+PLC = ModbusProfile(
+    name="plc",
+    points=(
+        ModbusPoint(name="flow_setpoint", address=100, type=PointType.FLOAT32),
+        ModbusPoint(name="temp_sp", address=102, type=PointType.INT16),
+    ),
+)
+
+
+async def test_dcmd_metric_writes_take_the_checked_command_path(
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """Issue 23 item 4: a host's DCMD sets points through the same path as a JSON request:
+    limits apply, the device is written and read back, the reply and the audit are the
+    command contract's, and the host sees the new value in the next DDATA."""
+    group = unique_prefix.split("/")[-1]
+    spec = SimDeviceSpec(name="plc-1", url="tcp://127.0.0.1:0", profile=PLC, seed=1)
+    async with serve([spec]) as sim:
+        sim.device("plc-1").image.store({"flow_setpoint": 12.5, "temp_sp": 20})
+        sparkplug = {"group_id": group, "edge_node_id": "gw-01", "json": False}
+        (tmp_path / "site.yaml").write_text(
+            f"site: plant-a\ngateway: gw-01\n"
+            f'mqtt: {{url: "{mosquitto.url}", prefix: "{unique_prefix}"}}\n'
+            f"outbox: {{path: outbox.sqlite}}\n"
+            f"sparkplug: {json.dumps(sparkplug)}\n"
+            "writes: {enabled: true}\n"
+            "devices:\n"
+            f"  - {{name: plc-1, driver: modbus, url: '{sim.device('plc-1').url}', "
+            "interval_s: 0.2, points: [\n"
+            "      {name: flow_setpoint, address: 100, type: float32, write: {min: 0, max: 50}},\n"
+            "      {name: temp_sp, address: 102, type: int16, write: {}}]}\n"
+        )
+        loaded = load_config(tmp_path / "site.yaml")
+        host = subscribe(mosquitto.host, mosquitto.port, f"spBv1.0/{group}/#", qos=0)
+        replies = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/+/+/+/cmd/+")
+        async with running(Agent(loaded)):
+            await until(
+                lambda: any("/DBIRTH/" in m.topic for m in host.messages), what="the DBIRTH"
+            )
+            command = pb.Payload()
+            command.metrics.add(name="flow_setpoint", datatype=FLOAT, float_value=42.5)
+            command.metrics.add(name="temp_sp", datatype=INT16, int_value=(1 << 32) - 55)
+            command.metrics.add(name="flow_setpoint", datatype=FLOAT, float_value=99.0)
+            topic = f"spBv1.0/{group}/DCMD/gw-01/plc-1"
+            publish_once(mosquitto.host, mosquitto.port, topic, command.SerializeToString())
+
+            def docs(suffix: str) -> list[dict[str, Any]]:
+                return [json.loads(m.payload) for m in replies.messages if m.topic.endswith(suffix)]
+
+            await until(lambda: len(docs("/cmd/reply")) >= 3, what="three replies")
+            await until(
+                lambda: any(
+                    {x.name: x.float_value for x in decode(m.payload).metrics}.get("flow_setpoint")
+                    == 42.5
+                    for m in host.messages
+                    if "/DDATA/" in m.topic
+                ),
+                what="the new set-point in a DDATA",
+            )
+        by_id = {d["id"]: d for d in docs("/cmd/reply")}
+        assert by_id["sparkplug-1"] == {"id": "sparkplug-1", "result": "done", "value": 42.5}
+        # An Int16 travels as 32-bit two's complement: -55, not 4294967241.
+        assert by_id["sparkplug-2"] == {"id": "sparkplug-2", "result": "done", "value": -55}
+        assert by_id["sparkplug-3"]["result"] == "rejected"
+        assert by_id["sparkplug-3"]["reason"] == "above max 50"
+        assert sim.device("plc-1").served_values()["flow_setpoint"] == 42.5
+        assert sim.device("plc-1").served_values()["temp_sp"] == -55
+        audits = [d for d in docs("/cmd/audit") if d.get("event") == "result"]
+        assert sorted(d["result"] for d in audits) == ["done", "done", "rejected"]
