@@ -13,6 +13,15 @@ in flight when the connection drops are re-sent by paho after the reconnect (it 
 them, marked DUP), so they are skipped by the replay. Delivery is at least once: a crash
 after the broker got a message but before its PUBACK arrived sends it again; `seq` lets
 a subscriber drop the duplicate.
+
+When to commit: while the forwarder is idle (connected, nothing in flight) a message is
+committed at the end of the loop turn that accepted it and published right away, so at
+1 s polls it reaches the broker within a millisecond or two. While messages are in flight
+(a burst, saturation, a replay) or the broker is away, commits are grouped: staged rows
+wait for the last in-flight ack or for `flush_interval_s`, whichever comes first. The
+deletions of acknowledged rows never ask for a commit of their own while rows keep
+coming: they ride in the next insert's transaction, or after `flush_interval_s` when no
+insert came. No timer runs while nothing is staged.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ class Forwarder:
         self._tokens = 0.0
         self._tokens_at = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._commit_handle: asyncio.Handle | None = None
         self._pump_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -74,10 +84,10 @@ class Forwarder:
 
     def close(self) -> None:
         """Store what is staged, stop the timers and close the outbox; idempotent."""
-        for handle in (self._flush_handle, self._pump_handle):
+        for handle in (self._flush_handle, self._commit_handle, self._pump_handle):
             if handle is not None:
                 handle.cancel()
-        self._flush_handle = self._pump_handle = None
+        self._flush_handle = self._commit_handle = self._pump_handle = None
         self._loop = None  # no more timers from late acks
         self.outbox.close()
 
@@ -90,28 +100,40 @@ class Forwarder:
     def submit(self, seq: int, topic: str, payload: bytes, *, device: str, readings: int) -> None:
         """Accept a message; it is stored at the next flush, then sent."""
         self.outbox.append(seq, topic, payload, device=device, readings=readings)
-        self._flush_later()
+        self._commit_soon()
 
     def hold(self, device: str, topic: str, part: bytes, *, readings: int, ts_ms: int) -> int:
         """Keep a poll that waits in a batch (Outbox.hold), committed at the next flush."""
         hold_id = self.outbox.hold(device, topic, part, readings=readings, ts_ms=ts_ms)
-        self._flush_later()
+        self._commit_soon()
         return hold_id
 
     def release(self, hold_ids: list[int]) -> None:
         """The held polls went up in the message submitted just before (Outbox.release)."""
         self.outbox.release(hold_ids)
 
+    def _commit_soon(self) -> None:
+        """Idle: commit at the end of this loop turn (every message of the turn in one
+        transaction). Busy or disconnected: group with the next flush."""
+        loop = self._loop
+        if loop is None:
+            return
+        if self._inflight or not self.sink.connected:
+            self._flush_later()
+        elif self._commit_handle is None:
+            self._commit_handle = loop.call_soon(self.flush)
+
     def _flush_later(self) -> None:
-        # Staged writes are committed together, one transaction per flush interval.
+        # Staged writes are committed together, at most one flush interval later.
         if self._flush_handle is None and self._loop is not None:
             self._flush_handle = self._loop.call_later(self.flush_interval_s, self.flush)
 
     def flush(self) -> None:
         """Commit what is staged (and acked deletions), then send what may go."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        for handle in (self._flush_handle, self._commit_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._commit_handle = None
         rows = self.outbox.flush()
         if rows and self.sink.connected:
             self._live.extend(rows)
@@ -146,8 +168,15 @@ class Forwarder:
         self.outbox.ack(msg_id)
         if self._on_acked is not None:
             self._on_acked(msg_id)
-        self._flush_later()
-        self._schedule_pump()
+        if not self._inflight and self.outbox.staged:
+            # Rows waited for the window to empty: commit them (and this deletion) now.
+            self._commit_soon()
+        else:
+            # The deletion rides in the next insert's transaction, or goes on its own
+            # after a flush interval if no insert comes.
+            self._flush_later()
+        if self._live or self._backlog_left:
+            self._schedule_pump()
 
     # -- pumping -----------------------------------------------------------------------------
 

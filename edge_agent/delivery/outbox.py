@@ -4,8 +4,9 @@
                                                    rows deleted after PUBACK ◄─┘
 
 SQLite in WAL mode, one writer (the agent's loop). A poll counts as collected once its row
-is committed; the flush commits every `flush_interval_s`, so a SIGKILL loses only what
-was not yet committed (never a row that exists, never an acknowledged one's successor).
+is committed; the forwarder flushes at once when it is idle and within `flush_interval_s`
+when busy (forwarder.py), so a SIGKILL loses only what was not yet committed (never a row
+that exists, never an acknowledged one's successor).
 With `synchronous: normal` a committed row survives a crash of the process; `full` makes
 it survive a power cut too, at the price of an fsync per flush.
 
@@ -284,6 +285,12 @@ class Outbox:
         """Polls held when the agent last stopped (a crash), oldest first."""
         db = self._require()
         return [HeldPart(*r) for r in db.execute("SELECT * FROM held ORDER BY id")]
+
+    @property
+    def staged(self) -> bool:
+        """Whether messages or held polls wait for the next flush (not just deletions)."""
+        pending = self._pending
+        return bool(pending.rows or pending.holds or pending.releases)
 
     def ack(self, msg_id: int) -> None:
         """The broker acknowledged the message: delete it at the next flush."""

@@ -4,10 +4,15 @@ paho's socket callbacks plug its socket into the running loop (the pattern of ai
 paho's examples/loop_asyncio.py):
 
     on_socket_open             -> loop.add_reader(fd, client.loop_read)
-    on_socket_register_write   -> loop.add_writer(fd, client.loop_write)
+    on_socket_register_write   -> client.loop_write() at the end of the loop turn, and
+                                  loop.add_writer(fd, ...) only if the socket is full
     on_socket_unregister_write -> loop.remove_writer(fd)
     on_socket_close            -> loop.remove_reader(fd)
-    a task, once a second      -> client.loop_misc()      (PINGREQ, dead-broker detection)
+    a task, at paho's next keepalive deadline -> client.loop_misc()  (PINGREQ, dead broker)
+
+Wake-ups scale with work: the messages of a loop turn go out in one write, without a
+round through the selector, and the keepalive task sleeps until the keepalive is due
+(once a second only while there is no connection).
 
 Only the blocking part of a connect (DNS, TCP, TLS handshake, queueing CONNECT) runs on a
 worker thread; the socket callbacks it triggers hop to the loop with call_soon_threadsafe.
@@ -33,6 +38,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,7 +60,8 @@ logger = logging.getLogger(__name__)
 
 AckCallback = Callable[[], None]
 MessageCallback = Callable[[str, bytes], object]  # (topic, payload), on the loop; result ignored
-MISC_INTERVAL_S = 1.0
+MISC_INTERVAL_S = 1.0  # keepalive task period while there is no connection
+KEEPALIVE_SLACK_S = 0.01  # wake just after the deadline, so loop_misc sees it due
 FENCE_FILTER = "$edge-agent/fence"  # unsubscribed from as a round trip (MqttSink.fence)
 
 
@@ -186,6 +193,7 @@ class MqttSink:
         self._sock: SocketLike | None = None  # the socket the loop watches
         self._fd = -1
         self._tls_sock: ssl.SSLSocket | None = None
+        self._write_handle: asyncio.Handle | None = None  # a loop_write at the turn's end
         self._connected = False
         self._staging = False  # a connect attempt runs: hold QoS>0 messages in _staged
         self._staged: deque[tuple[str, bytes, int, bool, AckCallback | None]] = deque()
@@ -456,9 +464,23 @@ class MqttSink:
         """Keepalive: paho sends PINGREQ and notices a silent broker from loop_misc()."""
         client = self._client
         while True:
-            await asyncio.sleep(MISC_INTERVAL_S)
+            await asyncio.sleep(self._misc_delay())
             if not self._staging and client.socket() is not None:
                 client.loop_misc()
+
+    def _misc_delay(self) -> float:
+        """Seconds until loop_misc has something to do: a PINGREQ after `keepalive` of
+        silence either way, or giving up on a PINGRESP (paho 2.2's `_check_keepalive`)."""
+        client = self._client
+        keepalive = client.keepalive
+        if self._staging or client.socket() is None or keepalive <= 0:
+            return MISC_INTERVAL_S
+        try:
+            last = min(client._last_msg_out, client._last_bytes_received)
+        except AttributeError:  # another paho: fall back to polling
+            return MISC_INTERVAL_S
+        # paho stamps these with time.monotonic (its time_func on every platform we run).
+        return max(KEEPALIVE_SLACK_S, last + keepalive - time.monotonic() + KEEPALIVE_SLACK_S)
 
     def _abort_socket(self) -> None:
         """Drop the connection without DISCONNECT, and let paho notice it as a loss."""
@@ -647,8 +669,20 @@ class MqttSink:
         self._fd = -1
 
     def _watch_writable(self, sock: SocketLike) -> None:
-        if self._loop is not None and sock is self._sock:
-            self._loop.add_writer(self._fd, self._client.loop_write)
+        # Not loop_write here: this runs inside paho's publish (or its callbacks).
+        loop = self._loop
+        if loop is not None and sock is self._sock and self._write_handle is None:
+            self._write_handle = loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        """Write what paho queued this turn; watch the socket only if it is full."""
+        self._write_handle = None
+        loop, client = self._loop, self._client
+        if loop is None or self._sock is None or not client.want_write():
+            return
+        client.loop_write()
+        if self._sock is not None and client.want_write():
+            loop.add_writer(self._fd, client.loop_write)
 
     def _unwatch_writable(self, sock: SocketLike) -> None:
         if self._loop is not None and sock is self._sock:
