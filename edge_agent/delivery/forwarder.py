@@ -14,11 +14,13 @@ them, marked DUP), so they are skipped by the replay. Delivery is at least once:
 after the broker got a message but before its PUBACK arrived sends it again; `seq` lets
 a subscriber drop the duplicate.
 
-When to commit: while the forwarder is idle (connected, nothing in flight) a message is
-committed at the end of the loop turn that accepted it and published right away, so at
-1 s polls it reaches the broker within a millisecond or two. While messages are in flight
-(a burst, saturation, a replay) or the broker is away, commits are grouped: staged rows
-wait for the last in-flight ack or for `flush_interval_s`, whichever comes first. The
+When to commit: while the forwarder is idle (connected, and every live message of the
+last commit acknowledged) a message is committed at the end of the loop turn that
+accepted it and published right away, so at 1 s polls it reaches the broker within a
+millisecond or two. While the last commit's messages are still in flight (many devices,
+saturation) or the broker is away, commits are grouped: staged rows wait for those acks
+or for `flush_interval_s`, whichever comes first, so the commit rate follows the broker's
+round trip instead of the poll rate (one batch outstanding, as Nagle's algorithm). The
 deletions of acknowledged rows never ask for a commit of their own while rows keep
 coming: they ride in the next insert's transaction, or after `flush_interval_s` when no
 insert came. No timer runs while nothing is staged.
@@ -65,6 +67,7 @@ class Forwarder:
         self.live_sent = 0
         self._live: deque[Row] = deque()
         self._inflight: set[int] = set()
+        self._last_batch: set[int] = set()  # live rows of the last commit not acked yet
         self._live_from = 1
         self._cursor = 0
         self._backlog_left = True
@@ -118,7 +121,7 @@ class Forwarder:
         loop = self._loop
         if loop is None:
             return
-        if self._inflight or not self.sink.connected:
+        if self._last_batch or not self.sink.connected:
             self._flush_later()
         elif self._commit_handle is None:
             self._commit_handle = loop.call_soon(self.flush)
@@ -136,6 +139,7 @@ class Forwarder:
         self._flush_handle = self._commit_handle = None
         rows = self.outbox.flush()
         if rows and self.sink.connected:
+            self._last_batch = {row.id for row in rows}
             self._live.extend(rows)
             if len(self._live) > LIVE_LIMIT:
                 # The broker cannot keep up: what waits in memory becomes backlog.
@@ -156,6 +160,7 @@ class Forwarder:
             age = self.outbox.stats.oldest_age_s() or 0.0
             log.info("outbox: replaying %d stored messages (oldest %.0f s)", waiting, age)
         self._live.clear()
+        self._last_batch.clear()  # what is left of it is backlog now
         self._live_from = self.outbox.first_unflushed_id()
         self._cursor = 0
         self._backlog_left = True
@@ -163,13 +168,14 @@ class Forwarder:
 
     def _on_ack(self, msg_id: int) -> None:
         self._inflight.discard(msg_id)
+        self._last_batch.discard(msg_id)
         if self._loop is None:
             return  # closed: the row stays and is sent again after a restart
         self.outbox.ack(msg_id)
         if self._on_acked is not None:
             self._on_acked(msg_id)
-        if not self._inflight and self.outbox.staged:
-            # Rows waited for the window to empty: commit them (and this deletion) now.
+        if not self._last_batch and self.outbox.staged:
+            # Rows waited for the last commit's acks: commit them (and this deletion) now.
             self._commit_soon()
         else:
             # The deletion rides in the next insert's transaction, or goes on its own
@@ -186,9 +192,12 @@ class Forwarder:
 
     def _pump(self) -> None:
         self._pump_handle = None
-        sink = self.sink
-        if not sink.connected:
+        if not self.sink.connected:
             return
+        with self.sink.corked():  # what this pump sends goes out in one write, now
+            self._pump_window()
+
+    def _pump_window(self) -> None:
         free = self.window - len(self._inflight)
         live = self._live
         while live and free > 0:

@@ -194,6 +194,9 @@ class MqttSink:
         self._fd = -1
         self._tls_sock: ssl.SSLSocket | None = None
         self._write_handle: asyncio.Handle | None = None  # a loop_write at the turn's end
+        self._corked = False  # inside corked(): paho's writes wait for its end
+        self._write_wanted = False
+        self._dispatching = False  # inside one of paho's loop_* calls (and its callbacks)
         self._connected = False
         self._staging = False  # a connect attempt runs: hold QoS>0 messages in _staged
         self._staged: deque[tuple[str, bytes, int, bool, AckCallback | None]] = deque()
@@ -277,6 +280,23 @@ class MqttSink:
             stats.pending += 1
         else:
             self._enqueue(topic, payload, qos, retain, on_ack)
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Messages published inside go out in one write when the block ends, in this loop
+        turn instead of the next. Inside paho's own callbacks it does nothing (paho is not
+        reentrant there): the write happens at the end of the turn as usual."""
+        if self._corked or self._dispatching or threading.get_ident() != self._loop_thread:
+            yield
+            return
+        self._corked = True
+        try:
+            yield
+        finally:
+            self._corked = False
+            if self._write_wanted:
+                self._write_wanted = False
+                self._write()
 
     def set_will(self, will: Will) -> None:
         """The will of the next CONNECT (Sparkplug's NDEATH carries a bdSeq per connect)."""
@@ -466,7 +486,11 @@ class MqttSink:
         while True:
             await asyncio.sleep(self._misc_delay())
             if not self._staging and client.socket() is not None:
-                client.loop_misc()
+                self._dispatching = True
+                try:
+                    client.loop_misc()
+                finally:
+                    self._dispatching = False
 
     def _misc_delay(self) -> float:
         """Seconds until loop_misc has something to do: a PINGREQ after `keepalive` of
@@ -671,7 +695,11 @@ class MqttSink:
     def _watch_writable(self, sock: SocketLike) -> None:
         # Not loop_write here: this runs inside paho's publish (or its callbacks).
         loop = self._loop
-        if loop is not None and sock is self._sock and self._write_handle is None:
+        if loop is None or sock is not self._sock:
+            return
+        if self._corked:
+            self._write_wanted = True
+        elif self._write_handle is None:
             self._write_handle = loop.call_soon(self._write)
 
     def _write(self) -> None:
@@ -680,9 +708,20 @@ class MqttSink:
         loop, client = self._loop, self._client
         if loop is None or self._sock is None or not client.want_write():
             return
-        client.loop_write()
+        self._dispatching = True
+        try:
+            client.loop_write()
+        finally:
+            self._dispatching = False
         if self._sock is not None and client.want_write():
-            loop.add_writer(self._fd, client.loop_write)
+            loop.add_writer(self._fd, self._write_ready)
+
+    def _write_ready(self) -> None:
+        self._dispatching = True
+        try:
+            self._client.loop_write()
+        finally:
+            self._dispatching = False
 
     def _unwatch_writable(self, sock: SocketLike) -> None:
         if self._loop is not None and sock is self._sock:
@@ -690,13 +729,17 @@ class MqttSink:
 
     def _on_readable(self) -> None:
         client = self._client
-        client.loop_read()
-        tls_sock = self._tls_sock
-        if tls_sock is None:
-            return
-        # TLS can hold decrypted bytes the selector will never report: read them now.
-        while tls_sock.pending() and self._tls_sock is tls_sock:
+        self._dispatching = True
+        try:
             client.loop_read()
+            tls_sock = self._tls_sock
+            if tls_sock is None:
+                return
+            # TLS can hold decrypted bytes the selector will never report: read them now.
+            while tls_sock.pending() and self._tls_sock is tls_sock:
+                client.loop_read()
+        finally:
+            self._dispatching = False
 
 
 _TIMED_OUT: Any = object()
