@@ -105,6 +105,17 @@ class Forwarder:
         self.outbox.append(seq, topic, payload, device=device, readings=readings)
         self._commit_soon()
 
+    def submit_now(
+        self, seq: int, topic: str, payload: bytes, *, device: str, readings: int
+    ) -> None:
+        """Accept a message that needs no other write in its transaction (a poll): when
+        idle it is committed and published here, saving a loop turn; else as `submit`."""
+        self.outbox.append(seq, topic, payload, device=device, readings=readings)
+        if self._loop is not None and not self._last_batch and self.sink.connected:
+            self.flush()
+        else:
+            self._commit_soon()
+
     def hold(self, device: str, topic: str, part: bytes, *, readings: int, ts_ms: int) -> int:
         """Keep a poll that waits in a batch (Outbox.hold), committed at the next flush."""
         hold_id = self.outbox.hold(device, topic, part, readings=readings, ts_ms=ts_ms)

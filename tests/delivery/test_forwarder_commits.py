@@ -170,3 +170,25 @@ async def test_the_keepalive_task_sleeps_until_the_keepalive_is_due(
     ):
         # Connected and silent: nothing for paho's loop_misc to do for about 30 s.
         assert 25.0 < sink._misc_delay() <= 30.1
+
+
+async def test_a_poll_submitted_now_is_committed_and_published_in_the_call_when_idle(
+    mosquitto: Mosquitto, subscribe: Subscribe, unique_prefix: str, tmp_path: Path
+) -> None:
+    topic = f"{unique_prefix}/d/data"
+    sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+    async with forwarding(mosquitto, tmp_path, flush_interval_s=SLOW_FLUSH_S) as (
+        forwarder,
+        outbox,
+        sink,
+    ):
+        seq = forwarder.next_seq()
+        forwarder.submit_now(seq, topic, b"p0", device="d", readings=1)
+        assert (outbox.stats.appended, sink.stats.published) == (1, 1)  # no loop turn
+        # Its ack has not been read: the next poll waits for it (one commit outstanding).
+        seq = forwarder.next_seq()
+        forwarder.submit_now(seq, topic, b"p1", device="d", readings=1)
+        assert (outbox.stats.appended, sink.stats.published) == (1, 1)
+        await until(lambda: outbox.stats.appended == 2 and outbox.stats.deleted >= 1)
+        await sub.wait_for(2)
+        assert sub.payloads() == [b"p0", b"p1"]
