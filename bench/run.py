@@ -227,14 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         "| scenario | delivered pts/s | polled pts/s | CPU µs/pt | CPU share | RSS MB "
         "| jitter p50 ms | jitter p99 ms | latency p50 ms | latency p99 ms "
-        "| wake-ups/s | loop turns/s |"
+        "| wake-ups/s | loop turns/s | commits/msg |"
     )
     print(
         f"\n{time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, QoS 1 via Mosquitto\n"
     )
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         print(
             f"| {name} | {_fmt(r['delivered_per_s'], ',.0f')} | {_fmt(r['polled_per_s'], ',.0f')} "
@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} "
             f"| {_fmt(r.get('latency_p50_ms'), '.2f')} | {_fmt(r.get('latency_p99_ms'), '.2f')} "
             f"| {_fmt(r.get('wakeups_per_s'), ',.0f')} "
-            f"| {_fmt(r.get('loop_turns_per_s'), ',.0f')} |"
+            f"| {_fmt(r.get('loop_turns_per_s'), ',.0f')} "
+            f"| {_fmt(r.get('commits_per_message'), '.2f')} |"
         )
     bare = dict(rows).get(f"bare saturation {args.devices}x{args.points}")
     agent = dict(rows).get(f"agent saturation {args.devices}x{args.points}")

@@ -22,8 +22,9 @@ saturation) or the broker is away, commits are grouped: staged rows wait for tho
 or for `flush_interval_s`, whichever comes first, so the commit rate follows the broker's
 round trip instead of the poll rate (one batch outstanding, as Nagle's algorithm). The
 deletions of acknowledged rows never ask for a commit of their own while rows keep
-coming: they ride in the next insert's transaction, or after `flush_interval_s` when no
-insert came. No timer runs while nothing is staged.
+coming: they ride in the next insert's transaction, or go alone after DELETE_DELAY_S
+when no insert came (the outbox's depth counts an acknowledged message gone at once). No
+timer runs while nothing is staged.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from edge_agent.mqtt.sink import MqttSink
 
 log = logging.getLogger(__name__)
 
+DELETE_DELAY_S = 1.0  # the longest an acknowledged row waits for an insert to ride with
 LIVE_LIMIT = 10_000  # committed-but-unsent live rows held in memory before they turn backlog
 
 
@@ -61,6 +63,9 @@ class Forwarder:
         self.window = max(2, window)
         self.live_reserve = max(1, self.window // 4)
         self.flush_interval_s = flush_interval_s
+        # A deletion alone waits longer than an insert: a crash in between only sends the
+        # acknowledged message again (at least once, `seq` tells), nothing is lost.
+        self._delete_delay_s = max(flush_interval_s, DELETE_DELAY_S)
         self.replay_max_per_s = replay_max_per_s
         self._on_acked = on_acked  # observers (metrics, benchmarks) of each acknowledged seq
         self.replayed = 0
@@ -75,6 +80,7 @@ class Forwarder:
         self._tokens_at = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._commit_handle: asyncio.Handle | None = None
+        self._delete_handle: asyncio.TimerHandle | None = None
         self._pump_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -87,10 +93,11 @@ class Forwarder:
 
     def close(self) -> None:
         """Store what is staged, stop the timers and close the outbox; idempotent."""
-        for handle in (self._flush_handle, self._commit_handle, self._pump_handle):
+        handles = (self._flush_handle, self._commit_handle, self._delete_handle, self._pump_handle)
+        for handle in handles:
             if handle is not None:
                 handle.cancel()
-        self._flush_handle = self._commit_handle = self._pump_handle = None
+        self._flush_handle = self._commit_handle = self._delete_handle = self._pump_handle = None
         self._loop = None  # no more timers from late acks
         self.outbox.close()
 
@@ -144,10 +151,10 @@ class Forwarder:
 
     def flush(self) -> None:
         """Commit what is staged (and acked deletions), then send what may go."""
-        for handle in (self._flush_handle, self._commit_handle):
+        for handle in (self._flush_handle, self._commit_handle, self._delete_handle):
             if handle is not None:
                 handle.cancel()
-        self._flush_handle = self._commit_handle = None
+        self._flush_handle = self._commit_handle = self._delete_handle = None
         rows = self.outbox.flush()
         if rows and self.sink.connected:
             self._last_batch = {row.id for row in rows}
@@ -177,21 +184,21 @@ class Forwarder:
         self._backlog_left = True
         self._schedule_pump()
 
-    def _on_ack(self, msg_id: int) -> None:
+    def _on_ack(self, msg_id: int, readings: int | None = None, size: int | None = None) -> None:
         self._inflight.discard(msg_id)
         self._last_batch.discard(msg_id)
         if self._loop is None:
             return  # closed: the row stays and is sent again after a restart
-        self.outbox.ack(msg_id)
+        self.outbox.ack(msg_id, readings=readings, size=size)
         if self._on_acked is not None:
             self._on_acked(msg_id)
         if not self._last_batch and self.outbox.staged:
             # Rows waited for the last commit's acks: commit them (and this deletion) now.
             self._commit_soon()
-        else:
+        elif self._delete_handle is None and self._loop is not None:
             # The deletion rides in the next insert's transaction, or goes on its own
-            # after a flush interval if no insert comes.
-            self._flush_later()
+            # when no insert came for a while (the depth counts it gone already).
+            self._delete_handle = self._loop.call_later(self._delete_delay_s, self.flush)
         if self._live or self._backlog_left:
             self._schedule_pump()
 
@@ -260,7 +267,11 @@ class Forwarder:
             # first match is the flag itself.
             payload = payload.replace(b'"historical":false', b'"historical":true', 1)
         self._inflight.add(row.id)
-        self.sink.publish(row.topic, payload, on_ack=partial(self._on_ack, row.id))
+        self.sink.publish(
+            row.topic,
+            payload,
+            on_ack=partial(self._on_ack, row.id, row.readings, len(row.payload)),
+        )
 
     @property
     def inflight(self) -> int:
