@@ -31,8 +31,10 @@ from drivers.names import NAME_PATTERN
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
+from drivers.options.writes import WriteOptions
 from drivers.s7.address import (
     Address,
+    Area,
     DataType,
     S7Type,
     check_fits,
@@ -107,6 +109,7 @@ class S7Point(_Model):
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
+    write: WriteOptions | None = None  # writable over the command topic (edge_agent/commands)
 
     @field_validator("address")
     @classmethod
@@ -126,6 +129,13 @@ class S7Point(_Model):
         numeric = self.data_type.kind not in (S7Type.BOOL, S7Type.STRING, S7Type.DATE_AND_TIME)
         if self.scale != 1 and not numeric:
             raise ValueError(f"scale applies only to numbers, not to {self.data_type.text()}")
+        if self.write is not None:
+            if self.location.area is Area.I:
+                raise ValueError("write: inputs (I) are read-only; write outputs (Q), M or a DB")
+            if self.write.address is not None:
+                raise ValueError("write: address is for Modbus set-points; give the S7 address")
+            if not numeric and (self.write.min is not None or self.write.max is not None):
+                raise ValueError(f"write: min and max are for numbers, not {self.data_type.text()}")
         return self
 
     @property

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 
+from drivers.contract import WriteFailed, WriteRefused
 from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality, Value
-from drivers.s7.config import S7Device
+from drivers.s7.config import S7Device, S7Point
 from drivers.s7.connection import S7Connection
 from drivers.s7.plan import Plan, Range, build_plan, pack, split
 from drivers.s7.protocol import (
@@ -24,12 +25,16 @@ from drivers.s7.protocol import (
     ITEM_OK,
     SZL_CPU_STATE,
     FrameError,
+    Item,
     item_reason,
     parse_cpu_state,
     parse_read,
+    parse_write,
     read_request,
     szl_request,
+    write_request,
 )
+from drivers.s7.values import encode_write
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class S7Driver:
         )
         self.cpu_state = 0
         self._state_due = 0.0
+        self._points_by_name = {p.name: p for p in device.points}
+        self._index_by_name = {p.name: i for i, p in enumerate(self.points)}
 
     async def _connect(self) -> None:
         conn = self.connection
@@ -160,6 +167,42 @@ class S7Driver:
             ),
         )
         self.plan = Plan(self.plan.device, pdu, pack(ranges, pdu), self.plan.points)
+
+    def writable(self, name: str) -> S7Point:
+        """The point of that name if the config made it writable; WriteRefused otherwise."""
+        point = self._points_by_name.get(name)
+        if point is None:
+            raise WriteRefused("unknown_point", f"no point {name!r}")
+        if point.write is None:
+            raise WriteRefused("not_writable", f"{name!r} has no write: in the config")
+        return point
+
+    async def write(self, name: str, value: Value) -> Value:
+        """Write one point (engineering units; the scale undone) and read it back."""
+        point = self.writable(name)
+        data, bit = encode_write(point, value)
+        a = point.location
+        item = Item(int(a.area), a.db, a.byte, len(data))
+        try:
+            if not self.connection.connected:
+                await self._connect()
+            conn = self.connection
+            answer = await conn.exchange(write_request(conn.next_ref(), item, data, bit=bit))
+            (code,) = parse_write(answer, 1)
+            if code != ITEM_OK:
+                raise WriteFailed(item_reason(code))
+            index = self._index_by_name[name]
+            values: list[Value] = [None] * len(self.points)
+            issues: dict[int, tuple[Quality, str]] = {}
+            ranges = [r for q in self.plan.requests for r in q.ranges]
+            mine = [p for r in ranges for p in split(r) if p.slots[0].index == index]
+            for request in pack(mine, self.plan.pdu_size):
+                await self._execute(request.ranges, values, issues)
+        except FrameError as exc:
+            raise DeviceUnreachable(self.name, f"bad answer: {exc}") from None
+        if index in issues:
+            raise WriteFailed(f"written, but the read-back failed: {issues[index][1]}")
+        return values[index]
 
     @property
     def bad_answers(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from drivers.contract import (
@@ -13,11 +13,13 @@ from drivers.contract import (
     ValueType,
     WireEstimate,
 )
-from drivers.reading import PointSpec
+from drivers.options.writes import WriteOptions
+from drivers.reading import PointSpec, Value
 from drivers.s7.address import S7Type
 from drivers.s7.config import S7Device
 from drivers.s7.driver import S7Driver
 from drivers.s7.plan import build_plan
+from drivers.s7.values import encode_write
 
 FRAMING = 4 + 3  # TPKT header and COTP data TPDU around every S7 PDU
 
@@ -125,6 +127,20 @@ class S7Plugin:
     def bad_answers(self, driver: PolledDriver) -> int | None:
         assert isinstance(driver, S7Driver)
         return driver.bad_answers
+
+    # -- writes (drivers/contract.py: WritablePlugin) ------------------------------------
+
+    def write_options(self, driver: PolledDriver) -> Mapping[str, WriteOptions]:
+        assert isinstance(driver, S7Driver)
+        return {p.name: p.write for p in driver.device.points if p.write is not None}
+
+    def check_write(self, driver: PolledDriver, point: str, value: Value) -> None:
+        assert isinstance(driver, S7Driver)
+        encode_write(driver.writable(point), value)
+
+    async def write(self, driver: PolledDriver, point: str, value: Value) -> Value:
+        assert isinstance(driver, S7Driver)
+        return await driver.write(point, value)
 
 
 PLUGIN = S7Plugin()

@@ -141,6 +141,45 @@ def read_request(ref: int, items: Sequence[Item]) -> bytes:
     return REQUEST_HEADER.pack(S7_ID, JOB, 0, ref, len(params), 0) + bytes(params)
 
 
+FN_WRITE_VAR = 0x05
+TRANSPORT_BIT = 0x01  # an item of one bit (its address counts bits)
+DATA_BIT, DATA_BYTES = 0x03, 0x04  # the data's transport size: a bit, or bytes (length in bits)
+
+
+def write_request(ref: int, item: Item, data: bytes, *, bit: int | None = None) -> bytes:
+    """A write-var job of one item: bytes from `item.start`, or one bit of that byte."""
+    if bit is None:
+        address = (item.start * 8).to_bytes(3, "big")
+        spec = ITEM_SPEC.pack(
+            0x12, 0x0A, 0x10, TRANSPORT_BYTE, len(data), item.db, item.area, address
+        )
+        payload = ITEM_HEADER.pack(0x00, DATA_BYTES, len(data) * 8) + data
+    else:
+        address = (item.start * 8 + bit).to_bytes(3, "big")
+        spec = ITEM_SPEC.pack(0x12, 0x0A, 0x10, TRANSPORT_BIT, 1, item.db, item.area, address)
+        payload = ITEM_HEADER.pack(0x00, DATA_BIT, 1) + data[:1]
+    params = bytes([FN_WRITE_VAR, 1]) + spec
+    return REQUEST_HEADER.pack(S7_ID, JOB, 0, ref, len(params), len(payload)) + params + payload
+
+
+def write_answer(ref: int, codes: Sequence[int]) -> bytes:
+    """The CPU's answer to a write-var (the simulator's side): a return code per item."""
+    params = bytes([FN_WRITE_VAR, len(codes)])
+    data = bytes(codes)
+    return ACK_HEADER.pack(S7_ID, ACK_DATA, 0, ref, 2, len(data), 0, 0) + params + data
+
+
+def parse_write(answer: Answer, items: int) -> list[int]:
+    """Per item of a write-var answer: its return code (0xFF done)."""
+    if answer.error:
+        raise FrameError(f"write refused: {error_text(answer.error)}")
+    if len(answer.params) < 2 or answer.params[0] != FN_WRITE_VAR:
+        raise FrameError("not a write-var answer")
+    if answer.params[1] != items or len(answer.data) < items:
+        raise FrameError(f"write-var answer has {answer.params[1]} items, asked {items}")
+    return list(answer.data[:items])
+
+
 def read_answer(ref: int, results: Sequence[tuple[int, bytes]]) -> bytes:
     """The CPU's answer to a read-var (the simulator's side): per item a code and data."""
     data = bytearray()

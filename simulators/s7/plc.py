@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import struct
 import time
 from dataclasses import dataclass, field
 
@@ -20,22 +19,10 @@ from drivers.reading import Value
 from drivers.s7.address import Address, Area, DataType, S7Type
 from drivers.s7.config import S7Device, S7Point
 from drivers.s7.protocol import CPU_RUN, CPU_STOP, ITEM_OK, Item
+from drivers.s7.values import encode
 
 MIN_AREA = 256
 SCAN_S = 0.01  # values move once per scan cycle, not on every read of a busy client
-_PACK = {
-    S7Type.BYTE: struct.Struct(">B"),
-    S7Type.WORD: struct.Struct(">H"),
-    S7Type.INT: struct.Struct(">h"),
-    S7Type.DWORD: struct.Struct(">I"),
-    S7Type.DINT: struct.Struct(">i"),
-    S7Type.REAL: struct.Struct(">f"),
-    S7Type.LREAL: struct.Struct(">d"),
-}
-
-
-def _bcd(n: int) -> int:
-    return (n // 10) << 4 | n % 10
 
 
 def _signal(point: S7Point, data_type: DataType, seed: int, t: float) -> Value:
@@ -59,32 +46,6 @@ def _signal(point: S7Point, data_type: DataType, seed: int, t: float) -> Value:
     return at.isoformat(timespec="milliseconds")
 
 
-def encode(
-    data_type: DataType, bit: int | None, value: Value, memory: bytearray, start: int
-) -> None:
-    """Write a value into memory as the CPU stores it."""
-    kind = data_type.kind
-    if kind is S7Type.BOOL:
-        mask = 1 << (bit or 0)
-        memory[start] = memory[start] | mask if value else memory[start] & ~mask
-    elif kind is S7Type.STRING:
-        text = str(value).encode("latin-1")[: data_type.length]
-        memory[start : start + 2 + len(text)] = bytes([data_type.length, len(text)]) + text
-    elif kind is S7Type.DATE_AND_TIME:
-        at = dt.datetime.fromisoformat(str(value))
-        ms = at.microsecond // 1000
-        digits = [at.year % 100, at.month, at.day, at.hour, at.minute, at.second, ms // 10]
-        raw = bytes(_bcd(d) for d in digits) + bytes([(ms % 10) << 4 | (at.isoweekday() % 7 + 1)])
-        memory[start : start + 8] = raw
-    else:
-        assert isinstance(value, int | float)
-        packer = _PACK[kind]
-        packer.pack_into(memory, start, int(value) if kind not in _FLOATS else float(value))
-
-
-_FLOATS = (S7Type.REAL, S7Type.LREAL)
-
-
 @dataclass(slots=True)
 class SimPlc:
     """One CPU: its memory, mode and the points it serves."""
@@ -99,6 +60,7 @@ class SimPlc:
     # Each point's parsed address and type, and its signal's seed (parsed once).
     layout: list[tuple[S7Point, Address, DataType, int]] = field(default_factory=list)
     scanned: float = 0.0  # time of the last refresh
+    held: set[str] = field(default_factory=set)  # points written: they keep what was written
 
     @classmethod
     def for_device(cls, device: S7Device, seed: int) -> SimPlc:
@@ -125,6 +87,8 @@ class SimPlc:
         self.scanned = t
         memory, values = self.memory, self.values
         for p, a, data_type, seed in self.layout:
+            if p.name in self.held:
+                continue
             value = _signal(p, data_type, seed, t)
             encode(data_type, a.bit, value, memory[(a.area, a.db)], a.byte)
             values[p.name] = value
@@ -139,6 +103,31 @@ class SimPlc:
         if item.start + item.size > len(block):
             return 0x05, b""  # address out of range
         return ITEM_OK, bytes(block[item.start : item.start + item.size])
+
+    def write(self, item: Item, data: bytes, bit: int | None) -> int:
+        """One item of a write-var, as a CPU takes it: its return code. A point written
+        keeps its value from then on (a set-point the process does not overwrite)."""
+        if self.cpu_state == CPU_STOP and item.area != Area.DB:
+            return 0x03  # outputs and markers are not written in STOP here
+        if item.area == Area.DB and item.db in self.missing:
+            return 0x0A
+        block = self.memory.get((item.area, item.db))
+        if block is None:
+            return 0x0A
+        end = item.start + (1 if bit is not None else len(data))
+        if end > len(block):
+            return 0x05
+        if bit is not None:
+            mask = 1 << bit
+            block[item.start] = (
+                block[item.start] | mask if data[:1] != b"\0" else block[item.start] & ~mask
+            )
+        else:
+            block[item.start : end] = data
+        for p, a, _, _ in self.layout:
+            if (a.area, a.db, a.byte) == (item.area, item.db, item.start) and a.bit == bit:
+                self.held.add(p.name)
+        return ITEM_OK
 
     @property
     def dbs(self) -> dict[int, int]:

@@ -21,11 +21,15 @@ from drivers.s7.protocol import (
     ACK_DATA,
     ACK_HEADER,
     COTP_CR,
+    DATA_BIT,
     FN_READ_VAR,
     FN_SETUP,
+    FN_WRITE_VAR,
+    ITEM_HEADER,
     ITEM_SPEC,
     JOB,
     TPKT_HEADER,
+    TRANSPORT_BIT,
     USERDATA,
     FrameError,
     Item,
@@ -37,6 +41,7 @@ from drivers.s7.protocol import (
     parse_pdu,
     read_answer,
     setup_answer,
+    write_answer,
 )
 from simulators.s7.plc import SimPlc
 
@@ -150,6 +155,21 @@ class S7Listener:
                 _, _, _, _, count, db, area, address = spec
                 items.append(Item(area, db, int.from_bytes(address, "big") >> 3, count))
             return data_frame(read_answer(pdu.ref, [self.plc.read(it) for it in items]))
+        if pdu.rosctr == JOB and pdu.params[:1] == bytes([FN_WRITE_VAR]):
+            codes = []
+            offset = 0
+            for k in range(pdu.params[1]):
+                spec = ITEM_SPEC.unpack_from(pdu.params, 2 + k * ITEM_SPEC.size)
+                _, _, _, transport, count, db, area, address = spec
+                where = int.from_bytes(address, "big")
+                _, kind, bits = ITEM_HEADER.unpack_from(pdu.data, offset)
+                size = 1 if kind == DATA_BIT else (bits + 7) // 8
+                data = pdu.data[offset + 4 : offset + 4 + size]
+                offset += 4 + size + size % 2
+                bit = where & 7 if transport == TRANSPORT_BIT else None
+                item = Item(area, db, where >> 3, count)
+                codes.append(self.plc.write(item, data, bit))
+            return data_frame(write_answer(pdu.ref, codes))
         if pdu.rosctr == USERDATA and len(pdu.data) >= 6 and pdu.data[4:6] == b"\x04\x24":
             return data_frame(cpu_state_answer(pdu.ref, self.plc.cpu_state))
         return self._refusal(tpdu)
