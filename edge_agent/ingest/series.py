@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
-from drivers.dlt645.config import Dlt645Point
+from drivers.registry import plugin
 from edge_agent.alarms.stage import build_watches
 from edge_agent.config.site import LoadedConfig
 from edge_agent.delivery.outbox import OutboxStats
@@ -88,10 +88,9 @@ def configured_gateway(loaded: LoadedConfig) -> Gateway:
     points: dict[str, Mapping[str, str | None]] = {GATEWAY_DEVICE: GATEWAY_POINTS}
     for setup in loaded.devices:
         device = setup.device
-        spec = setup.profile.points if setup.profile is not None else device.points
-        points[device.name] = {
-            p.name: p.effective_unit if isinstance(p, Dlt645Point) else p.unit for p in spec or ()
-        }
+        # The points and units the device's polls carry, as its protocol publishes them.
+        specs = plugin(device.driver).point_specs(device, setup.profile)
+        points[device.name] = {p.name: p.unit for p in specs}
     energy: EnergyConfig | None = site.energy
     nodes: set[str] = set()
     if energy is not None:
