@@ -84,6 +84,7 @@ else:
     DeviceConfig = Annotated[AnyDevice, Field(discriminator=DISCRIMINATOR)]
 
 _CLASH_ERROR = "device_clash"
+_WITH_PROFILES = [p.name for p in plugins() if p.profile_model is not None]
 _DEVICE: TypeAdapter[AnyDevice] = TypeAdapter(DeviceConfig)
 
 
@@ -245,11 +246,11 @@ class _Profile:
     """A profile file loaded once for all the devices that use it."""
 
     path: Path
+    protocol: str  # whose profile model it is read with: its first user's
     users: list[str] = field(default_factory=list)
     doc: Document | None = None
     profile: Any = None  # the model of `protocol`'s profiles, once valid
     issues: list[ConfigIssue] = field(default_factory=list)
-    protocol: str = "modbus"  # whose profile model it is read with: its first user's
 
 
 def _used_by(users: Sequence[str]) -> str:
@@ -418,9 +419,10 @@ def _find_profiles(
             continue
         user = doc.at(("devices", i, "name"))
         driver = doc.at(("devices", i, DISCRIMINATOR))
-        known_driver = isinstance(driver, str) and driver in PROTOCOLS
-        protocol = driver if known_driver and plugin(str(driver)).profile_model else "modbus"
-        entry = profiles.setdefault(found.resolve(), _Profile(found, protocol=str(protocol)))
+        protocol = driver if isinstance(driver, str) and driver in _WITH_PROFILES else None
+        # An entry whose driver is missing or wrong still gets its profile read (its errors
+        # belong in this pass), as the registry's first protocol with profiles reads them.
+        entry = profiles.setdefault(found.resolve(), _Profile(found, protocol or _WITH_PROFILES[0]))
         entry.users.append(user if isinstance(user, str) else f"devices[{i}]")
         wanted[i] = entry
     for entry in profiles.values():
