@@ -26,6 +26,8 @@ from drivers.modbus.type_names import foreign_key_hint
 from drivers.names import NAME_PATTERN
 from edge_agent.config.document import Document, child
 from edge_agent.config.errors import ConfigIssue, Loc
+from edge_agent.config.foreign_keys import driver_hint
+from edge_agent.config.foreign_keys import foreign_key_hint as connection_key_hint
 from edge_agent.mqtt.config import TOPIC_PREFIX
 
 DISCRIMINATOR = "driver"  # the key that picks a device entry's model
@@ -177,7 +179,8 @@ def _message(error: ErrorDetails, doc: Document, loc: Loc) -> str:
         text = f"unknown {DISCRIMINATOR} {_shown(doc, (*loc, DISCRIMINATOR), ctx.get('tag'))}"
         return f"{text} (known: {', '.join(known)}{'; ' + hint if hint else ''})"
     if kind == "union_tag_not_found":
-        return f"missing required key {DISCRIMINATOR!r} (the kind of device, e.g. modbus)"
+        hint = driver_hint(doc.at(loc)) or "the kind of device, e.g. modbus"
+        return f"missing required key {DISCRIMINATOR!r} ({hint})"
     if kind == "string_pattern_mismatch":
         if ctx.get("pattern") == NAME_PATTERN:
             return (
@@ -226,6 +229,7 @@ def _issue_from(error: ErrorDetails, doc: Document, root: type[BaseModel]) -> Co
         known = _known_keys(root, tuple(error["loc"])[:-1])
         hint = (
             foreign_key_hint(key, doc.at(loc[:-1]))
+            or connection_key_hint(key, doc.at(loc[:-1]), known, loc[:-1])
             or suggest(key, known)
             or (f"known keys: {', '.join(known)}" if known else "")
         )
