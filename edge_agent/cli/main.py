@@ -180,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # found only at start: a gap in `check`, still no traceback
         print(render_issues(exc), file=sys.stderr)
         return 2
+    except DatabaseFileError as exc:  # a store found not ours only when a command opened it
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `edge-agent plan site.yaml | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more to write
         return 0
@@ -206,7 +209,7 @@ def _main(argv: Sequence[str] | None) -> int:
     loaded = _load(args.config, portable=args.command == "check" and args.portable)
     if loaded is None:
         return 2
-    if args.command in ("check", "run") and _refuse_files(loaded):
+    if args.command in ("check", "run", "uplink") and _refuse_files(loaded):
         return 2
     if args.command == "check":
         n_points = sum(

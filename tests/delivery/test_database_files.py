@@ -80,6 +80,43 @@ def test_check_and_run_refuse_an_outbox_path_naming_another_file(
     assert _snapshot(tmp_path) == before
 
 
+UPLINK_SITE = """\
+site: plant-a
+gateway: gw-01
+devices:
+  - {name: m1, driver: modbus, url: 'tcp://127.0.0.1:1502', profile: chint-dtsu666}
+energy: {}
+uplink:
+  path: victim.yaml
+  endpoints:
+    - {name: prov, url: 'http://127.0.0.1:9/', template: example-province}
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("uplink", "export", "--from", "2026-12-01", "--to", "2026-12-02", "--out", "x.csv"),
+        ("uplink", "manual"),
+    ],
+    ids=["export", "manual"],
+)
+def test_uplink_commands_refuse_a_foreign_store_path_like_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    (tmp_path / "victim.yaml").write_text("site: precious\n")
+    (tmp_path / "m.csv").write_text("device,counter,kind,unit,start,end,value\n")
+    site = tmp_path / "site.yaml"
+    site.write_text(UPLINK_SITE)
+    before = _snapshot(tmp_path)
+    code, err = _cli(capsys, "check", str(site))
+    assert code == 2
+    assert "uplink.path: uplink store" in err.splitlines()[0]
+    args = [*command, str(site)] + ([str(tmp_path / "m.csv")] if command[-1] == "manual" else [])
+    assert _cli(capsys, *args) == (2, err)  # no traceback: check's message, exit 2
+    assert _snapshot(tmp_path) == before
+
+
 def _other_program(path: Path, *, application_id: int = 0) -> None:
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA application_id = {application_id}")
