@@ -23,6 +23,7 @@ from pymodbus.pdu import DecodePDU
 from drivers.modbus.answers import Answer, RtuAnswers, TcpAnswers
 from drivers.modbus.codec import Table
 from drivers.modbus.config import Endpoint
+from drivers.modbus.pyserial_urls import line_url
 from drivers.reading import DeviceUnreachable
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class ModbusConnection:
         # retries=0: a retry on a shared RS-485 line would steal the other units' time.
         if ep.transport == "rtu":
             return AsyncModbusSerialClient(
-                ep.path,
+                line_url(ep.path),
                 framer=FramerType.RTU,
                 baudrate=ep.baudrate,
                 parity=ep.parity,
