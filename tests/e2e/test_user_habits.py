@@ -18,12 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from drivers.modbus.codec import Order, PointType
+from drivers.modbus.codec import Order, PointType, Table
 from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile, parse_endpoint
 from drivers.modbus.connection import ModbusConnection
 from drivers.reading import DeviceUnreachable
+from edge_agent.catalog import Kind, shipped
 from edge_agent.ops.log_format import JsonFormatter, syslog_priority
+from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.server_process import free_port
+
+CHINT = load_profile(shipped(Kind.PROFILES) / "chint-dtsu666.yaml")
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,3 +165,26 @@ def test_a_crash_with_json_logs_is_one_json_line(tmp_path: Path) -> None:
     assert doc["msg"] == "stopped by an unexpected error: boom"
     assert doc["exc"].startswith("Traceback") and doc["exc"].endswith("RuntimeError: boom")
     assert "in fail" in doc["exc"]
+
+
+@pytest.mark.parametrize("parity", ["E", "O", "N"])
+async def test_an_rtu_line_on_a_pty_opens_with_any_parity_start_after_start(
+    serial_pair: tuple[str, str], parity: str
+) -> None:
+    """socat bridges and virtual COM ports are ptys: 8E1, Modbus RTU's default, must open,
+    also on the second start, when the pty already holds every setting but parity."""
+    sim_tty, agent_tty = serial_pair
+    url = f"rtu://{sim_tty}?baudrate=9600&parity={parity}"
+    spec = SimDeviceSpec(name="m1", url=url, profile=CHINT, device_id=1, seed=1)
+    async with serve([spec]) as sim:
+        sim.device("m1").freeze()
+        for start in range(3):
+            line = ModbusConnection(
+                parse_endpoint(f"rtu://{agent_tty}?baudrate=9600&parity={parity}"),
+                name="bus",
+                timeout_s=1,
+            )
+            await line.connect()
+            answer = await line.read(Table.HOLDING, 0x2006, 2, device_id=1)
+            line.close()
+            assert isinstance(answer, bytes) and len(answer) == 4, (start, answer)

@@ -1,11 +1,13 @@
-"""A serial port on a pseudo-terminal that tolerates re-configuring to what it already is.
+"""A serial port on a pseudo-terminal that tolerates being configured to what it already is.
 
-pymodbus opens the port, then sets `timeout = 0` and `write_timeout = 0`; pyserial applies
-each with tcsetattr, asking again for the parity bits the pty did not keep (a pty has no
-parity). POSIX lets tcsetattr fail with EINVAL when none of the asked changes can be made,
-and Linux does: with parity E or O, the default of Modbus RTU, the line never opened on a
-pty (socat bridges, virtual COM ports) while it opens on a UART. The first configuration
-still fails loudly; only a later one that changes nothing the pty can change is let pass.
+pyserial applies the port settings with tcsetattr when it opens the port, and again when
+pymodbus then sets `timeout = 0` and `write_timeout = 0`; each time it asks for parity bits,
+which a pty does not keep (a pty has no parity). POSIX lets tcsetattr fail with EINVAL when
+none of the asked changes can be made, and Linux does: with parity E or O, the default of
+Modbus RTU, the line never opened on a pty (socat bridges, virtual COM ports) while it
+opens on a UART; and the first open of a fresh pty succeeded only because it changed other
+settings, so the next start of the agent on the same pty failed. On a pty, EINVAL from
+tcsetattr can only mean that, so it is let pass; any other error is raised.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class PtySerial(serial.Serial):  # type: ignore[misc]  # pyserial ships no types
         try:
             super()._reconfigure_port(force_update=force_update)
         except termios.error as exc:
-            if force_update or not exc.args or exc.args[0] != errno.EINVAL:
+            if not exc.args or exc.args[0] != errno.EINVAL:
                 raise
 
 
