@@ -49,6 +49,7 @@ from drivers.dlt645.frame import (
     read_request,
 )
 from drivers.fd_writer import FdWriter
+from drivers.pyserial_urls import line_url
 from drivers.reading import DeviceUnreachable
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class Dlt645Line:
         if ep.transport == "rtu":
             try:
                 port = serial.serial_for_url(
-                    ep.path,
+                    line_url(ep.path),
                     baudrate=ep.baudrate,
                     bytesize=ep.bytesize,
                     parity=ep.parity,

@@ -23,7 +23,7 @@ from pymodbus.pdu import DecodePDU
 from drivers.modbus.answers import Answer, RtuAnswers, TcpAnswers
 from drivers.modbus.codec import Table
 from drivers.modbus.config import Endpoint
-from drivers.modbus.pyserial_urls import line_url
+from drivers.pyserial_urls import line_url
 from drivers.reading import DeviceUnreachable
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import serial
 
 from drivers.fd_writer import FdWriter
+from drivers.pyserial_urls import line_url
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class TtyListener:
         """Open the serial path and start answering."""
         ep = self.endpoint
         self._port = serial.serial_for_url(
-            ep.path,
+            line_url(ep.path),
             baudrate=ep.baudrate,
             bytesize=ep.bytesize,
             parity=ep.parity,

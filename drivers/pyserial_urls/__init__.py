@@ -1,8 +1,9 @@
-"""pyserial URL handlers of the Modbus driver (pyserial finds `protocol_<scheme>` modules in
-the packages listed in `serial.protocol_handler_packages`, its documented extension point).
+"""pyserial URL handlers of the serial drivers (Modbus RTU, DL/T 645).
 
-pymodbus opens a serial line with `serial.serial_for_url(path)`; a `pty://` path makes it
-open `protocol_pty.PtySerial` instead of pyserial's own class.
+pyserial finds `protocol_<scheme>` modules in the packages listed in
+`serial.protocol_handler_packages`, its documented extension point. The drivers (and
+pymodbus, for Modbus RTU) open a line with `serial.serial_for_url(line_url(path))`; for a
+pseudo-terminal that is `pty://path`, opened by `protocol_pty.PtySerial`.
 """
 
 from __future__ import annotations
