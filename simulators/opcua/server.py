@@ -216,7 +216,7 @@ class _PlcAttributes(AttributeService):
             return StatusCodes.BadNotWritable
         if (
             not ua.ua_binary.test_bit(user_access, ua.AccessLevel.CurrentWrite)
-            or user.name in self._sim.spec.read_only_users
+            or user.name in self._sim.read_only_users
         ):
             return StatusCodes.BadUserAccessDenied
         dv = item.Value
@@ -254,6 +254,7 @@ class OpcUaSim:
         self.nodes: dict[str, SimNode] = {}
         self.by_node_id: dict[ua.NodeId, SimNode] = {}
         self.setpoints: dict[str | int, Sample] = {}  # what clients wrote, by identifier
+        self.read_only_users = set(spec.read_only_users)  # a test may change who may write
         self.namespace_index = 0
         self.server_certificate: bytes | None = None
         self.certificate_file: Path | None = None
