@@ -28,6 +28,8 @@ Writable (AccessLevel CurrentRead|CurrentWrite), kept as written, read by the pr
     Recipe              s=PLC1.Recipe         String         "BATCH-1"
     Line2/FlowLimit     s=Line2.FlowLimit     Double  m3/h   45: writable, but not by users
                                                              (UserAccessLevel read-only)
+    Dosing1/Interval    s=Dosing1.Interval    Duration ms    1500 (a subtype of Double)
+    Line2/Profile       s=Line2.Profile       Double[3] m3/h an array node (ValueRank 1)
 
 Every value is a pure function of (seed, t) and the set-points written, so two simulators
 with one seed and one clock serve the same values; run hours integrate the run pattern in
@@ -44,7 +46,8 @@ from typing import Literal
 PLC_NAMESPACE = "urn:plant:plc"
 
 Kind = Literal["double", "float", "bool", "int32", "string"]
-Sample = float | int | bool | str
+Sample = float | int | bool | str | tuple[float, ...]  # a tuple: an array node
+DURATION = 290  # ns=0 DataType Duration: a subtype of Double (ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class Signal:
     pattern: Callable[[float], Sample]
     writable: bool = False  # AccessLevel CurrentWrite: clients may write it
     user_writable: bool = True  # UserAccessLevel CurrentWrite too (else BadUserAccessDenied)
+    data_type: int | None = None  # ns=0 DataType when not the kind's own (a subtype)
 
     @property
     def node(self) -> str:
@@ -91,6 +95,8 @@ SETPOINTS: dict[str | int, Sample] = {
     "Dosing1.Ratio": 2.5,
     "PLC1.Recipe": "BATCH-1",
     "Line2.FlowLimit": 45.0,
+    "Dosing1.Interval": 1500.0,
+    "Line2.Profile": (10.0, 20.0, 30.0),
 }
 
 
@@ -118,7 +124,9 @@ def plc_signals(
     def flow2(t: float) -> float:
         if not held.get(1004, SETPOINTS[1004]):
             return 0.0
-        target = float(held.get("Line2.FlowSetpoint", SETPOINTS["Line2.FlowSetpoint"]))
+        target = held.get("Line2.FlowSetpoint", SETPOINTS["Line2.FlowSetpoint"])
+        if not isinstance(target, int | float):
+            return 0.0
         return round(target * (1.0 + 0.005 * math.sin(2 * math.pi * t / 7.0)), 6)
 
     def swing(mean: float, amp: float, period: float, k: float = 0.0) -> Callable[[float], float]:
@@ -236,6 +244,27 @@ def plc_signals(
             setpoint("Line2.FlowLimit"),
             writable=True,
             user_writable=False,
+        ),
+        Signal(
+            "Dosing1",
+            "Interval",
+            "Dosing1.Interval",
+            "double",
+            "ms",
+            None,
+            setpoint("Dosing1.Interval"),
+            writable=True,
+            data_type=DURATION,
+        ),
+        Signal(
+            "Line2",
+            "Profile",
+            "Line2.Profile",
+            "double",
+            "m3/h",
+            None,
+            setpoint("Line2.Profile"),
+            writable=True,
         ),
     )
 

@@ -391,11 +391,7 @@ class OpcUaSim:
             )
             folders[signal.folder] = parent
         node_id = _nid(signal.identifier, ns)
-        node = await parent.add_variable(
-            node_id,
-            ua.QualifiedName(signal.name, ns),
-            ua.Variant(signal.pattern(0.0), _VARIANT[signal.kind]),
-        )
+        node = await _add_variable(parent, node_id, signal, signal.pattern(0.0))
         if signal.eu_range is not None:
             low, high = signal.eu_range
             await node.add_property(ns, "EURange", ua.Range(low, high))
@@ -434,7 +430,7 @@ class OpcUaSim:
         node.value = value
         stamps: Any = {"SourceTimestamp": stamp, "ServerTimestamp": stamp}  # ua.DateTime: NewType
         dv = ua.DataValue(
-            Value=ua.Variant(value, _VARIANT[node.signal.kind]),
+            Value=_variant(node.signal, value),
             StatusCode=_status(node.status),
             **stamps,
         )
@@ -494,10 +490,8 @@ class OpcUaSim:
         node = self.node(key)
         if not node.deleted:
             return
-        added = await node.parent.add_variable(
-            node.node_id,
-            ua.QualifiedName(node.signal.name, node.node_id.NamespaceIndex),
-            ua.Variant(node.signal.pattern(self.t()), _VARIANT[node.signal.kind]),
+        added = await _add_variable(
+            node.parent, node.node_id, node.signal, node.signal.pattern(self.t())
         )
         await _set_access(added, node.signal)
         node.deleted = False
@@ -575,6 +569,25 @@ class OpcUaSim:
             "bad": {k: n.status for k, n in self.nodes.items() if n.status and not n.deleted},
             "deleted": [k for k, n in self.nodes.items() if n.deleted],
         }
+
+
+def _variant(signal: Signal, value: object) -> ua.Variant:
+    if isinstance(value, tuple):
+        return ua.Variant(list(value), _VARIANT[signal.kind])
+    return ua.Variant(value, _VARIANT[signal.kind])
+
+
+async def _add_variable(parent: Node, node_id: ua.NodeId, signal: Signal, value: object) -> Node:
+    datatype = None if signal.data_type is None else _nid(signal.data_type, 0)
+    node = await parent.add_variable(
+        node_id,
+        ua.QualifiedName(signal.name, node_id.NamespaceIndex),
+        _variant(signal, value),
+        datatype=datatype,
+    )
+    if isinstance(value, tuple):
+        await node.write_value_rank(1)  # one dimension
+    return node
 
 
 async def _set_access(node: Node, signal: Signal) -> None:

@@ -48,6 +48,9 @@ POINTS: list[dict[str, Any]] = [
     {"name": "speed", "node": f"nsu={NS};s=Mixer1.Speed", "write": {"max": 1500}},
     {"name": "ratio", "node": f"nsu={NS};s=Dosing1.Ratio", "type": "Float", "write": {}},
     {"name": "recipe", "node": f"nsu={NS};s=PLC1.Recipe", "write": {}},
+    {"name": "recipe_by_path", "path": "PLC1/Recipe", "namespace": NS, "write": {}},
+    {"name": "interval", "node": f"nsu={NS};s=Dosing1.Interval", "write": {}},  # Duration
+    {"name": "profile", "node": f"nsu={NS};s=Line2.Profile", "write": {}},  # Double[]
     # The config claims these writable; the PLC knows better.
     {"name": "flow_w", "node": f"nsu={NS};s=Line2.Flow", "write": {}},
     {"name": "flow_limit", "node": f"nsu={NS};s=Line2.FlowLimit", "write": {}},
@@ -82,7 +85,9 @@ async def test_every_kind_is_written_to_the_node_type_and_read_back(opcua_plc: P
         assert await driver.write("flow_sp", 30) == 30.0  # a JSON 30 to a Double node
         assert await driver.write("speed", 900) == 900
         assert await driver.write("ratio", 42.5) == 42.5  # a Float node
+        assert await driver.write("recipe_by_path", "BATCH-6") == "BATCH-6"
         assert await driver.write("recipe", "BATCH-7") == "BATCH-7"
+        assert await driver.write("interval", 2000) == 2000.0  # Duration: a Double
         assert await driver.write("pump_run", False) is False
         held = await _setpoints(opcua_plc)
         assert held == {
@@ -90,6 +95,7 @@ async def test_every_kind_is_written_to_the_node_type_and_read_back(opcua_plc: P
             "Mixer1.Speed": 900,
             "Dosing1.Ratio": 42.5,
             "PLC1.Recipe": "BATCH-7",
+            "Dosing1.Interval": 2000.0,
             1004: False,
         }
         # The types on the server are the nodes' own: a Write of another type would have
@@ -144,6 +150,7 @@ async def test_values_the_node_cannot_hold_are_refused_before_sending(
             ("recipe", 7, "wrong_type", "recipe takes text"),
             ("counter", 0.25, "wrong_type", "steps of 0.5"),
             ("status", 1, "wrong_type", "the config says status is Int32, the node is String"),
+            ("profile", 1.0, "wrong_type", "profile is an array node: arrays are not written"),
             ("flow", 1.0, "not_writable", "'flow' has no write: in the config"),
             ("nothing", 1.0, "unknown_point", "no point 'nothing'"),
         ):
