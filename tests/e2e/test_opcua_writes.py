@@ -51,6 +51,9 @@ POINTS: list[dict[str, Any]] = [
     {"name": "recipe_by_path", "path": "PLC1/Recipe", "namespace": NS, "write": {}},
     {"name": "interval", "node": f"nsu={NS};s=Dosing1.Interval", "write": {}},  # Duration
     {"name": "profile", "node": f"nsu={NS};s=Line2.Profile", "write": {}},  # Double[]
+    {"name": "speed_hz", "node": f"nsu={NS};s=Mixer1.Speed", "scale": 0.1, "write": {}},
+    {"name": "speed_sub", "node": f"nsu={NS};s=Mixer1.Speed", "mode": "subscribe", "write": {}},
+    {"name": "missing", "path": "PLC1/Nothing", "namespace": NS, "write": {}},
     # The config claims these writable; the PLC knows better.
     {"name": "flow_w", "node": f"nsu={NS};s=Line2.Flow", "write": {}},
     {"name": "flow_limit", "node": f"nsu={NS};s=Line2.FlowLimit", "write": {}},
@@ -88,11 +91,16 @@ async def test_every_kind_is_written_to_the_node_type_and_read_back(opcua_plc: P
         assert await driver.write("recipe_by_path", "BATCH-6") == "BATCH-6"
         assert await driver.write("recipe", "BATCH-7") == "BATCH-7"
         assert await driver.write("interval", 2000) == 2000.0  # Duration: a Double
+        assert await driver.write("speed_hz", 65.5) == 65.5  # raw 655 at scale 0.1
+        assert (await _setpoints(opcua_plc))["Mixer1.Speed"] == 655
+        # A subscribed point's cache follows through the server's notification.
+        assert await driver.write("speed_sub", 901) == 901
+        await read_until(driver, lambda values: values["speed_sub"] == 901)
         assert await driver.write("pump_run", False) is False
         held = await _setpoints(opcua_plc)
         assert held == {
             "Line2.FlowSetpoint": 30.0,
-            "Mixer1.Speed": 900,
+            "Mixer1.Speed": 901,
             "Dosing1.Ratio": 42.5,
             "PLC1.Recipe": "BATCH-7",
             "Dosing1.Interval": 2000.0,
@@ -104,10 +112,20 @@ async def test_every_kind_is_written_to_the_node_type_and_read_back(opcua_plc: P
         # The next poll reads what was written.
         poll = await driver.read()
         values = dict(zip([p.name for p in poll.points], poll.values, strict=True))
-        assert (values["flow_sp"], values["speed"], values["ratio"]) == (30.0, 900, 42.5)
+        assert (values["flow_sp"], values["speed"], values["ratio"]) == (30.0, 901, 42.5)
         assert (values["recipe"], values["pump_run"]) == ("BATCH-7", False)
     finally:
         await driver.close()
+
+
+async def read_until(driver: OpcUaDriver, predicate: Callable[[dict[str, Any]], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        poll = await driver.read()
+        if predicate(dict(zip([p.name for p in poll.points], poll.values, strict=True))):
+            return
+        assert time.monotonic() < deadline, f"no poll matched; last: {poll.values}"
+        await asyncio.sleep(0.02)  # polling the driver, bounded by the deadline
 
 
 async def test_the_flow_follows_its_set_point(opcua_plc: PlcThread) -> None:
@@ -173,6 +191,7 @@ async def test_the_plc_refusal_is_the_failure_reason(opcua_plc: PlcThread) -> No
             ("flow_w", 1.0, "BadNotWritable"),  # read-only node (AccessLevel CurrentRead)
             ("flow_limit", 10.0, "BadUserAccessDenied"),  # UserAccessLevel read-only
             ("speed_wide", 2000, "BadOutOfRange"),  # beyond the node's EURange 0-1500
+            ("missing", 1.0, "node not resolved: BadNoMatch"),  # nothing at that path
         ):
             with pytest.raises(WriteFailed) as failed:
                 await driver.write(point, value)
