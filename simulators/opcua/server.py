@@ -16,7 +16,8 @@
                      BadTypeMismatch, a number outside the node's EURange BadOutOfRange,
                      a DataValue carrying timestamps BadWriteNotSupported; a value written
                      is kept (`setpoints`) and drives the process (Line2.Flow follows
-                     Line2.FlowSetpoint while Pump2 runs)
+                     Line2.FlowSetpoint while Pump2 runs); a config's own node that it
+                     writes (`writable_nodes`) moves until written, then holds the value
     (the same switches over HTTP: `simulators.common.control`, PUT /devices/{name}/fault)
 
 `serve_opcua` is an `async with` block for tests and `run_opcua_simulators` runs until
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import socket
@@ -114,6 +116,7 @@ class OpcUaSimSpec:
     trusted_clients: tuple[Path, ...] | None = None  # certificate files or dirs; None: any
     pki_dir: Path | None = None  # server certificate and key (made when missing)
     extra_nodes: tuple[NodeRef, ...] = ()  # config nodes the PLC model lacks
+    writable_nodes: tuple[NodeRef, ...] = ()  # of those, the ones a config writes: writable
     bulk_nodes: int = 0  # Objects/Bulk/B<i>, s=Bulk.<i>: many Doubles for benchmarks
     update_interval_s: float = 0.5
 
@@ -358,7 +361,12 @@ class OpcUaSim:
         for k, ref in enumerate(spec.extra_nodes):
             if ref.namespace_uri is None or str(ref) in known or ref.kind not in ("i", "s"):
                 continue
-            extra.append((ref, extra_signal(ref.identifier, k)))
+            signal = extra_signal(ref.identifier, k)
+            if ref in spec.writable_nodes:
+                signal = dataclasses.replace(
+                    signal, writable=True, pattern=_held(self.setpoints, signal)
+                )
+            extra.append((ref, signal))
             known.add(str(ref))
         for signal in signals:
             await self._add(folders, signal, idx, plc)
@@ -569,6 +577,12 @@ class OpcUaSim:
             "bad": {k: n.status for k, n in self.nodes.items() if n.status and not n.deleted},
             "deleted": [k for k, n in self.nodes.items() if n.deleted],
         }
+
+
+def _held(setpoints: dict[str | int, Sample], signal: Signal) -> Callable[[float], Sample]:
+    """The signal's pattern until a client writes it, then what was written."""
+    moving = signal.pattern
+    return lambda t: setpoints.get(signal.identifier, moving(t))
 
 
 def _variant(signal: Signal, value: object) -> ua.Variant:

@@ -10,6 +10,7 @@ Line2.FlowSetpoint while Pump2 runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from drivers.opcua.driver import OpcUaDriver
 from drivers.reading import DeviceUnreachable
 from edge_agent.config.site import load_config
 from edge_agent.runtime.agent import Agent
+from simulators.common.contract import SimulatedDevice
+from simulators.opcua.server import serve_opcua
+from simulators.opcua.simulator import SIMULATOR
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
 from tests.fixtures.opcua import PlcThread, TcpProxy
 from tests.running_agent import running
@@ -360,3 +364,37 @@ async def test_a_request_over_mqtt_is_written_read_back_answered_and_audited(
     assert (failed["result"], failed["reason"]) == ("failed", "BadNotWritable")
     held = await _setpoints(opcua_plc)
     assert held == {"Line2.FlowSetpoint": 25.5, 1004: True}
+
+
+async def test_simulate_makes_the_nodes_a_config_writes_writable(tmp_path: Path) -> None:
+    """`edge-agent simulate` for a site whose own nodes the PLC model lacks: the ones the
+    config writes take writes and hold them; the others stay read-only."""
+    points: list[dict[str, Any]] = [
+        {"name": "tank_sp", "node": "nsu=urn:site:own;s=Tank9.Setpoint", "write": {}},
+        {"name": "tank_level", "node": "nsu=urn:site:own;s=Tank9.Level", "write": {}},
+        {"name": "tank_temp", "node": "nsu=urn:site:own;s=Tank9.Temp"},
+    ]
+    device = _device("opc.tcp://127.0.0.1:4840", points)
+    (spec,) = SIMULATOR.specs(
+        [SimulatedDevice(device, None, "")], site_dir=tmp_path, tariff_at=None
+    )
+    assert [str(ref) for ref in spec.writable_nodes] == [
+        "nsu=urn:site:own;s=Tank9.Setpoint",
+        "nsu=urn:site:own;s=Tank9.Level",
+    ]
+    # As if the config wrote only the set-point (and on a free port).
+    spec = dataclasses.replace(
+        spec, url="opc.tcp://127.0.0.1:0", writable_nodes=spec.writable_nodes[:1]
+    )
+    async with serve_opcua([spec]) as site:
+        sim = site.device("plc-1")
+        driver = OpcUaDriver(_device(sim.url, points))
+        try:
+            assert await driver.write("tank_sp", 61.5) == 61.5
+            with pytest.raises(WriteFailed, match=r"^BadNotWritable$"):
+                await driver.write("tank_level", 1.0)
+            poll = await driver.read()
+            assert poll.values[0] == 61.5  # held, no longer moving
+            assert sim.setpoints == {"Tank9.Setpoint": 61.5}
+        finally:
+            await driver.close()
