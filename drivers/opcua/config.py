@@ -9,6 +9,8 @@
         - {name: tank_temp, node: "nsu=urn:plant:plc;s=Tank1.Temperature", mode: subscribe,
            deadband: {abs: 0.5}, unit: degC}
         - {name: pump_run, node: "nsu=urn:plant:plc;i=1002", mode: poll}
+        - {name: flow_sp, node: "nsu=urn:plant:plc;s=Line2.FlowSetpoint", type: Double,
+           write: {min: 0, max: 50}}
 
 Every model is frozen and forbids unknown keys. Everything that can be told offline is
 checked here (node id syntax, modes, deadband, security combinations), so `edge-agent
@@ -29,6 +31,7 @@ from drivers.config_numbers import BackoffCap, Number, PollInterval, Seconds, Ti
 from drivers.names import NAME_PATTERN
 from drivers.opcua.certificates import normalise_fingerprint
 from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node, parse_path
+from drivers.opcua.write_types import BUILT_IN, WRITABLE, convert
 from drivers.options.alarms import DeviceAlarms, PointAlarms
 from drivers.options.energy import EnergyOptions
 from drivers.options.report import BatchOptions, ReportOptions
@@ -172,11 +175,14 @@ class OpcUaPoint(_Model):
     decimals: Annotated[Whole, Field(ge=0, le=12)] | None = None
     unit: Annotated[str, Field(max_length=16)] | None = None
     description: str | None = None
+    # The node's DataType as the config expects it (a built-in type name, e.g. Int32):
+    # checked offline against `write:`, and against the server's on the first write.
+    type: str | None = None
     # Read by the agent's stages (drivers/options/), never by the driver.
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
-    write: WriteOptions | None = None  # refused for now: only Modbus points can be written
+    write: WriteOptions | None = None  # written with the node's DataType (write_types.py)
 
     @field_validator("node")
     @classmethod
@@ -184,6 +190,19 @@ class OpcUaPoint(_Model):
         if node is not None:
             parse_node(node)
         return node
+
+    @field_validator("type")
+    @classmethod
+    def _built_in(cls, name: str | None) -> str | None:
+        if name is not None and name not in BUILT_IN:
+            known = {t.lower(): t for t in BUILT_IN}
+            hint = known.get(name.lower().replace("_", ""))
+            if hint is None:
+                raise ValueError(
+                    f"type {name!r} is not an OPC UA built-in type (Int32, Double, ...)"
+                )
+            raise ValueError(f"type {name!r}: did you mean {hint!r}?")
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> OpcUaPoint:
@@ -197,8 +216,27 @@ class OpcUaPoint(_Model):
         if self.scale == 0:
             raise ValueError("scale 0 would erase every value")
         if self.write is not None:
-            raise ValueError("write: OPC UA points cannot be written yet (Modbus points can)")
+            problem = self._write_problem(self.write)
+            if problem is not None:
+                raise ValueError(f"write: {problem}")
         return self
+
+    def _write_problem(self, write: WriteOptions) -> str | None:
+        if write.address is not None:
+            return "address applies to register points; an OPC UA point is written at its node"
+        if self.type is None:
+            return None  # the node's DataType, read on the first write, decides
+        if self.type not in WRITABLE:
+            return f"a {self.type} node cannot be written (writable: {', '.join(WRITABLE)})"
+        numeric = self.type not in ("Boolean", "String")
+        if not numeric and (write.min is not None or write.max is not None):
+            return f"min and max apply only to numbers, not {self.type}"
+        for allowed in write.values or ():
+            try:
+                convert(self.type, allowed, name=self.name, scale=self.scale, offset=self.offset)
+            except ValueError as exc:
+                return f"values: {exc}"
+        return None
 
     def target(self, device_namespace: str | None) -> NodeRef | BrowsePath:
         """The parsed node id or browse path."""

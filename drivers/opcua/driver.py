@@ -20,6 +20,16 @@ items. There is no second reconnect loop here (asyncua's own auto_reconnect stay
 A subscription that stays silent for `watchdog_s` (no notification, no keep-alive) is
 deleted and created again on the same session.
 
+Writes (drivers/contract.py WritablePlugin). `write()` runs between two polls on the same
+session: the node's DataType and ValueRank are read once per session (a supertype resolved
+to its built-in type; an Enumeration is Int32), the value is converted to that type exactly
+(write_types.py) or refused before anything is sent, and one Write carries a DataValue
+holding only the Variant: no StatusCode, no timestamps, which many servers refuse
+(BadWriteNotSupported). A bad result is the write's `failed` reason, the status name
+(BadNotWritable, BadTypeMismatch, BadUserAccessDenied, BadOutOfRange); then the Value is
+read back and returned, scaled as a poll would. No answer within the timeout: the session
+is dropped, as for a read, and the write failed with "timeout".
+
 Quality. Each value keeps the server's StatusCode (see quality.py): Good, Uncertain with
 the status name, Bad with the status name and value None. A node that does not exist
 (BadNodeIdUnknown), a browse path that matches nothing (BadNoMatch) or a monitored item
@@ -62,12 +72,14 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.node import Node
+from asyncua.common.ua_utils import data_type_to_variant_type
 from asyncua.crypto import security_policies, uacrypto
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography.hazmat.primitives import serialization
 
+from drivers.contract import WriteFailed, WriteRefused
 from drivers.opcua.certificates import (
     CertificatePair,
     der_of,
@@ -79,12 +91,14 @@ from drivers.opcua.certificates import (
 from drivers.opcua.config import (
     AcquisitionMode,
     OpcUaDevice,
+    OpcUaPoint,
     SecurityMode,
     SecurityPolicy,
 )
 from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node
 from drivers.opcua.plan import PlannedPoint, build_points
 from drivers.opcua.quality import Issue, plain_value, quality_of, scaled
+from drivers.opcua.write_types import convert, type_name
 from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality, Value
 
 log = logging.getLogger(__name__)
@@ -180,6 +194,8 @@ class _Session:
     read_params: list[ua.ReadParameters] = field(default_factory=list)
     read_index: list[list[int]] = field(default_factory=list)  # point index per ReadValueId
     node_ids: dict[int, ua.NodeId] = field(default_factory=dict)
+    # point index -> (built-in type name, ValueRank) of the node, read on its first write
+    write_types: dict[int, tuple[str, int]] = field(default_factory=dict)
 
 
 class OpcUaDriver:
@@ -214,14 +230,7 @@ class OpcUaDriver:
 
     async def read(self) -> Poll:
         """One poll: the subscription cache plus one batched Read of the poll points."""
-        session = self._session
-        if session is not None:
-            lost = self._lost_reason(session)
-            if lost is not None:
-                await self._teardown()
-                raise DeviceUnreachable(self.name, lost)
-        else:
-            session = await self._open()
+        session = await self._live_session()
         if session.subscription_id is not None and self.subscribed:
             await self._watch(session)
         values = self._values.copy()
@@ -239,6 +248,159 @@ class OpcUaDriver:
     async def close(self) -> None:
         """Close the session; idempotent."""
         await self._teardown(graceful=True)
+
+    async def _live_session(self) -> _Session:
+        session = self._session
+        if session is None:
+            return await self._open()
+        lost = self._lost_reason(session)
+        if lost is not None:
+            await self._teardown()
+            raise DeviceUnreachable(self.name, lost)
+        return session
+
+    # --- writes ---------------------------------------------------------------------
+
+    def writable(self, name: str) -> tuple[OpcUaPoint, PlannedPoint]:
+        """The point of that name if the config made it writable; WriteRefused otherwise."""
+        for point, planned in zip(self.device.points, self.planned, strict=True):
+            if point.name == name:
+                if point.write is None:
+                    raise WriteRefused("not_writable", f"{name!r} has no write: in the config")
+                return point, planned
+        raise WriteRefused("unknown_point", f"no point {name!r}")
+
+    def check_write(self, name: str, value: Value) -> None:
+        """What can be told without the server: writable, and the declared type's range."""
+        point, planned = self.writable(name)
+        if point.type is not None:
+            convert(point.type, value, name=name, scale=planned.scale, offset=planned.offset)
+
+    async def write(self, name: str, value: Value) -> Value:
+        """Write one point (engineering units; the scale undone) and read it back."""
+        self.check_write(name, value)
+        point, planned = self.writable(name)
+        session = await self._live_session()
+        node_id = session.node_ids.get(planned.index)
+        if node_id is None:
+            _quality, why = self._fixed.get(planned.index, (Quality.BAD, "BadNodeIdUnknown"))
+            raise WriteFailed(f"node not resolved: {why}")
+        try:
+            async with asyncio.timeout(self.device.timeout_s * 2):
+                data_type = await self._write_type(session, point, planned.index, node_id)
+                raw = convert(
+                    data_type, value, name=name, scale=planned.scale, offset=planned.offset
+                )
+                status = await self._write_value(session, node_id, data_type, raw)
+                if status is not None:
+                    raise WriteFailed(status)
+                dvs = await session.client.uaclient.read(
+                    ua.ReadParameters(
+                        MaxAge=0,
+                        TimestampsToReturn=ua.TimestampsToReturn.Neither,
+                        NodesToRead=[
+                            ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.Value)
+                        ],
+                    )
+                )
+        except UaStatusCodeError as exc:  # the service as a whole was refused
+            reason = status_name(exc.code)
+            if reason in _SESSION_LOST:
+                await self._teardown()
+                raise DeviceUnreachable(self.name, f"session lost ({reason})") from exc
+            raise WriteFailed(reason) from exc
+        except (TimeoutError, OSError, ConnectionError, UaError) as exc:
+            await self._teardown()
+            raise DeviceUnreachable(self.name, _reason(exc)) from exc
+        return self._read_back(dvs[0], planned)
+
+    async def _write_type(
+        self, session: _Session, point: OpcUaPoint, index: int, node_id: ua.NodeId
+    ) -> str:
+        """The built-in type a write to the node takes (DataType and ValueRank are read once
+        per session); WriteRefused for arrays, types that are not written, and a node whose
+        type the config misnames."""
+        known = session.write_types.get(index)
+        if known is None:
+            dvs = await session.client.uaclient.read(
+                ua.ReadParameters(
+                    NodesToRead=[
+                        ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.DataType),
+                        ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.ValueRank),
+                    ]
+                )
+            )
+            for dv in dvs:
+                code = dv.StatusCode.value if dv.StatusCode is not None else 0
+                if quality_of(code, status_name) is not None:
+                    raise WriteFailed(f"its DataType cannot be read: {status_name(code)}")
+            data_type = dvs[0].Value.Value if dvs[0].Value is not None else None
+            rank = dvs[1].Value.Value if dvs[1].Value is not None else None
+            if not isinstance(data_type, ua.NodeId):
+                raise WriteFailed("its DataType cannot be read: no NodeId")
+            known = (
+                await self._built_in(session, data_type),
+                rank if isinstance(rank, int) else -1,
+            )
+            session.write_types[index] = known
+        name, rank = known
+        if rank >= 0:  # OneOrMoreDimensions or n dimensions; -1 scalar, -2 any, -3 either
+            raise WriteRefused(
+                "wrong_type", f"{point.name} is an array node: arrays are not written"
+            )
+        if name in ("BaseDataType", "Number", "Integer", "UInteger"):
+            if point.type is None:
+                raise WriteRefused(
+                    "wrong_type",
+                    f"{point.name} takes any {name}: give the point a type: in the config",
+                )
+            return point.type
+        if point.type is not None and point.type != name:
+            raise WriteRefused(
+                "wrong_type", f"the config says {point.name} is {point.type}, the node is {name}"
+            )
+        return name
+
+    async def _built_in(self, session: _Session, data_type: ua.NodeId) -> str:
+        """The built-in type a DataType is encoded as (its own, or its supertype's)."""
+        if data_type.NamespaceIndex == 0 and isinstance(data_type.Identifier, int):
+            built_in = type_name(data_type.Identifier)
+            if built_in is not None:
+                return built_in
+        variant = await data_type_to_variant_type(session.client.get_node(data_type))
+        if variant is ua.VariantType.Variant:
+            return "BaseDataType"  # abstract (Number, Integer, ...): the config must tell
+        built_in = type_name(variant.value)
+        return built_in or variant.name
+
+    async def _write_value(
+        self, session: _Session, node_id: ua.NodeId, data_type: str, raw: bool | int | float | str
+    ) -> str | None:
+        """One Write of the Value; None when Good, else the status name."""
+        # The Variant only: StatusCode None and no timestamps, so the DataValue's encoding
+        # mask carries the value alone (asyncua's write_value adds a SourceTimestamp).
+        variant = ua.Variant(raw, ua.VariantType[data_type])
+        nothing: Any = None  # ua.StatusCode's field is typed non-optional
+        dv = ua.DataValue(Value=variant, StatusCode=nothing)
+        results = await session.client.uaclient.write(
+            ua.WriteParameters(
+                NodesToWrite=[
+                    ua.WriteValue(NodeId=node_id, AttributeId=AttributeIds.Value, Value=dv)
+                ]
+            )
+        )
+        code = results[0].value
+        return None if quality_of(code, status_name) is None else status_name(code)
+
+    def _read_back(self, dv: ua.DataValue, planned: PlannedPoint) -> Value:
+        code = dv.StatusCode.value if dv.StatusCode is not None else 0
+        issue = quality_of(code, status_name) if code else None
+        if issue is not None and issue[0] is Quality.BAD:
+            raise WriteFailed(f"written, but the read-back failed: {issue[1]}")
+        value, why = plain_value(dv.Value.Value if dv.Value is not None else None)
+        if why is not None:
+            raise WriteFailed(f"written, but the read-back failed: {why}")
+        return scaled(value, planned.scale, planned.offset, planned.decimals)
 
     def _source_times(self, issues: dict[int, Issue], now_ns: int) -> dict[int, int] | None:
         """The SourceTimestamp (ns) of each value this poll is the first to hold; not for

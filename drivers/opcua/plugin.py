@@ -6,7 +6,7 @@ OPC UA devices never loads the stack.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from drivers.contract import (
@@ -19,7 +19,8 @@ from drivers.contract import (
 )
 from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.plan import describe_device, read_requests
-from drivers.reading import PointSpec
+from drivers.options.writes import WriteOptions
+from drivers.reading import PointSpec, Value
 
 
 class OpcUaPlugin:
@@ -74,6 +75,26 @@ class OpcUaPlugin:
 
     def bad_answers(self, driver: PolledDriver) -> int | None:
         return None
+
+    # -- writes (drivers/contract.py: WritablePlugin) ------------------------------------
+
+    def write_options(self, driver: PolledDriver) -> Mapping[str, WriteOptions]:
+        from drivers.opcua.driver import OpcUaDriver  # loaded already: the line is open
+
+        assert isinstance(driver, OpcUaDriver)
+        return {p.name: p.write for p in driver.device.points if p.write is not None}
+
+    def check_write(self, driver: PolledDriver, point: str, value: Value) -> None:
+        from drivers.opcua.driver import OpcUaDriver
+
+        assert isinstance(driver, OpcUaDriver)
+        driver.check_write(point, value)
+
+    async def write(self, driver: PolledDriver, point: str, value: Value) -> Value:
+        from drivers.opcua.driver import OpcUaDriver
+
+        assert isinstance(driver, OpcUaDriver)
+        return await driver.write(point, value)
 
 
 PLUGIN = OpcUaPlugin()

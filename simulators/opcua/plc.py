@@ -17,8 +17,23 @@ Address space (namespace `urn:plant:plc` unless told otherwise), under Objects/P
     Counter             i=1001                Int32          10 counts per second
     Status              s=PLC1.Status         String         "RUN"
 
-Every value is a pure function of (seed, t), so two simulators with one seed and one
-clock serve the same values; run hours integrate the run pattern in closed form.
+Writable (AccessLevel CurrentRead|CurrentWrite), kept as written, read by the process:
+
+    Line2/FlowSetpoint  s=Line2.FlowSetpoint  Double  m3/h   20; EURange 0-50, else BadOutOfRange
+    Line2/Flow          s=Line2.Flow          Double  m3/h   read-only: the set-point ± 0.5 %
+                                                             while Pump2 runs, else 0
+    Pump2/Run           i=1004                Boolean        the pump's run command, on
+    Mixer1/Speed        s=Mixer1.Speed        Int32   rpm    600; EURange 0-1500
+    Dosing1/Ratio       s=Dosing1.Ratio       Float   %      2.5
+    Recipe              s=PLC1.Recipe         String         "BATCH-1"
+    Line2/FlowLimit     s=Line2.FlowLimit     Double  m3/h   45: writable, but not by users
+                                                             (UserAccessLevel read-only)
+    Dosing1/Interval    s=Dosing1.Interval    Duration ms    1500 (a subtype of Double)
+    Line2/Profile       s=Line2.Profile       Double[3] m3/h an array node (ValueRank 1)
+
+Every value is a pure function of (seed, t) and the set-points written, so two simulators
+with one seed and one clock serve the same values; run hours integrate the run pattern in
+closed form.
 """
 
 from __future__ import annotations
@@ -30,8 +45,9 @@ from typing import Literal
 
 PLC_NAMESPACE = "urn:plant:plc"
 
-Kind = Literal["double", "bool", "int32", "string"]
-Sample = float | int | bool | str
+Kind = Literal["double", "float", "bool", "int32", "string"]
+Sample = float | int | bool | str | tuple[float, ...]  # a tuple: an array node
+DURATION = 290  # ns=0 DataType Duration: a subtype of Double (ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +61,9 @@ class Signal:
     unit: str | None
     eu_range: tuple[float, float] | None
     pattern: Callable[[float], Sample]
+    writable: bool = False  # AccessLevel CurrentWrite: clients may write it
+    user_writable: bool = True  # UserAccessLevel CurrentWrite too (else BadUserAccessDenied)
+    data_type: int | None = None  # ns=0 DataType when not the kind's own (a subtype)
 
     @property
     def node(self) -> str:
@@ -69,9 +88,46 @@ def _run_hours(t: float, on_s: float, off_s: float, phase: float, start_h: float
     return start_h + (until(t + phase) - until(phase)) / 3600.0
 
 
-def plc_signals(seed: int = 0) -> tuple[Signal, ...]:
-    """The PLC's signals; `seed` shifts phases so two PLCs differ."""
+SETPOINTS: dict[str | int, Sample] = {
+    "Line2.FlowSetpoint": 20.0,
+    1004: True,
+    "Mixer1.Speed": 600,
+    "Dosing1.Ratio": 2.5,
+    "PLC1.Recipe": "BATCH-1",
+    "Line2.FlowLimit": 45.0,
+    "Dosing1.Interval": 1500.0,
+    "Line2.Profile": (10.0, 20.0, 30.0),
+}
+
+
+_WRITABLE: tuple[tuple[str, str, str | int, Kind, str | None, tuple[float, float] | None], ...] = (
+    ("Line2", "FlowSetpoint", "Line2.FlowSetpoint", "double", "m3/h", (0, 50)),
+    ("Pump2", "Run", 1004, "bool", None, None),
+    ("Mixer1", "Speed", "Mixer1.Speed", "int32", "rpm", (0, 1500)),
+    ("Dosing1", "Ratio", "Dosing1.Ratio", "float", "%", None),
+    ("", "Recipe", "PLC1.Recipe", "string", None, None),
+)
+
+
+def plc_signals(
+    seed: int = 0, setpoints: dict[str | int, Sample] | None = None
+) -> tuple[Signal, ...]:
+    """The PLC's signals; `seed` shifts phases so two PLCs differ. `setpoints` holds what
+    clients wrote (identifier -> value), read by the writable signals and the process;
+    missing ones take their initial values (SETPOINTS)."""
     ph = (seed * 7919) % 997 / 997.0  # 0..1, stable per seed
+    held = setpoints if setpoints is not None else {}
+
+    def setpoint(identifier: str | int) -> Callable[[float], Sample]:
+        return lambda t: held.get(identifier, SETPOINTS[identifier])
+
+    def flow2(t: float) -> float:
+        if not held.get(1004, SETPOINTS[1004]):
+            return 0.0
+        target = held.get("Line2.FlowSetpoint", SETPOINTS["Line2.FlowSetpoint"])
+        if not isinstance(target, int | float):
+            return 0.0
+        return round(target * (1.0 + 0.005 * math.sin(2 * math.pi * t / 7.0)), 6)
 
     def swing(mean: float, amp: float, period: float, k: float = 0.0) -> Callable[[float], float]:
         return lambda t: mean + amp * math.sin(2 * math.pi * (t / period + ph + k))
@@ -173,6 +229,43 @@ def plc_signals(seed: int = 0) -> tuple[Signal, ...]:
         ),
         Signal("", "Counter", 1001, "int32", None, None, lambda t: int(t * 10) % 2**31),
         Signal("", "Status", "PLC1.Status", "string", None, None, lambda t: "RUN"),
+        *(
+            Signal(folder, name, key, kind, unit, eu, setpoint(key), writable=True)
+            for folder, name, key, kind, unit, eu in _WRITABLE
+        ),
+        Signal("Line2", "Flow", "Line2.Flow", "double", "m3/h", (0, 50), flow2),
+        Signal(
+            "Line2",
+            "FlowLimit",
+            "Line2.FlowLimit",
+            "double",
+            "m3/h",
+            (0, 50),
+            setpoint("Line2.FlowLimit"),
+            writable=True,
+            user_writable=False,
+        ),
+        Signal(
+            "Dosing1",
+            "Interval",
+            "Dosing1.Interval",
+            "double",
+            "ms",
+            None,
+            setpoint("Dosing1.Interval"),
+            writable=True,
+            data_type=DURATION,
+        ),
+        Signal(
+            "Line2",
+            "Profile",
+            "Line2.Profile",
+            "double",
+            "m3/h",
+            None,
+            setpoint("Line2.Profile"),
+            writable=True,
+        ),
     )
 
 

@@ -10,6 +10,14 @@
                      delete_node(node) / restore_node(node)
                      expire_sessions()                 as a session timeout on the server
                      drop_subscriptions()              subscriptions vanish, sessions stay
+    client writes:   answered like a PLC's OPC UA server (see _PlcAttributes): a read-only
+                     node BadNotWritable, a node users may not write (or a user in
+                     read_only_users) BadUserAccessDenied, a Variant of another type
+                     BadTypeMismatch, a number outside the node's EURange BadOutOfRange,
+                     a DataValue carrying timestamps BadWriteNotSupported; a value written
+                     is kept (`setpoints`) and drives the process (Line2.Flow follows
+                     Line2.FlowSetpoint while Pump2 runs); a config's own node that it
+                     writes (`writable_nodes`) moves until written, then holds the value
     (the same switches over HTTP: `simulators.common.control`, PUT /devices/{name}/fault)
 
 `serve_opcua` is an `async with` block for tests and `run_opcua_simulators` runs until
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import socket
@@ -47,9 +56,11 @@ from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.address_space import AddressSpace, AttributeService
 from asyncua.server.binary_server_asyncio import BinaryServer
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -62,13 +73,14 @@ from drivers.opcua.certificates import (
     trusted_fingerprints,
 )
 from drivers.opcua.nodeid import NodeRef, parse_node
-from simulators.opcua.plc import PLC_NAMESPACE, Signal, extra_signal, plc_signals
+from simulators.opcua.plc import PLC_NAMESPACE, Sample, Signal, extra_signal, plc_signals
 
 log = logging.getLogger(__name__)
 logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 _VARIANT = {
     "double": ua.VariantType.Double,
+    "float": ua.VariantType.Float,
     "bool": ua.VariantType.Boolean,
     "int32": ua.VariantType.Int32,
     "string": ua.VariantType.String,
@@ -99,10 +111,12 @@ class OpcUaSimSpec:
     seed: int = 0
     endpoints: tuple[Endpoint, ...] = (("None", None),)
     users: Mapping[str, str] = field(default_factory=dict)  # username -> password
+    read_only_users: frozenset[str] = frozenset()  # their writes: BadUserAccessDenied
     allow_anonymous: bool = True
     trusted_clients: tuple[Path, ...] | None = None  # certificate files or dirs; None: any
     pki_dir: Path | None = None  # server certificate and key (made when missing)
     extra_nodes: tuple[NodeRef, ...] = ()  # config nodes the PLC model lacks
+    writable_nodes: tuple[NodeRef, ...] = ()  # of those, the ones a config writes: writable
     bulk_nodes: int = 0  # Objects/Bulk/B<i>, s=Bulk.<i>: many Doubles for benchmarks
     update_interval_s: float = 0.5
 
@@ -133,6 +147,11 @@ def _status(name: str | None) -> ua.StatusCode:
     return ua.StatusCode(code)
 
 
+def _refused(code: int) -> ua.StatusCode:
+    value: Any = code  # ua.UInt32 is a NewType of int
+    return ua.StatusCode(value)
+
+
 def _nid(identifier: str | int, ns: int) -> ua.NodeId:
     # asyncua types Identifier and NamespaceIndex as NewTypes; plain values work.
     args: Any = (identifier, ns)
@@ -160,6 +179,66 @@ class _Users(UserManager):
         return None
 
 
+_SERVER = User(role=UserRole.Admin)  # the server's own writes (asyncua's default)
+
+
+class _PlcAttributes(AttributeService):
+    """asyncua's attribute service with the checks a PLC's server makes on a client's Write
+    (asyncua itself answers every refusal to a user BadUserAccessDenied, and takes
+    timestamps a PLC would refuse)."""
+
+    def __init__(self, aspace: AddressSpace, sim: OpcUaSim) -> None:
+        super().__init__(aspace)
+        self._sim = sim
+
+    async def write(self, params: ua.WriteParameters, user: User = _SERVER) -> list[ua.StatusCode]:
+        results: list[ua.StatusCode] = []
+        for item in params.NodesToWrite:
+            refusal = None if user.role is UserRole.Admin else self._refusal(item, user)
+            if refusal is not None:
+                results.append(_refused(refusal))
+                continue
+            (status,) = await super().write(ua.WriteParameters(NodesToWrite=[item]), user)
+            if status.is_good() and user.role is not UserRole.Admin:
+                await self._sim.written(item)
+            results.append(status)
+        return results
+
+    def _refusal(self, item: ua.WriteValue, user: User) -> int | None:
+        if item.AttributeId != AttributeIds.Value:
+            return None  # asyncua refuses other attributes to users
+        aspace = self._aspace
+        levels = [
+            aspace.read_attribute_value(item.NodeId, attribute)
+            for attribute in (AttributeIds.AccessLevel, AttributeIds.UserAccessLevel)
+        ]
+        if any(dv.Value is None or not isinstance(dv.Value.Value, int) for dv in levels):
+            return None  # not a variable, or no such node: asyncua answers
+        access, user_access = (int(dv.Value.Value) for dv in levels if dv.Value is not None)
+        if not ua.ua_binary.test_bit(access, ua.AccessLevel.CurrentWrite):
+            return StatusCodes.BadNotWritable
+        if (
+            not ua.ua_binary.test_bit(user_access, ua.AccessLevel.CurrentWrite)
+            or user.name in self._sim.read_only_users
+        ):
+            return StatusCodes.BadUserAccessDenied
+        dv = item.Value
+        if dv.SourceTimestamp is not None or dv.ServerTimestamp is not None:
+            return StatusCodes.BadWriteNotSupported  # the PLC stamps its own values
+        node = self._sim.by_node_id.get(item.NodeId)
+        value = dv.Value.Value if dv.Value is not None else None
+        if (
+            node is not None
+            and node.signal.eu_range is not None
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            low, high = node.signal.eu_range
+            if not low <= value <= high:
+                return StatusCodes.BadOutOfRange
+        return None
+
+
 class OpcUaSim:
     """A running simulated PLC: its server, its nodes, its fault switches."""
 
@@ -176,6 +255,9 @@ class OpcUaSim:
         self.url = urlunsplit(("opc.tcp", f"{self.host}:{self.port}", parts.path or "/", "", ""))
         self.server = Server(user_manager=_Users(spec.users, spec.allow_anonymous))
         self.nodes: dict[str, SimNode] = {}
+        self.by_node_id: dict[ua.NodeId, SimNode] = {}
+        self.setpoints: dict[str | int, Sample] = {}  # what clients wrote, by identifier
+        self.read_only_users = set(spec.read_only_users)  # a test may change who may write
         self.namespace_index = 0
         self.server_certificate: bytes | None = None
         self.certificate_file: Path | None = None
@@ -191,6 +273,7 @@ class OpcUaSim:
         spec = self.spec
         server = self.server
         await server.init()
+        server.iserver.attribute_service = _PlcAttributes(server.iserver.aspace, self)
         server.set_endpoint(self.url)
         server.set_server_name(f"edge-agent simulated PLC {spec.name}")
         await server.set_application_uri(f"urn:edge-agent:sim:{spec.name}")
@@ -267,7 +350,7 @@ class OpcUaSim:
         objects = self.server.nodes.objects
         plc = await objects.add_object(_nid("PLC1", idx), ua.QualifiedName("PLC1", idx))
         folders: dict[str, Node] = {"": plc}
-        signals = list(plc_signals(spec.seed))
+        signals = list(plc_signals(spec.seed, self.setpoints))
         known = {
             str(
                 NodeRef(spec.namespace, "i" if isinstance(s.identifier, int) else "s", s.identifier)
@@ -278,7 +361,12 @@ class OpcUaSim:
         for k, ref in enumerate(spec.extra_nodes):
             if ref.namespace_uri is None or str(ref) in known or ref.kind not in ("i", "s"):
                 continue
-            extra.append((ref, extra_signal(ref.identifier, k)))
+            signal = extra_signal(ref.identifier, k)
+            if ref in spec.writable_nodes:
+                signal = dataclasses.replace(
+                    signal, writable=True, pattern=_held(self.setpoints, signal)
+                )
+            extra.append((ref, signal))
             known.add(str(ref))
         for signal in signals:
             await self._add(folders, signal, idx, plc)
@@ -311,16 +399,14 @@ class OpcUaSim:
             )
             folders[signal.folder] = parent
         node_id = _nid(signal.identifier, ns)
-        node = await parent.add_variable(
-            node_id,
-            ua.QualifiedName(signal.name, ns),
-            ua.Variant(signal.pattern(0.0), _VARIANT[signal.kind]),
-        )
+        node = await _add_variable(parent, node_id, signal, signal.pattern(0.0))
         if signal.eu_range is not None:
             low, high = signal.eu_range
             await node.add_property(ns, "EURange", ua.Range(low, high))
+        await _set_access(node, signal)
         sim_node = SimNode(node_id, signal, parent)
         self.nodes[key or f"nsu={self.spec.namespace};{signal.node}"] = sim_node
+        self.by_node_id[node_id] = sim_node
 
     # --- values ---------------------------------------------------------------------
 
@@ -352,7 +438,7 @@ class OpcUaSim:
         node.value = value
         stamps: Any = {"SourceTimestamp": stamp, "ServerTimestamp": stamp}  # ua.DateTime: NewType
         dv = ua.DataValue(
-            Value=ua.Variant(value, _VARIANT[node.signal.kind]),
+            Value=_variant(node.signal, value),
             StatusCode=_status(node.status),
             **stamps,
         )
@@ -371,6 +457,16 @@ class OpcUaSim:
     async def write(self, key: str, value: object) -> None:
         """Serve `value` now (tests of deadband use it with the simulator frozen)."""
         await self._serve(self.node(key), value)
+
+    async def written(self, item: ua.WriteValue) -> None:
+        """A client wrote a value: keep it as the set-point and serve it with the PLC's
+        own timestamps; the process reads it from the next update on."""
+        node = self.by_node_id.get(item.NodeId)
+        if node is None or node.deleted or item.Value.Value is None:
+            return
+        value = item.Value.Value.Value
+        self.setpoints[node.signal.identifier] = value
+        await self._serve(node, value)
 
     # --- fault switches -------------------------------------------------------------
 
@@ -402,11 +498,10 @@ class OpcUaSim:
         node = self.node(key)
         if not node.deleted:
             return
-        await node.parent.add_variable(
-            node.node_id,
-            ua.QualifiedName(node.signal.name, node.node_id.NamespaceIndex),
-            ua.Variant(node.signal.pattern(self.t()), _VARIANT[node.signal.kind]),
+        added = await _add_variable(
+            node.parent, node.node_id, node.signal, node.signal.pattern(self.t())
         )
+        await _set_access(added, node.signal)
         node.deleted = False
         node.status = None
         await self._serve(node, node.signal.pattern(self.t()))
@@ -448,9 +543,15 @@ class OpcUaSim:
         await self.start()
 
     async def reset(self) -> None:
-        """Clear every fault: listening, values moving, nodes back and Good."""
+        """Clear every fault: listening, values moving, nodes back and Good, and the
+        set-points clients wrote back at their initial values."""
         await self.start()
         self.frozen = False
+        if self.setpoints:
+            self.setpoints.clear()
+            for node in self.nodes.values():
+                if node.signal.writable and not node.deleted:
+                    await self._serve(node, node.signal.pattern(self.t()))
         for key, node in self.nodes.items():
             if node.deleted:
                 await self.restore_node(key)
@@ -476,6 +577,38 @@ class OpcUaSim:
             "bad": {k: n.status for k, n in self.nodes.items() if n.status and not n.deleted},
             "deleted": [k for k, n in self.nodes.items() if n.deleted],
         }
+
+
+def _held(setpoints: dict[str | int, Sample], signal: Signal) -> Callable[[float], Sample]:
+    """The signal's pattern until a client writes it, then what was written."""
+    moving = signal.pattern
+    return lambda t: setpoints.get(signal.identifier, moving(t))
+
+
+def _variant(signal: Signal, value: object) -> ua.Variant:
+    if isinstance(value, tuple):
+        return ua.Variant(list(value), _VARIANT[signal.kind])
+    return ua.Variant(value, _VARIANT[signal.kind])
+
+
+async def _add_variable(parent: Node, node_id: ua.NodeId, signal: Signal, value: object) -> Node:
+    datatype = None if signal.data_type is None else _nid(signal.data_type, 0)
+    node = await parent.add_variable(
+        node_id,
+        ua.QualifiedName(signal.name, node_id.NamespaceIndex),
+        _variant(signal, value),
+        datatype=datatype,
+    )
+    if isinstance(value, tuple):
+        await node.write_value_rank(1)  # one dimension
+    return node
+
+
+async def _set_access(node: Node, signal: Signal) -> None:
+    if signal.writable:
+        await node.set_writable()
+        if not signal.user_writable:
+            await node.unset_attr_bit(AttributeIds.UserAccessLevel, ua.AccessLevel.CurrentWrite)
 
 
 def _bulk_pattern(i: int) -> Callable[[float], float]:

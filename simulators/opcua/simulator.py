@@ -19,7 +19,8 @@ class OpcUaSimulator:
     """One PLC per OPC UA device: the PLC model plus every node the config names.
 
     It offers security None (for `edge-agent browse`) and the device's own mode and policy,
-    accepts the device's username and password, and keeps its server certificate in
+    accepts the device's username and password, makes the nodes the config writes writable
+    (those of the PLC model keep their own access), and keeps its server certificate in
     pki/simulator/<device>/ beside the site file (trust it by copying it into the device's
     trust directory).
     """
@@ -47,6 +48,11 @@ class OpcUaSimulator:
                 for p in device.points
                 if isinstance(target := p.target(device.namespace), NodeRef)
             )
+            written = tuple(
+                target
+                for p in device.points
+                if p.write is not None and isinstance(target := p.target(device.namespace), NodeRef)
+            )
             specs.append(
                 OpcUaSimSpec(
                     name=device.name,
@@ -57,6 +63,7 @@ class OpcUaSimulator:
                     allow_anonymous=not users,
                     pki_dir=site_dir / "pki" / "simulator" / device.name if secure else None,
                     extra_nodes=extra,
+                    writable_nodes=written,
                 )
             )
         return specs

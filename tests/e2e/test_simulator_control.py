@@ -194,7 +194,7 @@ async def test_every_device_type_is_listed_with_its_faults_and_errors_name_the_a
 
         assert await fetch(base, "/devices/plc-1") == plc
         values = await fetch(base, "/devices/plc-1/values")
-        assert values[COUNTER] == 0 and len(values) == 14
+        assert values[COUNTER] == 0 and len(values) == 23  # 8 set-points and Line2.Flow added
         values = await fetch(base, "/devices/meter-645/values")
         assert values["00010000"] == meters.meter("meter-645").served(0x00010000)
         assert values["04000401"] == ADDRESS
