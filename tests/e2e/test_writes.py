@@ -12,6 +12,7 @@ import asyncio
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,11 +29,14 @@ from paho.mqtt.properties import Properties
 from drivers.modbus.codec import PointType, Table
 from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.config.site import load_config
+from edge_agent.ingest.service import Ingest
 from edge_agent.ops.metrics import AgentMetrics, MeteredDriver
 from edge_agent.runtime.agent import Agent
 from simulators.common.faults import FaultKind
 from simulators.modbus.site import SimDeviceSpec, SimSite, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
+from tests.fixtures.victoria import Victoria
+from tests.ingest_support import running as running_ingest
 from tests.running_agent import running
 
 pytestmark = pytest.mark.timeout(60)
@@ -148,6 +152,7 @@ async def _plant(
     enabled: bool = True,
     auth: str = "",
     reader: dict[str, str] | None = None,
+    extra: str = "",
 ) -> AsyncIterator[tuple[Plant, Agent]]:
     spec = SimDeviceSpec(name="plc-1", url="tcp://127.0.0.1:0", profile=PROFILE)
     async with serve([spec]) as sim:
@@ -163,6 +168,7 @@ async def _plant(
                 enabled="true" if enabled else "false",
                 auth=auth,
             )
+            + extra
         )
         agent = Agent(load_config(path))
         # As `run --http` has it: every driver under the metrics' timing wrapper.
@@ -212,6 +218,75 @@ async def test_a_set_point_is_written_read_back_answered_and_audited(
         assert result["received_ms"] <= result["executed_ms"] <= result["ts_ms"]
         assert audits[0]["seq"] < audits[1]["seq"]
         assert plant.counted("done") == 2.0
+
+
+async def test_a_write_lands_its_audit_records_in_the_store(
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+    victoria: Victoria,
+) -> None:
+    # The session's VictoriaMetrics is shared: this test's requester is its own series.
+    who = f"op-{uuid.uuid4().hex[:10]}"
+    influx = f'influx: {{url: "{victoria.url}", token: t, org: plant, bucket: edge}}\n'
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path, extra=influx) as (
+        plant,
+        _agent,
+    ):
+        ingest = Ingest(load_config(tmp_path / "site.yaml"), worker="audit")
+        async with running_ingest(ingest):
+            done = await plant.reply_to(
+                {"id": "s-1", "point": "flow_setpoint", "value": 42.5, "by": who}
+            )
+            assert done["result"] == "done"
+            refused = await plant.reply_to(
+                {"id": "s-2", "point": "flow_setpoint", "value": 60, "by": who}
+            )
+            assert refused["code"] == "out_of_range"
+            await _until(lambda: ingest.stats.stored_audits == 4, what="4 audits stored")
+        sent = {(a["event"], a["id"]): a for a in plant.audits()}
+
+    series = victoria.wait_for_samples(f'{{who="{who}"}}', count=2 + 5 + 2 + 2)
+    got = {
+        (s["metric"]["__name__"], s["metric"]["event"], s["metric"].get("result", "")): s
+        for s in series
+    }
+    tags = {k: v for k, v in series[0]["metric"].items() if k not in ("__name__", "event")}
+    assert {k: tags[k] for k in ("site", "gateway", "device", "point", "who")} == {
+        "site": "plant-a",
+        "gateway": "gw-01",
+        "device": "plc-1",
+        "point": "flow_setpoint",
+        "who": who,
+    }
+
+    def samples(name: str, event: str, result: str = "") -> list[tuple[int, float]]:
+        s = got[(f"edge_command_{name}", event, result)]
+        return list(zip(s["timestamps"], s["values"], strict=True))
+
+    request_1, result_1 = sent["request", "s-1"], sent["result", "s-1"]
+    result_2 = sent["result", "s-2"]
+    # One sample per audit message at its ts_ms, carrying what the message said.
+    assert samples("value", "request") == [
+        (request_1["ts_ms"], 42.5),
+        (sent["request", "s-2"]["ts_ms"], 60.0),
+    ]
+    assert samples("value", "result", "done") == [(result_1["ts_ms"], 42.5)]
+    assert samples("old_value", "result", "done") == [(result_1["ts_ms"], 12.5)]
+    assert samples("new_value", "result", "done") == [(result_1["ts_ms"], 42.5)]
+    assert samples("executed_ms", "result", "done") == [
+        (result_1["ts_ms"], float(result_1["executed_ms"]))
+    ]
+    assert samples("received_ms", "result", "done") == [
+        (result_1["ts_ms"], float(result_1["received_ms"]))
+    ]
+    assert samples("value", "result", "rejected") == [(result_2["ts_ms"], 60.0)]
+    assert got["edge_command_value", "result", "rejected"]["metric"]["code"] == "out_of_range"
+    # Refused before it was queued: no old value taken, nothing sent, nothing read back.
+    for name in ("old_value", "new_value", "executed_ms"):
+        assert (f"edge_command_{name}", "result", "rejected") not in got
+    assert len(series) == 2 + 5 + 2
 
 
 async def test_every_refusal_says_why_and_nothing_reaches_the_device(
