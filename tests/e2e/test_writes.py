@@ -59,6 +59,9 @@ PROFILE = ModbusProfile(
         ModbusPoint(name="temp_sp", address=102, type=PointType.INT16, scale=0.1),
         ModbusPoint(name="level", address=103),
         ModbusPoint(name="pump_run", table=Table.COIL, address=5),
+        # The process the set-points drive once written (simulators/modbus/plc_signals.py).
+        ModbusPoint(name="flow", address=104, type=PointType.FLOAT32),
+        ModbusPoint(name="pump_current", address=106, type=PointType.UINT16, scale=0.01),
     ),
 )
 SITE = """\
@@ -80,6 +83,8 @@ devices:
       - {{name: temp_sp, address: 102, type: int16, scale: 0.1, write: {{address: 300}}}}
       - {{name: level, address: 103}}
       - {{name: pump_run, table: coil, address: 5, write: {{}}}}
+      - {{name: flow, address: 104, type: float32}}
+      - {{name: pump_current, address: 106, type: uint16, scale: 0.01}}
 """
 
 
@@ -158,7 +163,16 @@ async def _plant(
     async with serve([spec]) as sim:
         device = sim.device("plc-1")
         device.freeze()
-        device.image.store({"flow_setpoint": 12.5, "temp_sp": 20.0, "level": 7, "pump_run": False})
+        device.image.store(
+            {
+                "flow_setpoint": 12.5,
+                "temp_sp": 20.0,
+                "level": 7,
+                "pump_run": False,
+                "flow": 3.0,
+                "pump_current": 0.0,
+            }
+        )
         path = tmp_path / "site.yaml"
         path.write_text(
             SITE.format(
@@ -287,6 +301,53 @@ async def test_a_write_lands_its_audit_records_in_the_store(
     for name in ("old_value", "new_value", "executed_ms"):
         assert (f"edge_command_{name}", "result", "rejected") not in got
     assert len(series) == 2 + 5 + 2
+
+
+async def test_the_simulated_process_follows_what_is_written(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, agent):
+        plant.sim.device("plc-1").unfreeze()  # the process moves again: patterns, set-points
+        reply = await plant.reply_to({"id": "p-1", "point": "flow_setpoint", "value": 42.5})
+        assert reply["result"] == "done"
+        # The agent's own polls see the flow settle on the set-point and stay there, while
+        # its pattern alone moves it by 10 per second or more.
+        await _until(
+            lambda: abs(_polled(agent, "flow") - 42.5) < 0.05, what="the flow to reach 42.5"
+        )
+        settled = await _next_polls(agent, 5, "flow")
+        assert all(abs(v - 42.5) < 0.05 for v in settled), settled
+
+        assert (await plant.reply_to({"id": "p-2", "point": "pump_run", "value": True}))[
+            "value"
+        ] is True
+        await _until(lambda: _polled(agent, "pump_current") > 100, what="the pump running")
+        assert (await plant.reply_to({"id": "p-3", "point": "pump_run", "value": False}))[
+            "value"
+        ] is False
+        await _until(lambda: _polled(agent, "pump_current") == 0, what="the pump stopped")
+        assert await _next_polls(agent, 3, "pump_current") == [0, 0, 0]
+
+
+def _polled(agent: Agent, point: str) -> float:
+    """The point's value in the device's last poll."""
+    poll = agent.units[0].stats.last_poll
+    assert poll is not None
+    value = poll.values[[p.name for p in poll.points].index(point)]
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+async def _next_polls(agent: Agent, n: int, point: str) -> list[float]:
+    """The point's value in each of the next `n` polls."""
+    stats = agent.units[0].stats
+    values: list[float] = []
+    seen = stats.good_polls
+    while len(values) < n:
+        await _until(lambda seen=seen: stats.good_polls > seen, what="the next poll")
+        seen = stats.good_polls
+        values.append(_polled(agent, point))
+    return values
 
 
 async def test_every_refusal_says_why_and_nothing_reaches_the_device(
