@@ -14,16 +14,19 @@ delays the polls after it. The write takes the next free slot (slots.py); its re
 
 A device alone on its line (TCP, or one unit on a serial port) reads back at once: there
 is no other unit to move. Protocols that cannot split a write from its read-back
-(`ReadBackLater` in drivers/contract.py) always read back at once.
+(`ReadBackLater` in drivers/contract.py) always read back at once. A second write to the
+same point while the first one's read-back still waits for the poll reads the first back
+at once before it writes: each reply carries the value its own write left.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from drivers.reading import Quality, Value
+from drivers.contract import WriteFailed
+from drivers.reading import DeviceUnreachable, Quality, Value
 from edge_agent.commands.slots import WriteSlots
 from edge_agent.runtime.poller import Unit
 
@@ -51,6 +54,7 @@ class PolledReadBack:
     done: Callable[[Value], None]  # the value the poll read
     failed: Callable[[str], None]  # why there is none
     polls: int = -1  # the device's polls when written; set by `waiting`
+    settled: bool = False  # answered (by a poll, at once, or abandoned)
 
     def waiting(self) -> PolledReadBack:
         """Start waiting from now: the next poll of the device is the read-back."""
@@ -60,8 +64,11 @@ class PolledReadBack:
     def polled(self) -> bool:
         """After a poll of the line: answer once the device was polled again."""
         stats = self.unit.stats
+        if self.settled:
+            return True
         if stats.polls == self.polls:
             return False
+        self.settled = True
         poll = stats.last_poll
         if stats.up is False or poll is None:
             self.failed(f"written, but the read-back failed: {stats.reason or 'no answer'}")
@@ -80,4 +87,22 @@ class PolledReadBack:
 
     def abandon(self, reason: str) -> None:
         """The line stopped before the device's next poll."""
-        self.failed(f"written, but not read back: {reason}")
+        if not self.settled:
+            self.settled = True
+            self.failed(f"written, but not read back: {reason}")
+
+    async def read_now(self, read: Callable[[], Awaitable[Value]]) -> None:
+        """Answer at once with a dedicated read (another write to the point comes next)."""
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            value = await read()
+        except (WriteFailed, DeviceUnreachable) as exc:
+            self.failed(
+                exc.reason
+                if exc.reason.startswith("written")
+                else f"written, but the read-back failed: {exc.reason}"
+            )
+        else:
+            self.done(value)

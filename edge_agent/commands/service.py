@@ -131,6 +131,8 @@ class WriteCommands:
         self._lines: dict[str, tuple[WriteSlots, list[str]]] = {}
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._rejected: dict[str, deque[float]] = {}  # audited rejections, per device
+        # (device, point) -> its write's read-back waiting for the device's next poll
+        self._read_backs: dict[tuple[str, str], PolledReadBack] = {}
 
     # -- the lines (runtime/agent.py) ---------------------------------------------------------
 
@@ -287,6 +289,9 @@ class WriteCommands:
             if not isinstance(protocol, ReadBackLater) or len(slots.units) < 2:
                 value = await protocol.write(driver, request.point, request.value)
             else:
+                earlier = self._read_backs.pop((pending.device, request.point), None)
+                if earlier is not None:
+                    await earlier.read_now(lambda: protocol.read_back(driver, request.point))
                 loop = asyncio.get_running_loop()
                 began = loop.time()
                 await protocol.write_only(driver, request.point, request.value)
@@ -294,7 +299,9 @@ class WriteCommands:
                 if not read_back_now(
                     slots, unit, write_s=loop.time() - began, wait_max_s=wait_max_s
                 ):
-                    slots.after_poll(self._polled_read_back(pending, unit))
+                    read_back = self._polled_read_back(pending, unit)
+                    self._read_backs[pending.device, request.point] = read_back
+                    slots.after_poll(read_back)
                     return
                 value = await protocol.read_back(driver, request.point)
         except WriteRefused as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from drivers.contract import WriteFailed
 from drivers.reading import PointSpec, Poll, Quality, Value
 from edge_agent.commands.readback import READ_BACK_MARGIN, PolledReadBack, read_back_now
 from edge_agent.commands.slots import WriteSlots
@@ -101,3 +102,26 @@ async def test_a_stopped_line_answers_the_read_backs_still_waiting() -> None:
     assert answers == [("failed", "written, but not read back: stopped")]
     await slots.run_waiting()
     assert len(answers) == 1
+
+
+async def test_a_second_write_to_the_point_reads_the_first_back_at_once() -> None:
+    answers, work, unit = _answers()
+
+    async def read() -> Value:
+        return 20.0
+
+    await work.read_now(read)
+    unit.stats.polls += 1
+    unit.stats.last_poll = Poll("plc-2", 1, POINTS, [30.0, 7])
+    assert work.polled()  # already answered: the poll after the second write is not its
+    work.abandon("stopped")
+    answers2, work2, _ = _answers()
+
+    async def silent() -> Value:
+        raise WriteFailed("timeout")
+
+    await work2.read_now(silent)
+    assert answers + answers2 == [
+        ("done", 20.0),
+        ("failed", "written, but the read-back failed: timeout"),
+    ]

@@ -26,6 +26,7 @@ from edge_agent.runtime.agent import Agent
 from simulators.modbus.device import LineRequest
 from simulators.modbus.site import SimDeviceSpec, SimSite, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
+from tests.ingest_support import publish
 from tests.running_agent import running
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,13 +99,13 @@ class Line:
         topic = f"{self.base}/{device}/cmd"
         publish_once(self.broker.host, self.broker.port, topic, orjson.dumps(request))
 
-        def replies() -> list[dict[str, Any]]:
-            return [
-                orjson.loads(m.payload) for m in self.sub.messages if m.topic.endswith("/reply")
-            ]
+        await _until(
+            lambda: any(r["id"] == request["id"] for r in self.replies()), what="the reply"
+        )
+        return next(r for r in self.replies() if r["id"] == request["id"])
 
-        await _until(lambda: any(r["id"] == request["id"] for r in replies()), what="the reply")
-        return next(r for r in replies() if r["id"] == request["id"])
+    def replies(self) -> list[dict[str, Any]]:
+        return [orjson.loads(m.payload) for m in self.sub.messages if m.topic.endswith("/reply")]
 
     def entries(self) -> list[tuple[str, tuple[int, int, int]]]:
         return [(r.device, (r.fc, r.address, r.count)) for r in self.journal]
@@ -167,6 +168,25 @@ async def test_on_a_busy_line_the_read_back_is_the_next_poll_and_the_write_one_s
         reply = await line.reply_to("plc-3", {"id": "w-2", "point": "flow_setpoint", "value": 7.0})
         assert reply == {"id": "w-2", "result": "done", "value": 7.0}
         entries = line.entries()
+        # Two writes to one point in a row: each reply carries what its own write left.
+        await publish(
+            line.broker.url,
+            [
+                (
+                    f"{line.base}/plc-1/cmd",
+                    orjson.dumps({"id": f"d-{v}", "point": "flow_setpoint", "value": v}),
+                )
+                for v in (20.0, 30.0)
+            ],
+        )
+        await _until(
+            lambda: {"d-20.0", "d-30.0"} <= {r["id"] for r in line.replies()}, what="2 replies"
+        )
+        assert [r for r in line.replies() if r["id"].startswith("d-")] == [
+            {"id": "d-20.0", "result": "done", "value": 20.0},
+            {"id": "d-30.0", "result": "done", "value": 30.0},
+        ]
+        doubled = line.entries()[len(entries) :]
     writes = [(i, e) for i, e in enumerate(entries) if e[1] != POLL]
     # Two requests, two transactions on the line: the writes; no read-back of their own.
     assert [e for _, e in writes] == [("plc-2", WRITE), ("plc-3", WRITE)]
@@ -176,6 +196,10 @@ async def test_on_a_busy_line_the_read_back_is_the_next_poll_and_the_write_one_s
         after = next(e for e in entries[i + 1 :] if e[0] == device)
         assert after == (device, POLL)
         assert entries[i - 1][1] == POLL and entries[i + 1][1] == POLL
+    first, second = [i for i, e in enumerate(doubled) if e == ("plc-1", WRITE)]
+    # Between them plc-1 was read: by its poll, or (the second came first) at once.
+    between = [e for e in doubled[first + 1 : second] if e[0] == "plc-1"]
+    assert between in ([("plc-1", POLL)], [("plc-1", READ_BACK)]), between
 
 
 async def test_on_an_idle_line_the_read_back_follows_the_write_at_once(
