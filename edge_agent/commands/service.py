@@ -106,6 +106,7 @@ class WriteCounters:
     replies_dropped: int = 0  # rejections not answered while the MQTT queue was backed up
     # (result, code): ("done", ""), ("failed", ""), ("rejected", "out_of_range"), ...
     results: Counter[tuple[str, str]] = field(default_factory=Counter)
+    read_backs: Counter[str] = field(default_factory=Counter)  # "at_once", "poll"
 
 
 class WriteCommands:
@@ -288,9 +289,11 @@ class WriteCommands:
         try:
             if not isinstance(protocol, ReadBackLater) or len(slots.units) < 2:
                 value = await protocol.write(driver, request.point, request.value)
+                self.counters.read_backs["at_once"] += 1
             else:
                 earlier = self._read_backs.pop((pending.device, request.point), None)
-                if earlier is not None:
+                if earlier is not None and not earlier.settled:
+                    self.counters.read_backs["at_once"] += 1
                     await earlier.read_now(lambda: protocol.read_back(driver, request.point))
                 loop = asyncio.get_running_loop()
                 began = loop.time()
@@ -302,7 +305,9 @@ class WriteCommands:
                     read_back = self._polled_read_back(pending, unit)
                     self._read_backs[pending.device, request.point] = read_back
                     slots.after_poll(read_back)
+                    self.counters.read_backs["poll"] += 1
                     return
+                self.counters.read_backs["at_once"] += 1
                 value = await protocol.read_back(driver, request.point)
         except WriteRefused as exc:
             self._finish(pending, "rejected", rejection=Rejection(exc.code, exc.reason))

@@ -22,6 +22,7 @@ import pytest
 from drivers.modbus.codec import PointType
 from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.config.site import load_config
+from edge_agent.ops.metrics import AgentMetrics
 from edge_agent.runtime.agent import Agent
 from simulators.modbus.device import LineRequest
 from simulators.modbus.site import SimDeviceSpec, SimSite, serve
@@ -168,6 +169,7 @@ async def test_on_a_busy_line_the_read_back_is_the_next_poll_and_the_write_one_s
         reply = await line.reply_to("plc-3", {"id": "w-2", "point": "flow_setpoint", "value": 7.0})
         assert reply == {"id": "w-2", "result": "done", "value": 7.0}
         entries = line.entries()
+        assert line.agent.commands.counters.read_backs == {"poll": 2}
         # Two writes to one point in a row: each reply carries what its own write left.
         await publish(
             line.broker.url,
@@ -219,6 +221,12 @@ async def test_on_an_idle_line_the_read_back_follows_the_write_at_once(
         reply = await line.reply_to("plc-2", {"id": "w-1", "point": "flow_setpoint", "value": 42.5})
         assert reply == {"id": "w-1", "result": "done", "value": 42.5}
         entries = line.entries()
+        metrics = AgentMetrics(line.agent, uplink_down_for=lambda: None).registry
+        for source, n in (("at_once", 1.0), ("poll", 0.0)):
+            sample = metrics.get_sample_value(
+                "edge_agent_write_read_backs_total", {"source": source}
+            )
+            assert sample == n
     i = entries.index(("plc-2", WRITE))
     assert entries[i + 1] == ("plc-2", READ_BACK)
     assert [e for e in entries if e[1] != POLL] == [("plc-2", WRITE), ("plc-2", READ_BACK)]

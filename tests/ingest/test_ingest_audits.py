@@ -28,6 +28,7 @@ from edge_agent.ingest.embedded_store import EmbeddedStore, read_audits
 from edge_agent.ingest.schema import Rejected, Source
 from edge_agent.ingest.series import KnownSeries
 from edge_agent.ingest.service import Ingest, store_path, topic_filters
+from edge_agent.ops.metrics import ingest_registry
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
 from tests.ingest_support import publish, running, unique_site, until, write_site
 
@@ -269,6 +270,9 @@ async def test_the_ingest_stores_audits_and_dead_letters_the_bad_ones(
         "malformed_json",
         "not_configured",
     ]
+    registry = ingest_registry(ingest)
+    assert registry.get_sample_value("edge_ingest_stored_audits_total") == 3.0
+    assert registry.get_sample_value("edge_ingest_audit_who_folded_total") == 0.0
     rows = read_audits(store_path(loaded))
     assert [(r["seq"], r["event"], r["point"], r["historical"]) for r in rows] == [
         (1, "request", "voltage_a", 0),
