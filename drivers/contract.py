@@ -310,3 +310,17 @@ class WritablePlugin(Protocol):
         polls. WriteRefused, WriteFailed (the device refused), DeviceUnreachable (no answer).
         """
         ...
+
+
+@runtime_checkable
+class ReadBackLater(Protocol):
+    """A WritablePlugin whose write and read-back can be two steps: on a busy shared line
+    the read-back is the device's next regular poll (edge_agent/commands/readback.py)."""
+
+    async def write_only(self, driver: PolledDriver, point: str, value: Value) -> None:
+        """Write `value` in one transaction, without reading it back; as `write` raises."""
+        ...
+
+    async def read_back(self, driver: PolledDriver, point: str) -> Value:
+        """Read the written point once: the value read; WriteFailed when it cannot."""
+        ...

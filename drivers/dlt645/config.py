@@ -169,7 +169,9 @@ class Dlt645Point(_Model):
     energy: EnergyOptions | None = None
     alarms: PointAlarms = ()
     report: ReportOptions | None = None
-    write: WriteOptions | None = None  # refused: DL/T 645 writes need the meter's password
+    # Refused with the reason: a DL/T 645 write (time sync, demand reset, parameters) needs the
+    # meter's password and operator code, and changes what the utility bills on.
+    write: WriteOptions | None = None
 
     @field_validator("di", mode="before")
     @classmethod
@@ -185,8 +187,8 @@ class Dlt645Point(_Model):
     def _fits_format(self) -> Dlt645Point:
         if self.write is not None:
             raise ValueError(
-                "write: DL/T 645 points are read-only here (writing a meter needs its password "
-                "and operator code, which the agent does not hold)"
+                "write: DL/T 645 points cannot be written: a meter's writes need its password "
+                "and operator code and change billing data (not supported)"
             )
         fmt = self.data_format
         if self.field >= len(fmt.fields):

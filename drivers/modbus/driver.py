@@ -134,12 +134,12 @@ class ModbusDriver:
             raise WriteRefused("not_writable", f"{name} is not writable (no write: in the config)")
         return point
 
-    async def write(self, name: str, value: Value) -> Value:
+    async def write(self, name: str, value: Value, *, read_back: bool = True) -> Value:
         """Write one point, then read it back: the value read (engineering units).
 
         Two transactions on the line, the caller's slot between polls: the write, then a
         read of the point's own address (the read-back shows what the device kept, which a
-        device may clamp or refuse silently).
+        device may clamp or refuse silently). `read_back` False: the write only (None).
         """
         point = self.writable(name)
         frame = encode_write(point, self.order_of(point), value)
@@ -154,9 +154,10 @@ class ModbusDriver:
             raise WriteFailed(exc.reason) from exc
         if code is not None:
             raise WriteFailed(exception_reason(code))
-        return await self._read_back(point)
+        return await self.read_back(point) if read_back else None
 
-    async def _read_back(self, point: ModbusPoint) -> Value:
+    async def read_back(self, point: ModbusPoint) -> Value:
+        """Read a written point once (one transaction): its value, or WriteFailed."""
         conn = self.connection
         try:
             answer = await conn.read(

@@ -216,5 +216,15 @@ class ModbusPlugin:
         assert isinstance(driver, ModbusDriver)
         return await driver.write(point, value)
 
+    # drivers/contract.py: ReadBackLater (a shared RS-485 line's read-back is its next poll)
+
+    async def write_only(self, driver: PolledDriver, point: str, value: Value) -> None:
+        assert isinstance(driver, ModbusDriver)
+        await driver.write(point, value, read_back=False)
+
+    async def read_back(self, driver: PolledDriver, point: str) -> Value:
+        assert isinstance(driver, ModbusDriver)
+        return await driver.read_back(driver.writable(point))
+
 
 PLUGIN = ModbusPlugin()

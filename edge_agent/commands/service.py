@@ -2,7 +2,8 @@
 between polls, read back, answered and recorded.
 
     MQTT .../{device}/cmd ─► parse (request.py) ─► checks ─► the line's WriteSlots (slots.py)
-         ─► between two polls: expiry, device up? ─► plugin.write: write, read back
+         ─► between two polls: expiry, device up? ─► plugin.write: write, read back (at
+            once, or by the device's next poll on a busy shared line: readback.py)
          ─► reply on .../{device}/cmd/reply  +  audit on .../{device}/cmd/audit (outbox)
 
 The checks, in order, each a rejection with its code: writes enabled for the gateway, the
@@ -33,11 +34,18 @@ import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.contract import PolledDriver, WritablePlugin, WriteFailed, WriteRefused
+from drivers.contract import (
+    PolledDriver,
+    ReadBackLater,
+    WritablePlugin,
+    WriteFailed,
+    WriteRefused,
+)
 from drivers.reading import DeviceUnreachable, Value
 from drivers.registry import plugin
 from edge_agent.alarms.refusal_log import RefusalLog, shown
 from edge_agent.commands.config import WritesConfig
+from edge_agent.commands.readback import PolledReadBack, read_back_now
 from edge_agent.commands.request import Rejection, Result, WriteRequest, parse_request
 from edge_agent.commands.slots import WriteSlots
 from edge_agent.mqtt.sink import MqttSink
@@ -98,6 +106,7 @@ class WriteCounters:
     replies_dropped: int = 0  # rejections not answered while the MQTT queue was backed up
     # (result, code): ("done", ""), ("failed", ""), ("rejected", "out_of_range"), ...
     results: Counter[tuple[str, str]] = field(default_factory=Counter)
+    read_backs: Counter[str] = field(default_factory=Counter)  # "at_once", "poll"
 
 
 class WriteCommands:
@@ -123,13 +132,15 @@ class WriteCommands:
         self._lines: dict[str, tuple[WriteSlots, list[str]]] = {}
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._rejected: dict[str, deque[float]] = {}  # audited rejections, per device
+        # (device, point) -> its write's read-back waiting for the device's next poll
+        self._read_backs: dict[tuple[str, str], PolledReadBack] = {}
 
     # -- the lines (runtime/agent.py) ---------------------------------------------------------
 
     def line_started(self, key: str, units: Sequence[Unit], frame_gap_s: float) -> WriteSlots:
         """The queue the poller of line `key` serves between its polls."""
         self.line_stopped(key)
-        slots = WriteSlots(limit=self.config.queue_max, frame_gap_s=frame_gap_s)
+        slots = WriteSlots(limit=self.config.queue_max, frame_gap_s=frame_gap_s, units=units)
         names = [u.driver.name for u in units]
         self._lines[key] = (slots, names)
         for unit in units:
@@ -248,7 +259,7 @@ class WriteCommands:
             )
         pending.old_value = _last_value(unit, request.point)
         if not slots.put(
-            lambda: self._execute(pending, unit, protocol),
+            lambda: self._execute(pending, unit, protocol, slots),
             lambda reason: self._finish(
                 pending, "rejected", rejection=Rejection("device_down", reason)
             ),
@@ -258,8 +269,11 @@ class WriteCommands:
         self._audit(pending, "request")
         return None
 
-    async def _execute(self, pending: Pending, unit: Unit, protocol: WritablePlugin) -> None:
-        """Run on the line between polls: the last checks, then the write and read-back."""
+    async def _execute(
+        self, pending: Pending, unit: Unit, protocol: WritablePlugin, slots: WriteSlots
+    ) -> None:
+        """Run on the line between polls: the last checks, then the write and read-back
+        (at once, or by the device's next poll: readback.py)."""
         request = pending.request
         if asyncio.get_running_loop().time() > pending.deadline:
             expires_s = request.expires_s or self.config.expires_s
@@ -271,8 +285,30 @@ class WriteCommands:
             self._finish(pending, "rejected", rejection=Rejection("device_down", reason))
             return
         pending.executed_ms = self.wall_ms()
+        driver = _protocol_driver(unit)
         try:
-            value = await protocol.write(_protocol_driver(unit), request.point, request.value)
+            if not isinstance(protocol, ReadBackLater) or len(slots.units) < 2:
+                value = await protocol.write(driver, request.point, request.value)
+                self.counters.read_backs["at_once"] += 1
+            else:
+                earlier = self._read_backs.pop((pending.device, request.point), None)
+                if earlier is not None and not earlier.settled:
+                    self.counters.read_backs["at_once"] += 1
+                    await earlier.read_now(lambda: protocol.read_back(driver, request.point))
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                await protocol.write_only(driver, request.point, request.value)
+                wait_max_s = request.expires_s or self.config.expires_s
+                if not read_back_now(
+                    slots, unit, write_s=loop.time() - began, wait_max_s=wait_max_s
+                ):
+                    read_back = self._polled_read_back(pending, unit)
+                    self._read_backs[pending.device, request.point] = read_back
+                    slots.after_poll(read_back)
+                    self.counters.read_backs["poll"] += 1
+                    return
+                self.counters.read_backs["at_once"] += 1
+                value = await protocol.read_back(driver, request.point)
         except WriteRefused as exc:
             self._finish(pending, "rejected", rejection=Rejection(exc.code, exc.reason))
         except (WriteFailed, DeviceUnreachable) as exc:
@@ -285,6 +321,15 @@ class WriteCommands:
             self._finish(pending, "failed", reason=f"driver error: {exc}")
         else:
             self._finish(pending, "done", value=value)
+
+    def _polled_read_back(self, pending: Pending, unit: Unit) -> PolledReadBack:
+        """Answer `pending` from its device's next poll."""
+        return PolledReadBack(
+            unit,
+            pending.request.point,
+            done=lambda value: self._finish(pending, "done", value=value),
+            failed=lambda reason: self._finish(pending, "failed", reason=reason),
+        ).waiting()
 
     # -- answers ----------------------------------------------------------------------------
 

@@ -5,14 +5,21 @@ the poller (runtime/poller.py) asks its `WriteSlots` before every poll and while
 for the next one, so a write takes the next free slot, not a whole poll cycle, and moves
 the other units' polls by its own transactions only. One queue per line keeps the requests
 of each device in the order they arrived.
+
+The poller also calls `run_waiting` after every poll: a read-back that waits for its
+device's next regular poll (readback.py) is answered there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from edge_agent.runtime.poller import Unit
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +27,27 @@ Job = Callable[[], Awaitable[None]]  # one write: checks its expiry, writes, rea
 Abandon = Callable[[str], None]  # the same write, answered without running (line stopped)
 
 
+class AfterPoll(Protocol):
+    """Work that waits for a poll of the line (a read-back served by the device's poll)."""
+
+    def polled(self) -> bool:
+        """Called after every poll of the line: True once done."""
+        ...
+
+    def abandon(self, reason: str) -> None:
+        """The line stopped before it was done."""
+        ...
+
+
 class WriteSlots:
     """A bounded FIFO of writes for one line."""
 
-    def __init__(self, *, limit: int, frame_gap_s: float = 0.0) -> None:
+    def __init__(self, *, limit: int, frame_gap_s: float = 0.0, units: Sequence[Unit] = ()) -> None:
         self.limit = limit
         self.frame_gap_s = frame_gap_s  # quiet time after each write, as after each poll
+        self.units = units  # the line's schedule: whether it has idle time now
         self._jobs: deque[tuple[Job, Abandon]] = deque()
+        self._after_poll: list[AfterPoll] = []
         self._waiting = asyncio.Event()
         self.closed = False
 
@@ -52,8 +73,21 @@ class WriteSlots:
             return False
         return True
 
+    def idle_s(self) -> float:
+        """Time until the line's next poll is due (<= 0: one is already due)."""
+        if not self.units:
+            return math.inf
+        now = asyncio.get_running_loop().time()
+        return min(max(u.next_due, u.retry_at) for u in self.units) - now
+
+    def after_poll(self, work: AfterPoll) -> None:
+        """Call `work.polled()` after every poll of the line until it says done."""
+        self._after_poll.append(work)
+
     async def run_waiting(self) -> None:
-        """Run the waiting writes in arrival order."""
+        """Answer what waited for a poll, then run the waiting writes in arrival order."""
+        if self._after_poll:
+            self._after_poll = [w for w in self._after_poll if not self._polled(w)]
         jobs = self._jobs
         while jobs:
             job, _ = jobs.popleft()
@@ -72,3 +106,14 @@ class WriteSlots:
         while self._jobs:
             _, abandon = self._jobs.popleft()
             abandon(reason)
+        waiting, self._after_poll = self._after_poll, []
+        for work in waiting:
+            work.abandon(reason)
+
+    @staticmethod
+    def _polled(work: AfterPoll) -> bool:
+        try:
+            return work.polled()
+        except Exception:
+            log.exception("answering a read-back failed; the line goes on")
+            return True

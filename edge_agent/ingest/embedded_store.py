@@ -15,6 +15,11 @@ Later capabilities (reports, dashboards) read it with plain SQL, through the `po
               text TEXT; PRIMARY KEY (site, gateway, alarm_id, ts_ms)  -- WITHOUT ROWID
     alarm_current (view) the latest transition of each alarm: its state now
 
+    command_audit  one row per write audit message (ingest/audits.py), every field:
+              event 'request'|'result', request id, point, value/text (asked),
+              old_value/old_text, new_value/new_text (read back), who, result, code,
+              reason, received_ms, executed_ms; PRIMARY KEY (site, gateway, seq, ts_ms)
+
 Same schema decisions as the time-series store (ingest_schema): one series per point,
 `value` only for good and uncertain points (numbers and booleans as 0/1), quality 0/1/2.
 Unlike VictoriaMetrics it keeps string values (`text`) and the full reason text.
@@ -37,6 +42,7 @@ from pathlib import Path
 
 from edge_agent.delivery.sqlite_file import STORE, DatabaseFileError, create_private, make_private
 from edge_agent.ingest.alarms import AlarmMessage
+from edge_agent.ingest.audits import AuditMessage, stored_value
 from edge_agent.ingest.schema import DataMessage, Source
 from edge_agent.ingest.store import StoreBatch, StoreUnavailable
 
@@ -107,8 +113,33 @@ CREATE VIEW IF NOT EXISTS alarm_current AS
             PARTITION BY site, gateway, alarm_id ORDER BY ts_ms DESC, seq DESC) AS latest
         FROM alarm_transitions t)
     WHERE latest = 1;
+CREATE TABLE IF NOT EXISTS command_audit (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    event TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    point TEXT NOT NULL,
+    value REAL,
+    text TEXT,
+    who TEXT,
+    received_ms INTEGER NOT NULL,
+    result TEXT,
+    code TEXT,
+    reason TEXT,
+    old_value REAL,
+    old_text TEXT,
+    new_value REAL,
+    new_text TEXT,
+    executed_ms INTEGER,
+    historical INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway, seq, ts_ms)
+) WITHOUT ROWID;
 """
 _INSERT_ALARM = "INSERT OR REPLACE INTO alarm_transitions VALUES (" + ", ".join("?" * 26) + ")"
+_INSERT_AUDIT = "INSERT OR REPLACE INTO command_audit VALUES (" + ", ".join("?" * 21) + ")"
 
 _INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?)"
 Row = tuple[int, int, float | int | None, str | None, int, int | None]
@@ -169,7 +200,7 @@ class EmbeddedStore:
         if self._executor is None:
             await self.open()
         try:
-            await self._run(self.write_sync, batch.messages, batch.alarms)
+            await self._run(self.write_sync, batch.messages, batch.alarms, batch.audits)
         except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: retry later
             raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
@@ -207,9 +238,14 @@ class EmbeddedStore:
         if db is not None:
             db.close()
 
-    def write_sync(self, messages: list[DataMessage], alarms: Sequence[AlarmMessage] = ()) -> int:
-        """Insert every point of `messages` and every transition of `alarms` in one
-        transaction; returns rows written."""
+    def write_sync(
+        self,
+        messages: list[DataMessage],
+        alarms: Sequence[AlarmMessage] = (),
+        audits: Sequence[AuditMessage] = (),
+    ) -> int:
+        """Insert every point of `messages`, every transition of `alarms` and every audit
+        message of `audits` in one transaction; returns rows written."""
         if self._db is None:
             self._open_sync()
         db = self._db
@@ -220,6 +256,8 @@ class EmbeddedStore:
             db.executemany(_INSERT, rows)
             if alarms:
                 db.executemany(_INSERT_ALARM, map(_alarm_row, alarms))
+            if audits:
+                db.executemany(_INSERT_AUDIT, map(_audit_row, audits))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -228,7 +266,7 @@ class EmbeddedStore:
             self._reasons.clear()
             self._known = _known_series(db)
             raise
-        return len(rows) + len(alarms)
+        return len(rows) + len(alarms) + len(audits)
 
     def _rows(self, db: sqlite3.Connection, messages: list[DataMessage]) -> Iterator[Row]:
         series = self._series
@@ -296,6 +334,15 @@ def _alarm_row(m: AlarmMessage) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+def _audit_row(m: AuditMessage) -> tuple[object, ...]:
+    s = m.source
+    return (
+        s.site, s.gateway, m.seq, m.ts_ms, s.device, m.event, m.id, m.point,
+        *stored_value(m.value), m.by, m.received_ms, m.result, m.code, m.reason,
+        *stored_value(m.old_value), *stored_value(m.new_value), m.executed_ms, m.historical,
+    )  # fmt: skip
+
+
 def _known_series(db: sqlite3.Connection) -> dict[tuple[str, str, str, str, str], int]:
     return {
         (site, gateway, device, point, unit): sid
@@ -323,6 +370,19 @@ def read_points(
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return [StoredPoint(*row) for row in db.execute(sql, args)]
+    finally:
+        db.close()
+
+
+def read_audits(path: Path, *, site: str | None = None) -> list[dict[str, object]]:
+    """Rows of `command_audit` by site, gateway and (ts_ms, seq), as dicts by column name."""
+    sql = "SELECT * FROM command_audit" + (" WHERE site = ?" if site is not None else "")
+    sql += " ORDER BY site, gateway, ts_ms, seq"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cursor = db.execute(sql, [site] if site is not None else [])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
     finally:
         db.close()
 

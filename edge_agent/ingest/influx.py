@@ -20,7 +20,8 @@ series and timestamp is kept twice unless VictoriaMetrics runs with
 `-dedup.minScrapeInterval=1ms` (InfluxDB overwrites by itself).
 
 Alarm transitions in a batch follow its readings as `{measurement}_alarm` lines
-(edge_agent/ingest/alarms.py).
+(edge_agent/ingest/alarms.py), then write audits as `{measurement}_command` lines
+(edge_agent/ingest/audits.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.service.write_service import WriteService
 
 from edge_agent.ingest.alarms import alarm_line
+from edge_agent.ingest.audits import audit_line
 from edge_agent.ingest.config import InfluxConfig
 from edge_agent.ingest.influx_tls import (
     ca_cert,
@@ -112,6 +114,7 @@ class InfluxStore:
             encode(message, lines)
         measurement = self.encoder.measurement
         lines.extend(alarm_line(alarm, measurement) for alarm in batch.alarms)
+        lines.extend(audit_line(audit, measurement) for audit in batch.audits)
         body = "\n".join(lines).encode()
         if self.config.gzip:
             body = gzip.compress(body, compresslevel=1)

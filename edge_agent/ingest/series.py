@@ -16,6 +16,8 @@ number of series is the number of names the ingest accepts. It accepts:
 - manual entries of its gateway (`manual.{counter}` of any device on the energy topic):
   they are the operator's own, typed in with `edge-agent uplink manual`;
 - alarm transitions of the alarms the file configures;
+- write audits (ingest/audits.py) of the devices it accepts, the point a tag only when
+  it is one of the device's points;
 - anything matching `ingest.allow`: `site/gateway/device/point` patterns, a name or a
   glob (`*`, `?`, `[...]`) per level, for gateways described by other files (a central
   ingest). For an energy series the point level is the derived name; an alarm on a point
@@ -198,6 +200,17 @@ class KnownSeries:
         if (source.site, source.gateway, message.id) in self._alarms:
             return True
         return self.allowed(source.site, source.gateway, source.device, message.point or "*")
+
+    def command(self, source: Source, point: str) -> bool | None:
+        """For a write audit of `point` on `source`'s device: None when the device gets no
+        series (not configured, not allowed); else whether `point` is one of its points
+        (configured or allowed), so a tag, or a name a request made up."""
+        known = self._points.get((source.site, source.gateway, source.device))
+        if known is not None:
+            return point in known or self.allowed(source.site, source.gateway, source.device, point)
+        if not self.allowed(source.site, source.gateway, source.device, "*"):
+            return None
+        return self.allowed(source.site, source.gateway, source.device, point)
 
 
 def _derived(name: str, counters: Iterable[str]) -> bool:

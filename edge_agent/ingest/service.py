@@ -29,11 +29,18 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edge_agent.config.site import LoadedConfig
 from edge_agent.ingest.alarms import ALARMS_TOPIC, AlarmMessage, decode_alarm, parse_alarm_topic
+from edge_agent.ingest.audits import (
+    AUDIT_SUFFIX,
+    AuditMessage,
+    WhoTags,
+    decode_audit,
+    parse_audit_topic,
+)
 from edge_agent.ingest.deadletter import RejectLog, deadletter_topic, envelope
 from edge_agent.ingest.embedded_store import EmbeddedStore
 from edge_agent.ingest.influx import InfluxStore
@@ -42,6 +49,7 @@ from edge_agent.ingest.schema import (
     ENERGY_TOPIC,
     DataMessage,
     Rejected,
+    Source,
     decode_messages,
     parse_topic,
     shown_name,
@@ -69,6 +77,7 @@ class IngestStats:
     stored_messages: int = 0
     stored_points: int = 0
     stored_alarms: int = 0  # alarm transitions written
+    stored_audits: int = 0  # write audit messages written (ingest/audits.py)
     batches: int = 0
     write_failures: int = 0  # attempts that raised StoreUnavailable
     deadlettered: int = 0  # dead letters the broker acknowledged
@@ -93,7 +102,7 @@ class _Batch:
 
 
 def topic_filters(prefix: str, sites: Sequence[str] | None) -> list[str]:
-    """The data, energy and alarm topics of every site under `prefix`, or of the listed ones."""
+    """The data, energy, alarm and write audit topics of every site under `prefix` (or listed)."""
     return [
         topic
         for site in (sites or ["+"])
@@ -101,6 +110,7 @@ def topic_filters(prefix: str, sites: Sequence[str] | None) -> list[str]:
             f"{prefix}/{site}/+/+/data",
             f"{prefix}/{site}/+/{ENERGY_TOPIC}",
             f"{prefix}/{site}/+/{ALARMS_TOPIC}",  # transitions; not alarms/active nor /cmd
+            f"{prefix}/{site}/+/+/{AUDIT_SUFFIX}",  # write audits; not the requests or replies
         )
     ]
 
@@ -179,6 +189,7 @@ class Ingest:
         )
         self._on_written = on_written
         self._max_future_ms = int(config.max_future_s * 1000)
+        self.who_tags = WhoTags()
         self._batches: deque[_Batch] = deque()
         self._unacked: deque[_Entry] = deque()
         self._work = asyncio.Event()  # a batch is waiting
@@ -229,8 +240,14 @@ class Ingest:
                 if source is not None or sparkplug
                 else parse_alarm_topic(delivery.topic, self.prefix)
             )
+            audit_source = (
+                None
+                if source is not None or sparkplug or alarm_source is not None
+                else parse_audit_topic(delivery.topic, self.prefix)
+            )
             messages: list[DataMessage] = []
             alarms: list[AlarmMessage] = []
+            audits: list[AuditMessage] = []
             unconfigured: Rejected | None = None  # points of a stored message without series
             try:
                 if len(delivery.payload) > config.max_message_bytes:
@@ -239,7 +256,9 @@ class Ingest:
                         f"{len(delivery.payload):,} bytes, over ingest.max_message_bytes "
                         f"({config.max_message_bytes:,})",
                     )
-                if alarm_source is not None:
+                if audit_source is not None:
+                    audits.append(self._admit_audit(audit_source, delivery.payload, now_ms))
+                elif alarm_source is not None:
                     alarm = decode_alarm(
                         alarm_source,
                         delivery.payload,
@@ -283,7 +302,9 @@ class Ingest:
                 self._batches.append(batch)
             batch.store.messages.extend(messages)
             batch.store.alarms.extend(alarms)
+            batch.store.audits.extend(audits)
             batch.store.points += sum(len(message.points) for message in messages) + len(alarms)
+            batch.store.points += len(audits)
             batch.entries.append(entry)
         stats.unacked = len(self._unacked)
         if self._batches:
@@ -316,6 +337,16 @@ class Ingest:
             raise rejected
         return kept, rejected
 
+    def _admit_audit(self, source: Source, payload: bytes, now_ms: int) -> AuditMessage:
+        """A write audit, validated, with its bounded tags; Rejected when its device gets
+        no series."""
+        audit = decode_audit(source, payload, now_ms=now_ms, max_future_ms=self._max_future_ms)
+        point_tag = self.series.command(source, audit.point)
+        if point_tag is None:
+            where = shown_name(f"{source.site}/{source.gateway}/{source.device}")
+            raise Rejected("not_configured", f"write audit of {where}: device not configured")
+        return replace(audit, point_tag=point_tag, who_tag=self.who_tags.tag(audit.by))
+
     def _go_now(self) -> bool:
         """Whether the head batch should be written without waiting for its flush time."""
         batches = self._batches
@@ -329,8 +360,10 @@ class Ingest:
     def _dead_letter(self, entry: _Entry, rejected: Rejected, now_ms: int) -> None:
         delivery = entry.delivery
         self.rejects.record(delivery.topic, rejected)
-        source = parse_topic(delivery.topic, self.prefix) or parse_alarm_topic(
-            delivery.topic, self.prefix
+        source = (
+            parse_topic(delivery.topic, self.prefix)
+            or parse_alarm_topic(delivery.topic, self.prefix)
+            or parse_audit_topic(delivery.topic, self.prefix)
         )
         topic = deadletter_topic(
             source, prefix=self.prefix, configured=self.config.deadletter_topic
@@ -440,6 +473,7 @@ class Ingest:
         stats.batches += 1
         stats.stored_messages += len(batch.store.messages)
         stats.stored_alarms += len(batch.store.alarms)
+        stats.stored_audits += len(batch.store.audits)
         stats.stored_points += batch.store.points
         if self._on_written is not None:
             try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge_agent.ingest.alarms import AlarmMessage
+from edge_agent.ingest.audits import AuditMessage
 from edge_agent.ingest.schema import DataMessage
 
 
@@ -39,8 +40,9 @@ class StoreBatch:
     """Messages written together; `encoded` lets a store keep its rendering across retries."""
 
     messages: list[DataMessage] = field(default_factory=list)
-    points: int = 0  # readings, plus one per alarm transition
+    points: int = 0  # readings, plus one per alarm transition and per audit message
     alarms: list[AlarmMessage] = field(default_factory=list)  # transitions (ingest_alarms.py)
+    audits: list[AuditMessage] = field(default_factory=list)  # write audits (ingest/audits.py)
     encoded: object = None
 
 

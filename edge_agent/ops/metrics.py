@@ -463,6 +463,15 @@ class AgentCollector(Collector):
         for (result, code), n in sorted(c.results.items()):
             results.add_metric([result, code], n)
         yield results
+        read_backs = CounterMetricFamily(
+            "edge_agent_write_read_backs",
+            "Read-backs of written points: at_once (a read after the write) or poll "
+            "(the device's next poll, on a busy shared line).",
+            labels=["source"],
+        )
+        for source in ("at_once", "poll"):
+            read_backs.add_metric([source], c.read_backs[source])
+        yield read_backs
 
     def _alarms(self) -> Iterator[Metric]:
         stage = alarm_stage(self.agent)
@@ -603,6 +612,12 @@ class IngestCollector(Collector):
                 s.unconfigured_points,
             ),
             ("edge_ingest_write_failures", "Store writes retried.", s.write_failures),
+            ("edge_ingest_stored_audits", "Write audit messages written.", s.stored_audits),
+            (
+                "edge_ingest_audit_who_folded",
+                "Write audits stored with who=_other (over the distinct `who` tags).",
+                self.ingest.who_tags.folded,
+            ),
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)

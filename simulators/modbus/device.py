@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from drivers.modbus.codec import Order, Table
@@ -34,6 +35,17 @@ from simulators.modbus.frames import (
 )
 from simulators.modbus.plc_signals import PlcSignals
 from simulators.modbus.register_image import RegisterImage
+
+
+@dataclass(frozen=True, slots=True)
+class LineRequest:
+    """One request a device was sent, as a line recorder shows it (tests, benchmarks)."""
+
+    device: str
+    fc: int
+    address: int
+    count: int  # registers or bits (1 for FC05/FC06)
+
 
 MAX_WRITE_REGISTERS = 123  # FC16 limit
 MAX_WRITE_BITS = 1968  # FC15 limit
@@ -93,6 +105,8 @@ class SimDevice:
         self.signals = signals or signals_for(profile, seed=seed, device_id=device_id)
         self.faults = Faults(device=name)
         self.counters = RequestCounters()
+        # Devices of one line given the same list record the order of its requests.
+        self.journal: list[LineRequest] | None = None
         self._clock = clock
         self._t0 = clock()  # signals see time since start, so patterns start at t = 0
         self._frozen = False
@@ -143,6 +157,9 @@ class SimDevice:
         """Answer a request PDU under the current fault: (action, response PDU, delay_s)."""
         counters = self.counters
         counters.requests += 1
+        if self.journal is not None and len(pdu) >= 5:
+            fc, address, count = READ_REQUEST.unpack_from(pdu)
+            self.journal.append(LineRequest(self.name, fc, address, 1 if fc in (5, 6) else count))
         faults = self.faults
         kind = faults.kind
         if kind is FaultKind.NONE:

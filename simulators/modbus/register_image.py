@@ -256,7 +256,8 @@ class RegisterImage:
     def write(self, table: Table, address: int, payload: bytes) -> list[str]:
         """Store checked client data (register bytes, or 0/1 bytes for bits); pin its points.
 
-        Returns the names of the points the write touched.
+        Returns the names of the points the write touched, every time (a second write of a
+        set-point changes what the signals do as the first did).
         """
         data = self._data[table]
         if table.is_bits:
@@ -266,11 +267,13 @@ class RegisterImage:
             data[2 * address : 2 * address + len(payload)] = payload
             count = len(payload) // 2
         touched: list[str] = []
+        slots: set[int] = set()
         for a in range(address, address + count):
             index = self._slot_of.get((table, a))
-            if index is not None and index not in self._pinned:
-                self._pinned.add(index)
+            if index is not None and index not in slots:
+                slots.add(index)
                 touched.extend(ip.name for ip in self._slots[index].points)
+        self._pinned |= slots
         return touched
 
     def unpin(self) -> None:

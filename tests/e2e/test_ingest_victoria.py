@@ -259,6 +259,7 @@ async def test_two_workers_share_the_load_without_duplicates_or_gaps(
         f"$share/g-{site}/{unique_prefix}/+/+/+/data",
         f"$share/g-{site}/{unique_prefix}/+/+/energy",
         f"$share/g-{site}/{unique_prefix}/+/+/alarms",
+        f"$share/g-{site}/{unique_prefix}/+/+/+/cmd/audit",
     )
     async with running(a), running(b):
         await publish(mosquitto.url, messages)

@@ -12,6 +12,7 @@ import asyncio
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,11 +29,14 @@ from paho.mqtt.properties import Properties
 from drivers.modbus.codec import PointType, Table
 from drivers.modbus.config import ModbusPoint, ModbusProfile
 from edge_agent.config.site import load_config
+from edge_agent.ingest.service import Ingest
 from edge_agent.ops.metrics import AgentMetrics, MeteredDriver
 from edge_agent.runtime.agent import Agent
 from simulators.common.faults import FaultKind
 from simulators.modbus.site import SimDeviceSpec, SimSite, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber, publish_once
+from tests.fixtures.victoria import Victoria
+from tests.ingest_support import running as running_ingest
 from tests.running_agent import running
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,6 +59,9 @@ PROFILE = ModbusProfile(
         ModbusPoint(name="temp_sp", address=102, type=PointType.INT16, scale=0.1),
         ModbusPoint(name="level", address=103),
         ModbusPoint(name="pump_run", table=Table.COIL, address=5),
+        # The process the set-points drive once written (simulators/modbus/plc_signals.py).
+        ModbusPoint(name="flow", address=104, type=PointType.FLOAT32),
+        ModbusPoint(name="pump_current", address=106, type=PointType.UINT16, scale=0.01),
     ),
 )
 SITE = """\
@@ -76,6 +83,8 @@ devices:
       - {{name: temp_sp, address: 102, type: int16, scale: 0.1, write: {{address: 300}}}}
       - {{name: level, address: 103}}
       - {{name: pump_run, table: coil, address: 5, write: {{}}}}
+      - {{name: flow, address: 104, type: float32}}
+      - {{name: pump_current, address: 106, type: uint16, scale: 0.01}}
 """
 
 
@@ -148,12 +157,22 @@ async def _plant(
     enabled: bool = True,
     auth: str = "",
     reader: dict[str, str] | None = None,
+    extra: str = "",
 ) -> AsyncIterator[tuple[Plant, Agent]]:
     spec = SimDeviceSpec(name="plc-1", url="tcp://127.0.0.1:0", profile=PROFILE)
     async with serve([spec]) as sim:
         device = sim.device("plc-1")
         device.freeze()
-        device.image.store({"flow_setpoint": 12.5, "temp_sp": 20.0, "level": 7, "pump_run": False})
+        device.image.store(
+            {
+                "flow_setpoint": 12.5,
+                "temp_sp": 20.0,
+                "level": 7,
+                "pump_run": False,
+                "flow": 3.0,
+                "pump_current": 0.0,
+            }
+        )
         path = tmp_path / "site.yaml"
         path.write_text(
             SITE.format(
@@ -163,6 +182,7 @@ async def _plant(
                 enabled="true" if enabled else "false",
                 auth=auth,
             )
+            + extra
         )
         agent = Agent(load_config(path))
         # As `run --http` has it: every driver under the metrics' timing wrapper.
@@ -212,6 +232,122 @@ async def test_a_set_point_is_written_read_back_answered_and_audited(
         assert result["received_ms"] <= result["executed_ms"] <= result["ts_ms"]
         assert audits[0]["seq"] < audits[1]["seq"]
         assert plant.counted("done") == 2.0
+
+
+async def test_a_write_lands_its_audit_records_in_the_store(
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+    victoria: Victoria,
+) -> None:
+    # The session's VictoriaMetrics is shared: this test's requester is its own series.
+    who = f"op-{uuid.uuid4().hex[:10]}"
+    influx = f'influx: {{url: "{victoria.url}", token: t, org: plant, bucket: edge}}\n'
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path, extra=influx) as (
+        plant,
+        _agent,
+    ):
+        ingest = Ingest(load_config(tmp_path / "site.yaml"), worker="audit")
+        async with running_ingest(ingest):
+            done = await plant.reply_to(
+                {"id": "s-1", "point": "flow_setpoint", "value": 42.5, "by": who}
+            )
+            assert done["result"] == "done"
+            refused = await plant.reply_to(
+                {"id": "s-2", "point": "flow_setpoint", "value": 60, "by": who}
+            )
+            assert refused["code"] == "out_of_range"
+            await _until(lambda: ingest.stats.stored_audits == 4, what="4 audits stored")
+        sent = {(a["event"], a["id"]): a for a in plant.audits()}
+
+    series = victoria.wait_for_samples(f'{{who="{who}"}}', count=2 + 5 + 2 + 2)
+    got = {
+        (s["metric"]["__name__"], s["metric"]["event"], s["metric"].get("result", "")): s
+        for s in series
+    }
+    tags = {k: v for k, v in series[0]["metric"].items() if k not in ("__name__", "event")}
+    assert {k: tags[k] for k in ("site", "gateway", "device", "point", "who")} == {
+        "site": "plant-a",
+        "gateway": "gw-01",
+        "device": "plc-1",
+        "point": "flow_setpoint",
+        "who": who,
+    }
+
+    def samples(name: str, event: str, result: str = "") -> list[tuple[int, float]]:
+        s = got[(f"edge_command_{name}", event, result)]
+        return list(zip(s["timestamps"], s["values"], strict=True))
+
+    request_1, result_1 = sent["request", "s-1"], sent["result", "s-1"]
+    result_2 = sent["result", "s-2"]
+    # One sample per audit message at its ts_ms, carrying what the message said.
+    assert samples("value", "request") == [
+        (request_1["ts_ms"], 42.5),
+        (sent["request", "s-2"]["ts_ms"], 60.0),
+    ]
+    assert samples("value", "result", "done") == [(result_1["ts_ms"], 42.5)]
+    assert samples("old_value", "result", "done") == [(result_1["ts_ms"], 12.5)]
+    assert samples("new_value", "result", "done") == [(result_1["ts_ms"], 42.5)]
+    assert samples("executed_ms", "result", "done") == [
+        (result_1["ts_ms"], float(result_1["executed_ms"]))
+    ]
+    assert samples("received_ms", "result", "done") == [
+        (result_1["ts_ms"], float(result_1["received_ms"]))
+    ]
+    assert samples("value", "result", "rejected") == [(result_2["ts_ms"], 60.0)]
+    assert got["edge_command_value", "result", "rejected"]["metric"]["code"] == "out_of_range"
+    # Refused before it was queued: no old value taken, nothing sent, nothing read back.
+    for name in ("old_value", "new_value", "executed_ms"):
+        assert (f"edge_command_{name}", "result", "rejected") not in got
+    assert len(series) == 2 + 5 + 2
+
+
+async def test_the_simulated_process_follows_what_is_written(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    async with _plant(mosquitto, subscribe, unique_prefix, tmp_path) as (plant, agent):
+        plant.sim.device("plc-1").unfreeze()  # the process moves again: patterns, set-points
+        reply = await plant.reply_to({"id": "p-1", "point": "flow_setpoint", "value": 42.5})
+        assert reply["result"] == "done"
+        # The agent's own polls see the flow settle on the set-point and stay there, while
+        # its pattern alone moves it by 10 per second or more.
+        await _until(
+            lambda: abs(_polled(agent, "flow") - 42.5) < 0.05, what="the flow to reach 42.5"
+        )
+        settled = await _next_polls(agent, 5, "flow")
+        assert all(abs(v - 42.5) < 0.05 for v in settled), settled
+
+        assert (await plant.reply_to({"id": "p-2", "point": "pump_run", "value": True}))[
+            "value"
+        ] is True
+        await _until(lambda: _polled(agent, "pump_current") > 100, what="the pump running")
+        assert (await plant.reply_to({"id": "p-3", "point": "pump_run", "value": False}))[
+            "value"
+        ] is False
+        await _until(lambda: _polled(agent, "pump_current") == 0, what="the pump stopped")
+        assert await _next_polls(agent, 3, "pump_current") == [0, 0, 0]
+
+
+def _polled(agent: Agent, point: str) -> float:
+    """The point's value in the device's last poll."""
+    poll = agent.units[0].stats.last_poll
+    assert poll is not None
+    value = poll.values[[p.name for p in poll.points].index(point)]
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+async def _next_polls(agent: Agent, n: int, point: str) -> list[float]:
+    """The point's value in each of the next `n` polls."""
+    stats = agent.units[0].stats
+    values: list[float] = []
+    seen = stats.good_polls
+    while len(values) < n:
+        await _until(lambda seen=seen: stats.good_polls > seen, what="the next poll")
+        seen = stats.good_polls
+        values.append(_polled(agent, point))
+    return values
 
 
 async def test_every_refusal_says_why_and_nothing_reaches_the_device(

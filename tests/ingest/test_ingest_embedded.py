@@ -103,6 +103,7 @@ async def test_on_the_demo_broker_the_ingest_uses_mqtt_3(
             f"{unique_prefix}/+/+/+/data",
             f"{unique_prefix}/+/+/energy",
             f"{unique_prefix}/+/+/alarms",
+            f"{unique_prefix}/+/+/+/cmd/audit",
         )
         async with running(ingest):
             await publish(url, messages)
