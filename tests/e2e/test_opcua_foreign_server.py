@@ -23,6 +23,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from drivers.opcua.certificates import CertificatePair, der_of, ensure_certificate, fingerprint
 from edge_agent.config.site import LoadedConfig, load_config
 from edge_agent.runtime.agent import Agent
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
@@ -229,3 +230,200 @@ async def test_every_type_quality_and_source_time_arrive_exactly(
         assert int32 == {"value": 17, "unit": None, "quality": "good", "ts_ms": SOURCE_MS + 2110}
     seqs = [d["seq"] for d in data(sub, "nplc")]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+FEW_POINTS = f"""\
+      - {{name: double, node: "nsu={NS};s=Foreign.Double"}}
+      - {{name: int32, node: "nsu={NS};i=2001"}}
+"""
+
+
+def small_device(name: str, url: str, mode: str, extra: str = "") -> str:
+    return (
+        f"  - name: {name}\n    driver: opcua\n    url: {url}\n    mode: {mode}\n"
+        f"    interval_s: 0.2\n    publishing_interval_s: 0.1\n    backoff_max_s: 0.5\n"
+        f"{extra}    points:\n{FEW_POINTS}"
+    )
+
+
+async def test_server_stopping_and_coming_back(
+    foreign: NodeOpcUaServer,
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    names = ("by-read", "by-subscription")
+    loaded = site(
+        tmp_path,
+        mosquitto,
+        unique_prefix,
+        small_device("by-read", foreign.url, "poll")
+        + small_device("by-subscription", foreign.url, "subscribe"),
+    )
+    sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+
+    def states(name: str) -> list[str]:
+        return [d["state"] for d in status(sub, name)]
+
+    async def flowing(value: float) -> None:
+        marks = {name: len(data(sub, name)) for name in names}
+        await foreign.set("s=Foreign.Double", value)
+        for name in names:
+            await until(
+                lambda name=name: any(
+                    d["points"]["double"]
+                    == {"value": value, "unit": None, "quality": "good"}
+                    | (
+                        {"ts_ms": d["points"]["double"]["ts_ms"]}
+                        if "ts_ms" in d["points"]["double"]
+                        else {}
+                    )
+                    for d in data(sub, name)[marks[name] :]
+                ),
+                what=f"{value} from {name}",
+            )
+
+    async with running(Agent(loaded)):
+        await until(lambda: all(states(n) == ["up"] for n in names), what="both up")
+        await flowing(30.5)
+
+        # A graceful shutdown: node-opcua closes the sessions and the listener.
+        await foreign.stop()
+        await until(lambda: all(states(n)[-1:] == ["down"] for n in names), what="both down")
+        reasons = {n: status(sub, n)[-1].get("reason") for n in names}
+        down_points = {
+            n: next(d["points"] for d in data(sub, n) if d["points"]["double"]["quality"] == "bad")
+            for n in names
+        }
+        await foreign.start()
+        await until(lambda: all(states(n)[-2:] == ["down", "up"] for n in names), what="up again")
+        await flowing(31.5)
+
+        # A power cut: the process dies without a word to any client.
+        await foreign.kill()
+        await until(lambda: all(states(n)[-1:] == ["down"] for n in names), what="down on kill")
+        killed = {n: status(sub, n)[-1].get("reason") for n in names}
+        await foreign.start()
+        await until(lambda: all(states(n)[-1:] == ["up"] for n in names), what="up after kill")
+        await flowing(32.5)
+    lost = bad("connection lost")
+    assert reasons == killed == {n: "connection lost" for n in names}
+    assert down_points == {n: {"double": lost, "int32": lost} for n in names}
+    for name in names:
+        assert states(name) == ["up", "down", "up", "down", "up"]
+        seqs = [d["seq"] for d in data(sub, name)]
+        assert seqs == sorted(seqs)
+
+
+REFUSED = "secure channel refused by the server (is this gateway's certificate trusted there?)"
+SECURE = "    security: {mode: SignAndEncrypt, policy: Basic256Sha256}\n"
+USER_LINES = f"    username: {USER}\n    password: ${{FOREIGN_PASSWORD}}\n"
+
+
+def trusting(tmp_path: Path, foreign: NodeOpcUaServer) -> None:
+    """Trust node-opcua's certificate (PEM, as it keeps it) as an engineer would."""
+    assert foreign.certificate is not None
+    trusted = tmp_path / "pki" / "trusted"
+    trusted.mkdir(parents=True)
+    (trusted / "node-opcua.pem").write_bytes(foreign.certificate.read_bytes())
+
+
+async def test_sign_and_encrypt_with_user_once_node_opcua_trusts_us(
+    foreign: NodeOpcUaServer,
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Basic256Sha256 SignAndEncrypt with a user: our certificate handling on one side,
+    node-opcua's on the other, each trusting the other only once told to. Two devices share
+    the site's pki/own/ and connect at once: one certificate is made, not two."""
+    trusting(tmp_path, foreign)
+    names = ("secure-read", "secure-sub")
+    loaded = site(
+        tmp_path,
+        mosquitto,
+        unique_prefix,
+        small_device("secure-read", foreign.url, "poll", SECURE + USER_LINES)
+        + small_device("secure-sub", foreign.url, "subscribe", SECURE + USER_LINES),
+        environ={"FOREIGN_PASSWORD": PASSWORD},
+    )
+    sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+
+    def last_status(name: str) -> dict[str, Any]:
+        docs = status(sub, name)
+        return docs[-1] if docs else {}
+
+    async with running(Agent(loaded)):
+        # node-opcua does not know our certificate yet: it refuses the secure channel with
+        # a ServiceFault (BadSecurityChecksFailed).
+        await until(
+            lambda: all(last_status(n).get("state") == "down" for n in names), what="refused"
+        )
+        assert {n: last_status(n)["reason"] for n in names} == {n: REFUSED for n in names}
+        await until(lambda: all(data(sub, n) for n in names), what="the bad polls")
+        assert {n: data(sub, n)[-1]["points"] for n in names} == {
+            n: {"double": bad(REFUSED), "int32": bad(REFUSED)} for n in names
+        }
+        own = tmp_path / "pki" / "own" / "cert.der"
+        await foreign.trust(own)
+        await until(
+            lambda: all(last_status(n).get("state") == "up" for n in names), what="up once trusted"
+        )
+        for name in names:
+            await until(
+                lambda name=name: data(sub, name)[-1]["points"]["double"]["quality"] == "good",
+                what=f"{name} values",
+            )
+            assert without_ts(data(sub, name)[-1]["points"]["double"]) == good(21.5, stamped=False)
+            assert without_ts(data(sub, name)[-1]["points"]["int32"]) == good(
+                -2147483648, stamped=False
+            )
+    made = [r for r in caplog.records if "made a client certificate" in r.getMessage()]
+    assert len(made) == 1, [r.getMessage() for r in made]
+
+
+async def test_wrong_password_and_an_untrusted_node_opcua_certificate(
+    foreign: NodeOpcUaServer,
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    trusting(tmp_path, foreign)
+    own = tmp_path / "pki" / "own"
+    # The gateway's certificate, made as its first connection would, and trusted there.
+    pair = CertificatePair(own / "cert.der", own / "key.pem")
+    ensure_certificate(pair, "urn:edge-agent:client", common_name="gw-01")
+    await foreign.trust(pair.cert_file)
+    loaded = site(
+        tmp_path,
+        mosquitto,
+        unique_prefix,
+        small_device("wrong-password", foreign.url, "poll", SECURE + USER_LINES)
+        + small_device(
+            "untrusting",
+            foreign.url,
+            "poll",
+            "    security: {mode: SignAndEncrypt, trust_dir: other-trust}\n",
+        ),
+        environ={"FOREIGN_PASSWORD": "not-" + PASSWORD},
+    )
+    sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+    names = ("wrong-password", "untrusting")
+    async with running(Agent(loaded)):
+        await until(lambda: all(status(sub, n) for n in names), what="both statuses")
+    assert [(d["state"], d["reason"]) for d in status(sub, "wrong-password")] == [
+        ("down", "BadUserAccessDenied")
+    ]
+    (untrusting,) = status(sub, "untrusting")
+    seen = fingerprint(der_of(foreign.certificate.read_bytes()))  # type: ignore[union-attr]
+    kept = tmp_path / "pki" / "rejected" / f"{seen.replace(':', '')[:16]}.der"
+    assert untrusting["state"] == "down"
+    assert untrusting["reason"] == (
+        f"server certificate not trusted (sha256 {seen[:23]}...); saved as {kept}, "
+        f"move it to {tmp_path / 'other-trust'}/ to trust it"
+    )
+    assert der_of(kept.read_bytes()) == der_of(foreign.certificate.read_bytes())  # type: ignore[union-attr]
