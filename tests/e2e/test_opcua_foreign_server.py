@@ -427,3 +427,56 @@ async def test_wrong_password_and_an_untrusted_node_opcua_certificate(
         f"move it to {tmp_path / 'other-trust'}/ to trust it"
     )
     assert der_of(kept.read_bytes()) == der_of(foreign.certificate.read_bytes())  # type: ignore[union-attr]
+
+
+async def test_deadbands_as_node_opcua_applies_them(
+    foreign: NodeOpcUaServer,
+    mosquitto: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """Our DataChangeFilters as another server reads them: an absolute deadband against the
+    last reported value, a percent one of the EURange, and one it cannot apply (no EURange)."""
+    points = f"""\
+      - {{name: abs_db, node: "nsu={NS};s=Foreign.Double", deadband: {{abs: 0.5}}}}
+      - {{name: pct_db, node: "nsu={NS};s=Foreign.Level", deadband: {{percent: 5}}}}
+      - {{name: no_range, node: "nsu={NS};s=Foreign.Float", deadband: {{percent: 5}}}}
+      - {{name: barrier, node: "nsu={NS};s=Foreign.Int16"}}
+"""
+    text = (
+        f"  - name: dband\n    driver: opcua\n    url: {foreign.url}\n    mode: subscribe\n"
+        "    interval_s: 0.2\n    publishing_interval_s: 0.1\n    points:\n" + points
+    )
+    loaded = site(tmp_path, mosquitto, unique_prefix, text)
+    sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+
+    def last() -> dict[str, Any]:
+        docs = data(sub, "dband")
+        return docs[-1]["points"] if docs else {}
+
+    async def barrier(value: int) -> None:
+        await foreign.set("s=Foreign.Int16", value)
+        await until(lambda: last().get("barrier", {}).get("value") == value, what=f"{value}")
+
+    async with running(Agent(loaded)):
+        await until(lambda: settled(data(sub, "dband")), what="first values")
+        assert without_ts(last()["abs_db"]) == good(21.5, stamped=False)
+        assert without_ts(last()["pct_db"]) == good(100.0, stamped=False)
+        # No EURange to take a percent of: node-opcua refuses the item, the point says so.
+        assert last()["no_range"] == bad("BadMonitoredItemFilterUnsupported")
+
+        # Inside the deadbands: nothing reported. Two barriers: a sampling interval passed.
+        await foreign.set("s=Foreign.Double", 21.8)
+        await foreign.set("s=Foreign.Level", 109.0)
+        await barrier(1)
+        await barrier(2)
+        assert (last()["abs_db"]["value"], last()["pct_db"]["value"]) == (21.5, 100.0)
+        # 22.1 is 0.6 from the last reported 21.5 (0.3 from the last sample); 111 is 5.5 %
+        # of the range from the last reported 100.
+        await foreign.set("s=Foreign.Double", 22.1)
+        await foreign.set("s=Foreign.Level", 111.0)
+        await until(
+            lambda: (last()["abs_db"]["value"], last()["pct_db"]["value"]) == (22.1, 111.0),
+            what="the changes past the deadbands",
+        )

@@ -9,6 +9,7 @@
 // When the server listens, one line goes to stdout:
 //   {"listening": <port>, "namespace": 3, "certificate": "<own certificate, PEM>"}
 // Commands, one JSON object a line on stdin, each answered with {"ok": <cmd>} on stdout:
+// s=Foreign.Level is an AnalogItem (Double, EURange 0..200) for percent deadbands.
 //   {"cmd": "set", "node": "s=Foreign.Double", "value": 1.5, "source": "2026-...Z", "status": "Good"}
 //   {"cmd": "trust", "file": "/path/client-cert.der"}   trust a client certificate
 //   {"cmd": "stop"}                                       graceful shutdown, then exit
@@ -97,6 +98,18 @@ async function main() {
     variable.setValueFromSource(new Variant({ dataType, value }), status(code), SOURCE);
     byNode.set(nodeId, variable);
   }
+
+  // An AnalogItem with an EURange: what a percent deadband is a percent of (OPC 10000-8).
+  const level = ns.addAnalogDataItem({
+    componentOf: plc,
+    browseName: "Level",
+    nodeId: "s=Foreign.Level",
+    dataType: "Double",
+    engineeringUnitsRange: { low: 0, high: 200 },
+    minimumSamplingInterval: 50,
+  });
+  level.setValueFromSource(new Variant({ dataType: DataType.Double, value: 100 }), StatusCodes.Good, SOURCE);
+  byNode.set("s=Foreign.Level", level);
 
   await server.start();
   const certificate = server.certificateFile;
