@@ -292,6 +292,12 @@ async def test_server_stopping_and_coming_back(
         await foreign.stop()
         await until(lambda: all(states(n)[-1:] == ["down"] for n in names), what="both down")
         reasons = {n: status(sub, n)[-1].get("reason") for n in names}
+        await until(
+            lambda: all(
+                any(d["points"]["double"]["quality"] == "bad" for d in data(sub, n)) for n in names
+            ),
+            what="the bad polls",
+        )
         down_points = {
             n: next(d["points"] for d in data(sub, n) if d["points"]["double"]["quality"] == "bad")
             for n in names
