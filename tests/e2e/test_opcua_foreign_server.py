@@ -24,6 +24,9 @@ import pytest
 import pytest_asyncio
 
 from drivers.opcua.certificates import CertificatePair, der_of, ensure_certificate, fingerprint
+from drivers.opcua.config import OpcUaDevice
+from drivers.opcua.driver import OpcUaDriver, browse
+from drivers.reading import Quality
 from edge_agent.config.site import LoadedConfig, load_config
 from edge_agent.runtime.agent import Agent
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
@@ -486,3 +489,59 @@ async def test_deadbands_as_node_opcua_applies_them(
             lambda: (last()["abs_db"]["value"], last()["pct_db"]["value"]) == (22.1, 111.0),
             what="the changes past the deadbands",
         )
+
+
+async def test_browse_lists_node_opcua_nodes_in_the_form_points_take(
+    foreign: NodeOpcUaServer,
+) -> None:
+    """`edge-agent browse` on a foreign server: each variable listed with its type, and the
+    node text it prints, put in a point as is, reads that variable."""
+    entries = await browse(foreign.url, path=[f"nsu={NS};Foreign"], depth=1)
+    listed = {e.browse_name: (e.node, e.node_class, e.data_type) for e in entries}
+    assert listed == {
+        "Double": (f"nsu={NS};s=Foreign.Double", "Variable", "Double"),
+        "Float": (f"nsu={NS};s=Foreign.Float", "Variable", "Float"),
+        "Int16": (f"nsu={NS};s=Foreign.Int16", "Variable", "Int16"),
+        "UInt16": (f"nsu={NS};s=Foreign.UInt16", "Variable", "UInt16"),
+        "Int32": (f"nsu={NS};i=2001", "Variable", "Int32"),
+        "UInt32": (f"nsu={NS};i=2002", "Variable", "UInt32"),
+        "Boolean": (f"nsu={NS};s=Foreign.Boolean", "Variable", "Boolean"),
+        "String": (f"nsu={NS};s=Foreign.String", "Variable", "String"),
+        "Stamp": (f"nsu={NS};s=Foreign.Stamp", "Variable", "DateTime"),
+        "Failed": (f"nsu={NS};s=Foreign.Failed", "Variable", "Double"),
+        "Stale": (f"nsu={NS};s=Foreign.Stale", "Variable", "Double"),
+        "Level": (f"nsu={NS};s=Foreign.Level", "Variable", "Double"),
+    }
+    device = OpcUaDevice.model_validate(
+        {
+            "name": "browsed",
+            "driver": "opcua",
+            "url": foreign.url,
+            "points": [{"name": e.browse_name.lower(), "node": e.node} for e in entries],
+        }
+    )
+    driver = OpcUaDriver(device)
+    try:
+        poll = await driver.read()
+    finally:
+        await driver.close()
+    values = dict(zip((p.name for p in poll.points), poll.values, strict=True))
+    assert values == {
+        "double": 21.5,
+        "float": 1.25,
+        "int16": -1234,
+        "uint16": 65535,
+        "int32": -2147483648,
+        "uint32": 4294967295,
+        "boolean": True,
+        "string": "Grüße aus Node",
+        "stamp": "2025-12-31T23:59:58.125000+00:00",
+        "failed": None,
+        "stale": 7.5,
+        "level": 100.0,
+    }
+    names = [p.name for p in poll.points]
+    assert {names[i]: issue for i, issue in poll.issues.items()} == {
+        "failed": (Quality.BAD, "BadSensorFailure"),
+        "stale": (Quality.UNCERTAIN, "UncertainLastUsableValue"),
+    }
