@@ -54,6 +54,10 @@ POINTS = f"""\
       - {{name: uint16, node: "nsu={NS};s=Foreign.UInt16"}}
       - {{name: int32, node: "nsu={NS};i=2001"}}
       - {{name: uint32, node: "nsu={NS};i=2002"}}
+      - {{name: byte, node: "nsu={NS};s=Foreign.Byte"}}
+      - {{name: sbyte, node: "nsu={NS};s=Foreign.SByte"}}
+      - {{name: int64, node: "nsu={NS};s=Foreign.Int64"}}
+      - {{name: uint64, node: "nsu={NS};s=Foreign.UInt64"}}
       - {{name: flag, node: "nsu={NS};s=Foreign.Boolean"}}
       - {{name: text, node: "nsu={NS};s=Foreign.String"}}
       - {{name: stamp, node: "nsu={NS};s=Foreign.Stamp"}}
@@ -84,6 +88,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "uint16": good(65535),
     "int32": good(-2147483648),
     "uint32": good(4294967295),
+    "byte": good(255),
+    "sbyte": good(-128),
+    "int64": good(-9007199254740993),  # one past what a double holds: exact
+    "uint64": good(18446744073709551615),
     "flag": good(True),
     "text": good("Grüße aus Node"),
     "stamp": good("2025-12-31T23:59:58.125000+00:00"),
@@ -505,6 +513,10 @@ async def test_browse_lists_node_opcua_nodes_in_the_form_points_take(
         "UInt16": (f"nsu={NS};s=Foreign.UInt16", "Variable", "UInt16"),
         "Int32": (f"nsu={NS};i=2001", "Variable", "Int32"),
         "UInt32": (f"nsu={NS};i=2002", "Variable", "UInt32"),
+        "Byte": (f"nsu={NS};s=Foreign.Byte", "Variable", "Byte"),
+        "SByte": (f"nsu={NS};s=Foreign.SByte", "Variable", "SByte"),
+        "Int64": (f"nsu={NS};s=Foreign.Int64", "Variable", "Int64"),
+        "UInt64": (f"nsu={NS};s=Foreign.UInt64", "Variable", "UInt64"),
         "Boolean": (f"nsu={NS};s=Foreign.Boolean", "Variable", "Boolean"),
         "String": (f"nsu={NS};s=Foreign.String", "Variable", "String"),
         "Stamp": (f"nsu={NS};s=Foreign.Stamp", "Variable", "DateTime"),
@@ -533,6 +545,10 @@ async def test_browse_lists_node_opcua_nodes_in_the_form_points_take(
         "uint16": 65535,
         "int32": -2147483648,
         "uint32": 4294967295,
+        "byte": 255,
+        "sbyte": -128,
+        "int64": -9007199254740993,
+        "uint64": 18446744073709551615,
         "boolean": True,
         "string": "Grüße aus Node",
         "stamp": "2025-12-31T23:59:58.125000+00:00",

@@ -22,6 +22,7 @@ const {
   OPCUAServer,
   OPCUACertificateManager,
   Variant,
+  VariantArrayType,
   DataType,
   StatusCodes,
   MessageSecurityMode,
@@ -39,6 +40,12 @@ const VARIABLES = [
   ["UInt16", "s=Foreign.UInt16", DataType.UInt16, 65535, "Good"],
   ["Int32", "i=2001", DataType.Int32, -2147483648, "Good"],
   ["UInt32", "i=2002", DataType.UInt32, 4294967295, "Good"],
+  ["Byte", "s=Foreign.Byte", DataType.Byte, 255, "Good"],
+  ["SByte", "s=Foreign.SByte", DataType.SByte, -128, "Good"],
+  // 64-bit integers as node-opcua takes them, [high, low] 32-bit words of the two's
+  // complement: -9007199254740993 (one past what a double holds) and 2^64 - 1.
+  ["Int64", "s=Foreign.Int64", DataType.Int64, [4292870143, 4294967295], "Good"],
+  ["UInt64", "s=Foreign.UInt64", DataType.UInt64, [4294967295, 4294967295], "Good"],
   ["Boolean", "s=Foreign.Boolean", DataType.Boolean, true, "Good"],
   ["String", "s=Foreign.String", DataType.String, "Grüße aus Node", "Good"],
   ["Stamp", "s=Foreign.Stamp", DataType.DateTime, new Date("2025-12-31T23:59:58.125Z"), "Good"],
@@ -95,7 +102,8 @@ async function main() {
       dataType: DataType[dataType],
       minimumSamplingInterval: 50,
     });
-    variable.setValueFromSource(new Variant({ dataType, value }), status(code), SOURCE);
+    const variant = new Variant({ dataType, arrayType: VariantArrayType.Scalar, value });
+    variable.setValueFromSource(variant, status(code), SOURCE);
     byNode.set(nodeId, variable);
   }
 
@@ -108,7 +116,8 @@ async function main() {
     engineeringUnitsRange: { low: 0, high: 200 },
     minimumSamplingInterval: 50,
   });
-  level.setValueFromSource(new Variant({ dataType: DataType.Double, value: 100 }), StatusCodes.Good, SOURCE);
+  const hundred = new Variant({ dataType: DataType.Double, value: 100 });
+  level.setValueFromSource(hundred, StatusCodes.Good, SOURCE);
   byNode.set("s=Foreign.Level", level);
 
   await server.start();
@@ -130,10 +139,10 @@ async function main() {
     const command = JSON.parse(line);
     if (command.cmd === "set") {
       const variable = byNode.get(command.node);
-      const dataType = variable.dataTypeObj ? DataType[variable.dataTypeObj.browseName.name] : DataType.Double;
+      const dataType = DataType[variable.dataTypeObj.browseName.name];
       const source = command.source ? new Date(command.source) : new Date();
       variable.setValueFromSource(
-        new Variant({ dataType, value: command.value }),
+        new Variant({ dataType, arrayType: VariantArrayType.Scalar, value: command.value }),
         status(command.status || "Good"),
         source,
       );
