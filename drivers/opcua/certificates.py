@@ -21,6 +21,7 @@ import hashlib
 import ipaddress
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,10 @@ KEY_BITS = 2048
 VALID_DAYS = 3650
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
+# The devices of a site share pki/own/ by default and open their sessions at once, each
+# making the pair from a worker thread: without this, each made its own and the last
+# key written could pair with another's certificate.
+_MAKING = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +145,16 @@ def ensure_certificate(
     An existing pair is left alone (an engineer may have installed a CA-signed one); a key
     file readable by others is narrowed to 0600, as SSH does for its keys.
     """
-    if pair.cert_file.is_file() and pair.key_file.is_file():
-        if pair.key_file.stat().st_mode & 0o077:
-            pair.key_file.chmod(PRIVATE_FILE_MODE)
-        return False
-    der, key_pem = make_certificate(application_uri, common_name=common_name, server=server)
-    write_private(pair.key_file, key_pem)
-    pair.cert_file.parent.mkdir(parents=True, exist_ok=True)
-    pair.cert_file.write_bytes(der)
-    return True
+    with _MAKING:
+        if pair.cert_file.is_file() and pair.key_file.is_file():
+            if pair.key_file.stat().st_mode & 0o077:
+                pair.key_file.chmod(PRIVATE_FILE_MODE)
+            return False
+        der, key_pem = make_certificate(application_uri, common_name=common_name, server=server)
+        write_private(pair.key_file, key_pem)
+        pair.cert_file.parent.mkdir(parents=True, exist_ok=True)
+        pair.cert_file.write_bytes(der)
+        return True
 
 
 def trusted_fingerprints(trust_dir: Path) -> set[str]:

@@ -170,6 +170,23 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _connect_reason(exc: BaseException) -> str:
+    """`_reason`, but for asyncua's bare AssertionError in open_secure_channel: a server may
+    answer OpenSecureChannel with a ServiceFault (OPC 10000-6 §6.7.4; node-opcua refuses an
+    untrusted client certificate so, with BadSecurityChecksFailed), which asyncua 2.1 cannot
+    decode, so the status it carried is lost."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if (
+        isinstance(exc, AssertionError)
+        and tb
+        and tb.tb_frame.f_code.co_name == "open_secure_channel"
+    ):
+        return "secure channel refused by the server (is this gateway's certificate trusted there?)"
+    return _reason(exc)
+
+
 @dataclass(slots=True)
 class DriverStats:
     """Counters of one driver, for tests, the bench and a future metrics endpoint."""
@@ -465,7 +482,7 @@ class OpcUaDriver:
             raise
         except Exception as exc:  # asyncua raises many kinds; all mean "not connected"
             await self._discard(client)
-            raise DeviceUnreachable(self.name, _reason(exc)) from exc
+            raise DeviceUnreachable(self.name, _connect_reason(exc)) from exc
         self._session = session
         self.stats.sessions += 1
         try:
