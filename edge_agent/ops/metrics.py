@@ -603,6 +603,12 @@ class IngestCollector(Collector):
                 s.unconfigured_points,
             ),
             ("edge_ingest_write_failures", "Store writes retried.", s.write_failures),
+            (
+                "edge_ingest_without_metadata",
+                "Compact messages read with the device's latest metadata, or dead-lettered "
+                "as no_metadata, after ingest.meta_wait_s without their own.",
+                s.without_meta,
+            ),
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
@@ -616,6 +622,11 @@ class IngestCollector(Collector):
         yield rejected
         yield GaugeMetricFamily(
             "edge_ingest_unacked", "Messages received, not acknowledged yet.", value=s.unacked
+        )
+        yield GaugeMetricFamily(
+            "edge_ingest_waiting_for_metadata",
+            "Compact messages held until their device's metadata arrives.",
+            value=s.waiting_for_meta,
         )
 
 
