@@ -15,6 +15,10 @@ Per device and encoding:
   moves both the same way);
 - ingest decode CPU µs per point: `decode_messages` of the same payloads (the compact ones
   with their metadata book), median likewise.
+`--agent`: also the whole agent, once per encoding and repeat, interleaved: bench/run.py's
+saturation scenario (simulators, agent, subscriber in their own processes, a real
+Mosquitto; `--devices` x `--points` float32 points at `--interval`), worker CPU µs per
+point polled and points/s delivered, medians.
 Prints JSON rows and a table. Nothing asserts; the numbers go to bench/RESULTS.md.
 """
 
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +154,87 @@ def measure(
     return rows
 
 
+def agent_runs(
+    *, devices: int, points: int, interval: float, seconds: float, repeats: int
+) -> list[dict[str, Any]]:
+    """The agent end to end with each encoding (bench/run.py's scenario plus --payload)."""
+    from bench.run import _delivered, _first_json, _spawn, _stop
+    from tests.fixtures.mosquitto import Mosquitto
+
+    runs: dict[str, list[dict[str, Any]]] = {"json": [], "compact": []}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
+        broker = Mosquitto(Path(tmp) / "broker")
+        broker.start()
+        servers.callback(broker.stop)
+        for _ in range(repeats):
+            for payload, rows in runs.items():
+                with ExitStack() as stack:
+                    sim = _spawn(
+                        ["bench.sim_process", "--devices", str(devices), "--points", str(points)]
+                    )
+                    stack.callback(_stop, sim)
+                    urls_file = Path(tmp) / "urls.json"
+                    urls_file.write_text(json.dumps(_first_json(sim, "simulator")["urls"]))
+                    sub = _spawn(
+                        ["bench.subscriber", "--port", str(broker.port), "--topic", "bench/#"]
+                    )
+                    stack.callback(_stop, sub)
+                    _first_json(sub, "subscriber")
+                    worker = _spawn(
+                        [
+                            "bench.workers",
+                            "agent",
+                            "--urls-file",
+                            str(urls_file),
+                            "--mqtt-port",
+                            str(broker.port),
+                            "--points",
+                            str(points),
+                            "--interval",
+                            str(interval),
+                            "--seconds",
+                            str(seconds),
+                            "--payload",
+                            payload,
+                        ]
+                    )
+                    stack.callback(_stop, worker)
+                    result = _first_json(worker, "agent worker")
+                    time.sleep(0.6)  # a subscriber sample past the window's end
+                    _stop(sub)
+                    assert sub.stdout is not None
+                    samples = [json.loads(x) for x in sub.stdout.read().splitlines() if x.strip()]
+                    window = result["t1"] - result["t0"]
+                    rows.append(
+                        {
+                            "cpu_us_per_point": result["cpu_s"] / max(1, result["points"]) * 1e6,
+                            "delivered_per_s": _delivered(samples, result["t0"], result["t1"])
+                            / window,
+                            "rss_mb": result["rss_mb"],
+                        }
+                    )
+    return [
+        {
+            "device": f"agent {devices} x {points}",
+            "payload": payload,
+            "runs": len(rows),
+            **{k: statistics.median(r[k] for r in rows) for k in rows[0]},
+            "cpu_us_per_point_runs": [round(r["cpu_us_per_point"], 2) for r in rows],
+        }
+        for payload, rows in runs.items()
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--polls", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--agent", action="store_true", help="also the whole agent, end to end")
+    p.add_argument("--devices", type=int, default=50)
+    p.add_argument("--points", type=int, default=50)
+    p.add_argument("--interval", type=float, default=0.001, help="poll interval, s")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--agent-repeats", type=int, default=3)
     args = p.parse_args(argv)
     bench_points = tuple(PointSpec(f"p{i:03d}", "V") for i in range(50))
     bench_meta = device_meta(
@@ -187,6 +269,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['decode_us_per_point']:>9.3f}",
             file=sys.stderr,
         )
+    if args.agent:
+        agent_rows = agent_runs(
+            devices=args.devices,
+            points=args.points,
+            interval=args.interval,
+            seconds=args.seconds,
+            repeats=args.agent_repeats,
+        )
+        print(f"# load average {os.getloadavg()[0]:.1f} after the agent runs", file=sys.stderr)
+        for row in agent_rows:
+            print(json.dumps(row))
+            print(
+                f"{row['device']:<20} {row['payload']:<8} CPU {row['cpu_us_per_point']:.2f} µs/pt "
+                f"(runs {row['cpu_us_per_point_runs']}), "
+                f"{row['delivered_per_s']:,.0f} points/s delivered, RSS {row['rss_mb']:.0f} MB",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -312,3 +312,79 @@ async def test_without_its_metadata_a_message_reads_the_latest_or_is_a_dead_lett
     assert {r.ts_ms for r in rows} == {ts_ms + 1000}
     assert {(r.point, r.unit) for r in rows} == {(p.name, p.unit) for p in POINTS}
     await asyncio.to_thread(_publish, mosquitto.url, [(f"{base}/meta", b"", True)])
+
+
+async def test_metadata_follows_reloads_and_reconnects(
+    mosquitto: Mosquitto, subscribe: Callable[..., Subscriber], unique_prefix: str, tmp_path: Path
+) -> None:
+    """A reload that changes a device republishes its metadata before its next data; one
+    that removes a device clears it; the broker's retained copy is always the current one."""
+    specs = [
+        SimDeviceSpec(
+            name=name,
+            url="tcp://127.0.0.1:0",
+            device_id=i + 1,
+            profile=load_profile(PROFILES / "chint-dtsu666.yaml"),
+            seed=41 + i,
+        )
+        for i, name in enumerate(("m1", "m2"))
+    ]
+    async with serve(specs) as sim:
+
+        def device(name: str, unit: str = "V") -> dict[str, Any]:
+            return {
+                "name": name,
+                "driver": "modbus",
+                "url": sim.device(name).url,
+                "device_id": sim.device(name).device_id,
+                "interval_s": 0.1,
+                "points": [{"name": "v", "address": 0x2006, "type": "float32", "unit": unit}],
+            }
+
+        folder = tmp_path / "gw"
+        site = _site(
+            folder,
+            broker=mosquitto,
+            prefix=unique_prefix,
+            payload="compact",
+            devices=[device("m1"), device("m2")],
+        )
+        agent = Agent(load_config(site))
+        sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+        base = f"{unique_prefix}/plant-a/gw-01"
+
+        def seen(topic: str) -> list[bytes]:
+            return [m.payload for m in sub.messages if m.topic == topic]
+
+        async with running(agent):
+            await until(lambda: len(seen(f"{base}/m1/data")) >= 3, "m1 data")
+            first = agent.metas["m1"].meta_id
+            assert [orjson.loads(p)["meta"] for p in seen(f"{base}/m1/meta")] == [first]
+            # m1's unit changes, m2 goes.
+            site.write_text(
+                site.read_text()
+                .replace(f"  - {json.dumps(device('m2'))}\n", "")
+                .replace('"unit": "V"', '"unit": "kV"')
+            )
+            assert await agent.reload_file() is not None
+            second = agent.metas["m1"].meta_id
+            assert second != first and "m2" not in agent.metas
+            await until(
+                lambda: any(orjson.loads(p)["meta"] == second for p in seen(f"{base}/m1/data")),
+                "data against the new metadata",
+            )
+            metas = seen(f"{base}/m1/meta")
+            assert [orjson.loads(p)["meta"] for p in metas] == [first, second]
+            assert orjson.loads(metas[-1])["points"] == {"v": {"unit": "kV", "type": "float32"}}
+            assert seen(f"{base}/m2/meta")[-1] == b""  # cleared
+            # Every data message after the new metadata names it, none before does.
+            ids = [orjson.loads(p)["meta"] for p in seen(f"{base}/m1/data")]
+            switch = ids.index(second)
+            assert set(ids[:switch]) == {first} and set(ids[switch:]) == {second}
+
+    # What a subscriber arriving now gets: the current metadata of m1, nothing of m2.
+    late = subscribe(mosquitto.host, mosquitto.port, f"{base}/+/meta")
+    await until(lambda: len(late.messages) >= 1, "the retained metadata")
+    assert [(m.topic, orjson.loads(m.payload)["meta"]) for m in late.messages] == [
+        (f"{base}/m1/meta", second)
+    ]
