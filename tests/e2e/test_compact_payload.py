@@ -55,14 +55,24 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def _site(
-    path: Path, *, broker: Mosquitto, prefix: str, payload: str, devices: list[dict[str, Any]]
+    path: Path,
+    *,
+    broker: Mosquitto,
+    prefix: str,
+    payload: str,
+    devices: list[dict[str, Any]],
+    session_expiry_s: int = 0,
 ) -> Path:
     path.mkdir()
     site = path / "site.yaml"
     site.write_text(
         "site: plant-a\ngateway: gw-01\n"
-        f'mqtt: {{url: "{broker.url}", prefix: "{prefix}", payload: {payload}}}\n'
-        "ingest: {store: edge.sqlite, flush_interval_s: 0.05, session_expiry_s: 0}\n"
+        f'mqtt: {{url: "{broker.url}", prefix: "{prefix}", payload: {payload}, '
+        # Two gateways of the same name run at once here: each its own MQTT client.
+        f'client_id: "{prefix.replace("/", "-")}-{payload}"}}\n'
+        "outbox: {path: outbox.sqlite}\n"
+        "ingest: {store: edge.sqlite, flush_interval_s: 0.05, "
+        f"session_expiry_s: {session_expiry_s}}}\n"
         "devices:\n" + "".join(f"  - {json.dumps(d)}\n" for d in devices)
     )
     return site
@@ -388,3 +398,94 @@ async def test_metadata_follows_reloads_and_reconnects(
     assert [(m.topic, orjson.loads(m.payload)["meta"]) for m in late.messages] == [
         (f"{base}/m1/meta", second)
     ]
+
+
+async def test_a_broker_outage_replays_compact_messages_flagged_historical_into_the_store(
+    mosquitto_fresh: Mosquitto,
+    subscribe: Callable[..., Subscriber],
+    unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    broker = mosquitto_fresh
+    spec = SimDeviceSpec(
+        name="meter",
+        url="tcp://127.0.0.1:0",
+        profile=load_profile(PROFILES / "chint-dtsu666.yaml"),
+        seed=51,
+    )
+    async with serve([spec]) as sim:
+        site = _site(
+            tmp_path / "gw",
+            broker=broker,
+            prefix=unique_prefix,
+            payload="compact",
+            devices=[
+                {
+                    "name": "meter",
+                    "driver": "modbus",
+                    "url": sim.device("meter").url,
+                    "profile": "chint-dtsu666",
+                    "interval_s": 0.05,
+                }
+            ],
+            session_expiry_s=300,  # the ingest's session outlives the broker's restart
+        )
+        loaded = load_config(site)
+        agent = Agent(loaded)
+        ingest = Ingest(loaded, worker=f"{unique_prefix}-outage".replace("/", "-"))
+        sub = subscribe(
+            broker.host, broker.port, f"{unique_prefix}/#", client_id="sub-c", clean_session=False
+        )
+        data = f"{unique_prefix}/plant-a/gw-01/meter/data"
+        async with ingesting(ingest), running(agent):
+            await until(lambda: agent.seq >= 10, "live data")
+            broker.stop()
+            await agent.sink.wait_disconnected(10)
+            seq_down = agent.seq
+            await until(lambda: agent.outbox.stats.messages >= 20, "a backlog")
+            seq_up = agent.seq
+            broker.start()
+            await until(
+                lambda: agent.outbox.stats.messages == 0 and not agent.forwarder.backlog_pending,
+                "the backlog to drain",
+                timeout_s=30,
+            )
+            await until(lambda: agent.seq >= seq_up + 5, "live data after the outage")
+            last = agent.seq
+            await until(
+                lambda: (
+                    {orjson.loads(m.payload)["seq"] for m in sub.messages if m.topic == data}
+                    >= set(range(1, last + 1))
+                ),
+                "every sequence number at the subscriber",
+                timeout_s=30,
+            )
+            sent = {
+                doc["ts_ms"]
+                for doc in (orjson.loads(m.payload) for m in sub.messages if m.topic == data)
+                if doc["seq"] <= last
+            }
+            await until(
+                lambda: sent <= {r.ts_ms for r in read_points(store_path(loaded), device="meter")},
+                "every poll up to the last counted in the store",
+                timeout_s=30,
+            )
+    first: dict[int, dict[str, Any]] = {}
+    for m in sub.messages:
+        if m.topic == data:
+            doc = orjson.loads(m.payload)
+            V3.validate(doc)
+            first.setdefault(doc["seq"], doc)
+    outage = range(seq_down + 1, seq_up + 1)
+    assert len(outage) >= 10
+    assert all(first[s]["historical"] is True for s in outage)
+    assert not first[1]["historical"]
+    # The store has every poll, live and replayed, each point in its unit.
+    rows = read_points(store_path(loaded), device="meter")
+    stored = {r.ts_ms for r in rows}
+    assert {first[s]["ts_ms"] for s in range(1, last + 1)} <= stored
+    assert stored <= {d["ts_ms"] for d in first.values()}  # nothing else
+    assert {(r.point, r.unit) for r in rows} == {
+        (p.name, p.unit) for p in agent.encoders["meter"].points
+    }
+    assert ingest.rejects.counts == {}
