@@ -455,8 +455,10 @@ class Ingest:
     def _dead_letter(self, entry: _Entry, rejected: Rejected, now_ms: int) -> None:
         delivery = entry.delivery
         self.rejects.record(delivery.topic, rejected)
-        source = parse_topic(delivery.topic, self.prefix) or parse_alarm_topic(
-            delivery.topic, self.prefix
+        source = (
+            parse_topic(delivery.topic, self.prefix)
+            or parse_alarm_topic(delivery.topic, self.prefix)
+            or parse_meta_topic(delivery.topic, self.prefix)
         )
         topic = deadletter_topic(
             source, prefix=self.prefix, configured=self.config.deadletter_topic

@@ -29,6 +29,7 @@ from drivers.reading import Poll
 from edge_agent.catalog import Kind, shipped
 from edge_agent.config.site import load_config
 from edge_agent.ingest.embedded_store import read_points
+from edge_agent.ingest.meta import parse_meta_topic
 from edge_agent.ingest.service import Ingest, store_path
 from edge_agent.pipeline.compact import CompactEncoder
 from edge_agent.pipeline.device_meta import device_meta
@@ -318,6 +319,14 @@ async def test_without_its_metadata_a_message_reads_the_latest_or_is_a_dead_lett
         )
         await until(lambda: ingest.rejects.counts.get("no_metadata") == 2, "second no_metadata")
         await until(lambda: ingest.client.stats.acked == 3, "all acknowledged")
+        # Broken metadata is a dead letter of its gateway, and the book keeps what it had.
+        await asyncio.to_thread(_publish, mosquitto.url, [(f"{base}/meta", b"{nope", False)])
+        await until(lambda: len(letters.messages) == 3, "the broken metadata's dead letter")
+        letter = orjson.loads(letters.messages[2].payload)
+        assert (letter["kind"], letter["topic"]) == ("malformed_json", f"{base}/meta")
+        assert ingest.metas.latest(parse_meta_topic(f"{base}/meta", unique_prefix)) == {
+            p.name: p.unit for p in POINTS[:2]
+        }
     assert ingest.stats.without_meta == 3
     assert ingest.stats.stored_messages == 1
     rows = read_points(store_path(loaded), site=site, device="meter-1")
