@@ -33,10 +33,12 @@ from edge_agent.ingest.meta import parse_meta_topic
 from edge_agent.ingest.service import Ingest, store_path
 from edge_agent.pipeline.compact import CompactEncoder
 from edge_agent.pipeline.device_meta import device_meta
+from edge_agent.pipeline.payload import DeviceEncoder
 from edge_agent.runtime.agent import Agent
 from simulators.common.faults import FaultKind
 from simulators.modbus.site import SimDeviceSpec, load_profile, serve
 from tests.fixtures.mosquitto import Mosquitto, Subscriber
+from tests.fixtures.victoria import Victoria
 from tests.ingest_support import POINTS, poll_values, unique_site, until, write_site
 from tests.ingest_support import running as ingesting
 from tests.running_agent import running
@@ -508,3 +510,74 @@ async def test_a_broker_outage_replays_messages_flagged_historical_into_the_stor
         (p.name, p.unit) for p in agent.encoders["meter"].points
     }
     assert ingest.rejects.counts == {}
+
+
+async def test_victoria_metrics_holds_the_same_series_from_both_payloads(
+    tmp_path: Path, mosquitto: Mosquitto, victoria: Victoria, unique_prefix: str
+) -> None:
+    """The same polls as v1 (device meter-json) and compact (meter-compact): in the store,
+    the same series labels but the device, the same timestamps and the same values."""
+    site = unique_site()
+    loaded = write_site(
+        tmp_path / "site.yaml",
+        broker_url=mosquitto.url,
+        prefix=unique_prefix,
+        site=site,
+        influx_url=victoria.url,
+        ingest="{flush_interval_s: 0.05}",
+        allow=[f"{site}/gw-01/*/*"],
+    )
+    ts0 = time.time_ns() // 1_000_000 - 3_600_000
+    base = f"{unique_prefix}/{site}/gw-01"
+    meta = device_meta(
+        gateway="gw-01",
+        device="meter-compact",
+        driver="modbus",
+        profile=None,
+        points=POINTS,
+        types={},
+    )
+    v1 = DeviceEncoder(gateway="gw-01", device="meter-json", points=POINTS)
+    v3 = CompactEncoder(
+        gateway="gw-01", device="meter-compact", points=POINTS, meta_id=meta.meta_id
+    )
+    messages: list[tuple[str, bytes, bool]] = []
+    for seq in range(1, 11):
+        values, issues = poll_values(seq)
+        at = (ts0 + seq * 1000) * 1_000_000
+        messages.append(
+            (
+                f"{base}/meter-json/data",
+                v1.encode(Poll("meter-json", at, POINTS, values, issues), seq=seq),
+                False,
+            )
+        )
+        messages.append(
+            (
+                f"{base}/meter-compact/data",
+                v3.encode(Poll("meter-compact", at, POINTS, values, issues), seq=seq),
+                False,
+            )
+        )
+    ingest = Ingest(loaded, worker="compact-victoria")
+    async with ingesting(ingest):
+        # The compact data first: it waits for its metadata.
+        await asyncio.to_thread(_publish, mosquitto.url, messages)
+        await until(lambda: ingest.stats.waiting_for_meta == 10, "10 compact messages held")
+        await asyncio.to_thread(
+            _publish, mosquitto.url, [(f"{base}/meter-compact/meta", meta.payload, True)]
+        )
+        await until(lambda: ingest.stats.stored_messages == 20, "20 messages stored")
+    per_message = 4 + 6 + 2  # values (not the string, not the bad point), qualities, reasons
+    series = victoria.wait_for_samples(f'{{site="{site}"}}', count=2 * 10 * per_message)
+    by_device: dict[str, dict[tuple[str, ...], tuple[list[int], list[float]]]] = {}
+    for s in series:
+        labels = dict(s["metric"])
+        device = labels.pop("device")
+        key = tuple(sorted(f"{k}={v}" for k, v in labels.items()))
+        by_device.setdefault(device, {})[key] = (s["timestamps"], s["values"])
+    assert set(by_device) == {"meter-json", "meter-compact"}
+    assert by_device["meter-compact"] == by_device["meter-json"]
+    units = {dict(x.split("=", 1) for x in key).get("unit") for key in by_device["meter-json"]}
+    assert units == {"V", "kWh", "A", None}
+    await asyncio.to_thread(_publish, mosquitto.url, [(f"{base}/meter-compact/meta", b"", True)])
