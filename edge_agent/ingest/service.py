@@ -28,7 +28,7 @@ import re
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from edge_agent.ingest.alarms import ALARMS_TOPIC, AlarmMessage, decode_alarm, p
 from edge_agent.ingest.deadletter import RejectLog, deadletter_topic, envelope
 from edge_agent.ingest.embedded_store import EmbeddedStore
 from edge_agent.ingest.influx import InfluxStore
-from edge_agent.ingest.meta import MetaBook, meta_filters, parse_meta_topic
+from edge_agent.ingest.meta import MetaBook, Units, meta_filters, parse_meta_topic
 from edge_agent.ingest.mqtt_client import Delivery, IngestClient
 from edge_agent.ingest.schema import (
     ENERGY_TOPIC,
@@ -301,34 +301,18 @@ class Ingest:
                 logger.exception("could not decode a message on %s", delivery.topic)
                 self._dead_letter(entry, Rejected("unexpected", repr(exc)), now_ms)
                 continue
-            self._take(entry, messages, alarms, unconfigured, loop_time=loop_time, now_ms=now_ms)
+            if unconfigured is not None:  # acknowledged once stored and dead-lettered
+                entry.waiting = 2
+                self._dead_letter(entry, unconfigured, now_ms)
+            batch = self._batches[-1] if self._batches else None
+            if batch is None or batch.store.points >= config.batch_size:
+                batch = _Batch(started=loop_time)
+                self._batches.append(batch)
+            batch.store.messages.extend(messages)
+            batch.store.alarms.extend(alarms)
+            batch.store.points += sum(len(message.points) for message in messages) + len(alarms)
+            batch.entries.append(entry)
         stats.unacked = len(self._unacked)
-        self._wake()
-
-    def _take(
-        self,
-        entry: _Entry,
-        messages: list[DataMessage],
-        alarms: list[AlarmMessage],
-        unconfigured: Rejected | None,
-        *,
-        loop_time: float,
-        now_ms: int,
-    ) -> None:
-        """Put a decoded message into the batch being filled."""
-        if unconfigured is not None:  # acknowledged once stored and dead-lettered
-            entry.waiting = 2
-            self._dead_letter(entry, unconfigured, now_ms)
-        batch = self._batches[-1] if self._batches else None
-        if batch is None or batch.store.points >= self.config.batch_size:
-            batch = _Batch(started=loop_time)
-            self._batches.append(batch)
-        batch.store.messages.extend(messages)
-        batch.store.alarms.extend(alarms)
-        batch.store.points += sum(len(message.points) for message in messages) + len(alarms)
-        batch.entries.append(entry)
-
-    def _wake(self) -> None:
         if self._batches:
             self._work.set()
             if self._go_now():
@@ -362,7 +346,7 @@ class Ingest:
         metas = self.metas
         fell_back: list[Source] = []
 
-        def latest(source: Source, meta_id: str) -> Mapping[str, str | None] | None:
+        def latest(source: Source, meta_id: str) -> Units | None:
             found = metas.units(source, meta_id)
             if found is None:
                 fell_back.append(source)
@@ -404,7 +388,16 @@ class Ingest:
             except Rejected as rejected:
                 self._dead_letter(entry, rejected, now_ms)
                 continue
-            self._take(entry, messages, [], unconfigured, loop_time=loop_time, now_ms=now_ms)
+            if unconfigured is not None:  # acknowledged once stored and dead-lettered
+                entry.waiting = 2
+                self._dead_letter(entry, unconfigured, now_ms)
+            batch = self._batches[-1] if self._batches else None
+            if batch is None or batch.store.points >= self.config.batch_size:
+                batch = _Batch(started=loop_time)
+                self._batches.append(batch)
+            batch.store.messages.extend(messages)
+            batch.store.points += sum(len(message.points) for message in messages)
+            batch.entries.append(entry)
         self.stats.without_meta += len(fell_back)
         self._parked = waiting
         self.stats.waiting_for_meta = len(waiting)
@@ -415,7 +408,10 @@ class Ingest:
             self._park_timer = loop.call_later(
                 max(0.0, waiting[0].until - loop_time), self._read_parked
             )
-        self._wake()
+        if self._batches:
+            self._work.set()
+            if self._go_now():
+                self._full.set()
 
     def _admit(
         self, messages: list[DataMessage], *, energy: bool
