@@ -27,8 +27,10 @@ def main() -> None:
     subscribed = threading.Event()
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/meta"):
+            return  # a compact payload's retained metadata: no readings
         doc = orjson.loads(msg.payload)
-        n = len(doc["points"]) if "points" in doc else len(doc.get("p", ()))
+        n = len(doc["points"]) if "points" in doc else len(doc.get("values", doc.get("p", ())))
         with lock:
             counts["messages"] += 1
             counts["points"] += n

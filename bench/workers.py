@@ -74,7 +74,11 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
         outbox=outbox,
         devices=tuple(d.device for d in devices),
         mqtt=MqttConfig(
-            url=f"mqtt://127.0.0.1:{args.mqtt_port}", prefix="bench", qos=1, max_inflight=1000
+            url=f"mqtt://127.0.0.1:{args.mqtt_port}",
+            prefix="bench",
+            qos=1,
+            max_inflight=1000,
+            payload=args.payload,
         ),
     )
     agent = Agent(LoadedConfig(Path("<bench>"), site, devices))
@@ -148,6 +152,7 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.001)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--payload", choices=["json", "compact"], default="json")  # mqtt.payload
     args = p.parse_args()
     urls = json.loads(args.urls_file.read_text())
     import logging

@@ -109,3 +109,7 @@ class IngestConfig(BaseModel):
     # points (in one poll of a batched message).
     max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 4 * 1024 * 1024
     max_points_per_message: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    # A compact data message whose device metadata has not arrived waits this long for
+    # it (unacknowledged), then is read with the device's latest metadata if that lists
+    # all its points, or goes to the dead letters as `no_metadata` (ingest/meta.py).
+    meta_wait_s: Annotated[Seconds, Field(ge=0.0, le=600.0)] = 10.0

@@ -91,10 +91,13 @@ class IngestClient:
         max_inflight: int = 1000,
         session_expiry_s: int = 86400,
         protocol: Protocol = "5",
+        every_worker: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.client_id = client_id
         self.filters = tuple(filters)
+        # Subscribed by each worker itself at QoS 0 (retained metadata, ingest/meta.py).
+        self.every_worker = tuple(every_worker)
         self.group = group
         self.stats = ClientStats()
         self._deliver = deliver
@@ -254,9 +257,14 @@ class IngestClient:
         self._log_state("up")
         if self.protocol == "5":
             options = SubscribeOptions(qos=1)
-            client.subscribe([(f, options) for f in self.topic_filters])
+            plain = SubscribeOptions(qos=0)
+            client.subscribe(
+                [(f, options) for f in self.topic_filters] + [(f, plain) for f in self.every_worker]
+            )
         else:
-            client.subscribe([(f, 1) for f in self.topic_filters])
+            client.subscribe(
+                [(f, 1) for f in self.topic_filters] + [(f, 0) for f in self.every_worker]
+            )
 
     def _on_disconnect(
         self,

@@ -31,7 +31,7 @@ Each point becomes one line, i.e. one series per point (narrow schema):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -71,6 +71,7 @@ REJECT_KINDS = (
     "bad_value",
     "not_configured",  # a site, gateway, device or point without series (ingest_series.py)
     "too_large",  # over ingest.max_message_bytes or ingest.max_points_per_message
+    "no_metadata",  # a compact message whose device's metadata never came (ingest/meta.py)
     "unexpected",  # the ingest itself failed on it (logged with a traceback)
 )
 NAME_MAX = 64  # characters of a site, gateway, device or point name (the NAME pattern)
@@ -411,13 +412,31 @@ _BATCH_HEAD = b'{"schema_version":2,'
 
 
 def decode_messages(
-    source: Source, payload: bytes, *, now_ms: int, max_future_ms: int, max_points: int = 0
+    source: Source,
+    payload: bytes,
+    *,
+    now_ms: int,
+    max_future_ms: int,
+    max_points: int = 0,
+    units: UnitsOf | None = None,
 ) -> list[DataMessage]:
-    """A data message as DataMessages: one for v1, one per poll for a batched v2 message.
+    """A data message as DataMessages: one for v1, one per poll for a batched v2 message,
+    one for a compact v3 message (its units from `units`; raises MetaMissing without them).
 
     Each poll of a batch is checked exactly as a v1 message with the batch's envelope and
     the poll's own `ts_ms` and `points`, so both forms store the same rows.
     """
+    if payload.startswith(_COMPACT_HEAD):
+        return [
+            decode_compact(
+                source,
+                payload,
+                units=units,
+                now_ms=now_ms,
+                max_future_ms=max_future_ms,
+                max_points=max_points,
+            )
+        ]
     if not payload.startswith(_BATCH_HEAD):
         try:
             return [
@@ -432,7 +451,18 @@ def decode_messages(
         except Rejected as rejected:
             if rejected.kind != "schema_version":
                 raise
-            try:  # a v2 message whose keys came in another order
+            try:  # a v2 or v3 message whose keys came in another order
+                if b'"values"' in payload:
+                    return [
+                        decode_compact(
+                            source,
+                            payload,
+                            units=units,
+                            now_ms=now_ms,
+                            max_future_ms=max_future_ms,
+                            max_points=max_points,
+                        )
+                    ]
                 return _decode_batch(
                     source,
                     payload,
@@ -478,3 +508,123 @@ def _decode_batch(
             )
         )
     return messages
+
+
+COMPACT_SCHEMA_VERSION = 3  # values only; units in the device's metadata (pipeline/compact.py)
+_COMPACT_HEAD = b'{"schema_version":3,'
+# (source, meta id) -> point -> unit of that version of the device's metadata, or None.
+UnitsOf = Callable[[Source, str], Mapping[str, str | None] | None]
+
+
+class MetaMissing(Exception):
+    """A compact message whose metadata version this worker does not hold (yet)."""
+
+    def __init__(self, meta_id: str) -> None:
+        super().__init__(f"metadata {meta_id!r} not received")
+        self.meta_id = meta_id
+
+
+def decode_compact(
+    source: Source,
+    payload: bytes,
+    *,
+    units: UnitsOf | None,
+    now_ms: int,
+    max_future_ms: int,
+    max_points: int = 0,
+) -> DataMessage:
+    """Validate a compact (v3) message and read it as the v1 message it stands for: the
+    points get the units of the metadata version it names. Raises Rejected, or MetaMissing
+    when `units` has no such version."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("malformed_json", str(exc)) from None
+    if type(doc) is not dict or doc.get("schema_version") != COMPACT_SCHEMA_VERSION:
+        raise Rejected("schema_version", "not a compact (version 3) message")
+    if "values" not in doc:  # another version's message with a wrong number
+        raise Rejected("schema_version", "schema_version 3 without values, expected 1")
+    for name in (source.site, source.gateway, source.device):
+        if not _valid_name(name):
+            raise Rejected("topic_mismatch", f"topic level {shown_name(name)} is not a valid name")
+    if doc.get("gateway") != source.gateway or doc.get("device") != source.device:
+        raise Rejected(
+            "topic_mismatch",
+            f"message says gateway {_shown(doc.get('gateway'))} device "
+            f"{_shown(doc.get('device'))}, topic says {source.gateway!r} {source.device!r}",
+        )
+    seq = _int_field(doc, "seq")
+    if seq < 1:
+        raise Rejected("bad_field", f"seq must be >= 1, got {seq}")
+    ts_ms = _int_field(doc, "ts_ms")
+    _check_time(ts_ms, "", now_ms=now_ms, max_future_ms=max_future_ms)
+    historical = doc.get("historical")
+    if type(historical) is not bool:
+        raise Rejected("bad_field", f"historical must be true or false, got {_shown(historical)}")
+    meta_id = doc.get("meta")
+    if type(meta_id) is not str or not meta_id:
+        raise Rejected("bad_field", f"meta must name the metadata, got {_shown(meta_id)}")
+    values = doc.get("values")
+    if type(values) is not dict or not values:
+        raise Rejected("bad_field", "values must be a non-empty object")
+    if max_points and len(values) > max_points:
+        raise Rejected(
+            "too_large",
+            f"{len(values):,} points, over ingest.max_points_per_message ({max_points:,})",
+        )
+    issues = _named_object(doc, "issues", values)
+    stamps = _named_object(doc, "point_ts", values)
+    unit_of = None if units is None else units(source, meta_id)
+    if unit_of is None:
+        raise MetaMissing(meta_id)
+    points: list[Point] = []
+    append = points.append
+    point_ts: dict[int, int] | None = None
+    for name, value in values.items():
+        unit = unit_of.get(name, _NOT_DESCRIBED)
+        if unit is _NOT_DESCRIBED:  # not the metadata this message was encoded against
+            raise MetaMissing(meta_id)
+        issue = issues.get(name)
+        kind = type(value)
+        if (
+            issue is None
+            and (kind is float or kind is int)
+            and (unit is None or unit in _good_units)
+            and name in _good_names
+        ):
+            append((name, value, unit, 0, None))
+        else:
+            entry: dict[str, object] = {"value": value, "unit": unit, "quality": "good"}
+            if issue is not None:
+                if type(issue) is not dict or set(issue) != {"quality", "reason"}:
+                    raise Rejected(
+                        "bad_point", f"point {shown_name(name)}: an issue is quality and reason"
+                    )
+                if issue["quality"] == "good":
+                    raise Rejected("bad_point", f"point {shown_name(name)}: an issue is not good")
+                entry.update(issue)
+            quality = QUALITY_CODES.get(entry["quality"])  # type: ignore[call-overload]
+            append(_checked_point(name, value, unit, quality, entry.get("reason"), entry))
+        if name in stamps:
+            if point_ts is None:
+                point_ts = {}
+            point_ts[len(points) - 1] = _point_time(
+                name, stamps[name], now_ms=now_ms, max_future_ms=max_future_ms
+            )
+    return DataMessage(source, seq, ts_ms, historical, points, point_ts)
+
+
+def _named_object(doc: dict[str, object], key: str, values: dict[str, object]) -> dict[str, object]:
+    """An optional object of a compact message keyed by names among `values`."""
+    found = doc.get(key)
+    if found is None:
+        return {}
+    if type(found) is not dict:
+        raise Rejected("bad_field", f"{key} must be an object")
+    for name in found:
+        if name not in values:
+            raise Rejected("bad_field", f"{key} names {shown_name(name)}, which has no value")
+    return found
+
+
+_NOT_DESCRIBED = object()  # a point the metadata does not list

@@ -44,10 +44,12 @@ from edge_agent.ingest.audits import (
 from edge_agent.ingest.deadletter import RejectLog, deadletter_topic, envelope
 from edge_agent.ingest.embedded_store import EmbeddedStore
 from edge_agent.ingest.influx import InfluxStore
+from edge_agent.ingest.meta import MetaBook, Units, meta_filters, parse_meta_topic
 from edge_agent.ingest.mqtt_client import Delivery, IngestClient
 from edge_agent.ingest.schema import (
     ENERGY_TOPIC,
     DataMessage,
+    MetaMissing,
     Rejected,
     Source,
     decode_messages,
@@ -86,12 +88,23 @@ class IngestStats:
     store_up: bool | None = None
     last_error: str | None = None
     write_seconds: float = 0.0  # wall time inside successful store writes
+    waiting_for_meta: int = 0  # compact messages held until their device's metadata comes
+    without_meta: int = 0  # ... read with the latest metadata, or dead letters, after the wait
 
 
 @dataclass(slots=True, eq=False)
 class _Entry:
     delivery: Delivery
     waiting: int = 1  # its batch's write and/or its dead letter; acknowledged at 0
+
+
+@dataclass(slots=True, eq=False)
+class _Parked:
+    """A compact message waiting (unacknowledged) for its device's metadata."""
+
+    entry: _Entry
+    source: Source
+    until: float  # loop time after which it is read with what there is
 
 
 @dataclass(slots=True, eq=False)
@@ -186,7 +199,11 @@ class Ingest:
             max_inflight=config.max_inflight,
             session_expiry_s=config.session_expiry_s,
             protocol=config.protocol,
+            every_worker=meta_filters(self.prefix, config.sites),
         )
+        self.metas = MetaBook()  # compact data messages' units, by device and version
+        self._parked: deque[_Parked] = deque()
+        self._park_timer: asyncio.TimerHandle | None = None
         self._on_written = on_written
         self._max_future_ms = int(config.max_future_s * 1000)
         self.who_tags = WhoTags()
@@ -229,6 +246,10 @@ class Ingest:
         config = self.config
         for delivery in deliveries:
             stats.received += 1
+            meta_source = parse_meta_topic(delivery.topic, self.prefix)
+            if meta_source is not None:  # QoS 0, nothing to acknowledge
+                self._on_meta(meta_source, delivery, now_ms)
+                continue
             entry = _Entry(delivery)
             self._unacked.append(entry)
             sparkplug = (
@@ -284,8 +305,13 @@ class Ingest:
                         now_ms=now_ms,
                         max_future_ms=self._max_future_ms,
                         max_points=config.max_points_per_message,
+                        units=self.metas.units,
                     )
                     messages, unconfigured = self._admit(messages, energy=source.device == "")
+            except MetaMissing:
+                assert source is not None
+                self._park(entry, source, loop_time)
+                continue
             except Rejected as rejected:
                 self._dead_letter(entry, rejected, now_ms)
                 continue
@@ -307,6 +333,101 @@ class Ingest:
             batch.store.points += len(audits)
             batch.entries.append(entry)
         stats.unacked = len(self._unacked)
+        if self._batches:
+            self._work.set()
+            if self._go_now():
+                self._full.set()
+
+    # -- compact messages and their metadata (ingest/meta.py) -------------------------------
+
+    def _on_meta(self, source: Source, delivery: Delivery, now_ms: int) -> None:
+        try:
+            meta_id = self.metas.read(source, delivery.payload)
+        except Rejected as rejected:
+            self._dead_letter(_Entry(delivery), rejected, now_ms)  # never in the ack queue
+            return
+        if meta_id is not None and self._parked:
+            self._read_parked()
+
+    def _park(self, entry: _Entry, source: Source, loop_time: float) -> None:
+        self._parked.append(_Parked(entry, source, loop_time + self.config.meta_wait_s))
+        self.stats.waiting_for_meta = len(self._parked)
+        if self._park_timer is None:
+            self._park_timer = asyncio.get_running_loop().call_later(
+                self.config.meta_wait_s, self._read_parked
+            )
+
+    def _read_parked(self) -> None:
+        """Read the waiting messages whose metadata came; those past their wait with the
+        device's latest metadata, or as `no_metadata` dead letters (module ingest/meta.py)."""
+        loop = asyncio.get_running_loop()
+        loop_time = loop.time()
+        now_ms = time.time_ns() // 1_000_000
+        metas = self.metas
+        fell_back: list[Source] = []
+
+        def latest(source: Source, meta_id: str) -> Units | None:
+            found = metas.units(source, meta_id)
+            if found is None:
+                fell_back.append(source)
+                found = metas.latest(source)
+            return found
+
+        waiting: deque[_Parked] = deque()
+        for parked in self._parked:
+            expired = parked.until <= loop_time
+            entry, source = parked.entry, parked.source
+            mark = len(fell_back)
+            try:
+                messages = decode_messages(
+                    source,
+                    entry.delivery.payload,
+                    now_ms=now_ms,
+                    max_future_ms=self._max_future_ms,
+                    max_points=self.config.max_points_per_message,
+                    units=latest if expired else metas.units,
+                )
+                messages, unconfigured = self._admit(messages, energy=False)
+            except MetaMissing as missing:
+                if not expired:
+                    waiting.append(parked)
+                    continue
+                del fell_back[mark:]
+                self.stats.without_meta += 1
+                self._dead_letter(
+                    entry,
+                    Rejected(
+                        "no_metadata",
+                        f"no metadata of {shown_name(source.device)} lists this message's "
+                        f"points (it names version {missing.meta_id!r}); waited "
+                        f"{self.config.meta_wait_s:g} s",
+                    ),
+                    now_ms,
+                )
+                continue
+            except Rejected as rejected:
+                self._dead_letter(entry, rejected, now_ms)
+                continue
+            if unconfigured is not None:  # acknowledged once stored and dead-lettered
+                entry.waiting = 2
+                self._dead_letter(entry, unconfigured, now_ms)
+            batch = self._batches[-1] if self._batches else None
+            if batch is None or batch.store.points >= self.config.batch_size:
+                batch = _Batch(started=loop_time)
+                self._batches.append(batch)
+            batch.store.messages.extend(messages)
+            batch.store.points += sum(len(message.points) for message in messages)
+            batch.entries.append(entry)
+        self.stats.without_meta += len(fell_back)
+        self._parked = waiting
+        self.stats.waiting_for_meta = len(waiting)
+        if self._park_timer is not None:
+            self._park_timer.cancel()
+            self._park_timer = None
+        if waiting:
+            self._park_timer = loop.call_later(
+                max(0.0, waiting[0].until - loop_time), self._read_parked
+            )
         if self._batches:
             self._work.set()
             if self._go_now():
@@ -364,6 +485,7 @@ class Ingest:
             parse_topic(delivery.topic, self.prefix)
             or parse_alarm_topic(delivery.topic, self.prefix)
             or parse_audit_topic(delivery.topic, self.prefix)
+            or parse_meta_topic(delivery.topic, self.prefix)
         )
         topic = deadletter_topic(
             source, prefix=self.prefix, configured=self.config.deadletter_topic

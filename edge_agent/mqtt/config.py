@@ -50,6 +50,9 @@ class MqttConfig(BaseModel):
     max_queued: Annotated[Whole, Field(ge=0)] = 100_000  # messages held while offline
     # "5": MQTT 5, whose response topic and correlation data write requests may use.
     protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # "compact": units and types once per device, retained on .../{device}/meta, and data
+    # messages of values and non-good qualities only (pipeline/compact.py). "json": v1.
+    payload: Literal["json", "compact"] = "json"
 
     @field_validator("protocol", mode="before")
     @classmethod

@@ -618,6 +618,12 @@ class IngestCollector(Collector):
                 "Write audits stored with who=_other (over the distinct `who` tags).",
                 self.ingest.who_tags.folded,
             ),
+            (
+                "edge_ingest_without_metadata",
+                "Compact messages read with the device's latest metadata, or dead-lettered "
+                "as no_metadata, after ingest.meta_wait_s without their own.",
+                s.without_meta,
+            ),
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
@@ -631,6 +637,11 @@ class IngestCollector(Collector):
         yield rejected
         yield GaugeMetricFamily(
             "edge_ingest_unacked", "Messages received, not acknowledged yet.", value=s.unacked
+        )
+        yield GaugeMetricFamily(
+            "edge_ingest_waiting_for_metadata",
+            "Compact messages held until their device's metadata arrives.",
+            value=s.waiting_for_meta,
         )
 
 

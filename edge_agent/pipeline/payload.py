@@ -25,14 +25,25 @@ A poll without `point_ts` (every other driver) pays one `if` for it.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from drivers.reading import PointSpec, Poll
 
 SCHEMA_VERSION = 1
+
+
+class DataEncoder(Protocol):
+    """What the agent asks of a device's encoder: this one (v1) or the compact one (v3)."""
+
+    points: tuple[PointSpec, ...]
+    messages: int
+    bytes: int
+
+    def encode(self, poll: Poll, *, seq: int, historical: bool = False) -> builtins.bytes: ...
 
 
 class DeviceEncoder:

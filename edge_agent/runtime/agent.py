@@ -32,7 +32,9 @@ from edge_agent.mqtt.sink import MqttSink, Will
 from edge_agent.ops.gateway_health import GatewayHealth
 from edge_agent.pipeline.batching import build_batcher, resend_held
 from edge_agent.pipeline.by_exception import build_report_filter, rebuild_report_filter
-from edge_agent.pipeline.payload import DeviceEncoder
+from edge_agent.pipeline.compact import CompactEncoder
+from edge_agent.pipeline.device_meta import DeviceMeta, setup_meta
+from edge_agent.pipeline.payload import DataEncoder, DeviceEncoder
 from edge_agent.pipeline.stages import Outlet, Stage, UplinkFilter
 from edge_agent.runtime.poller import Unit, run_line
 from edge_agent.runtime.reload import ReloadPlan, plan_reload
@@ -76,6 +78,10 @@ class Topics:
         """Retained per-device up/down status."""
         return f"{self.base}/{device}/status"
 
+    def meta(self, device: str) -> str:
+        """Retained per-device metadata of compact data messages (`mqtt.payload: compact`)."""
+        return f"{self.base}/{device}/meta"
+
 
 def build_lines(devices: tuple[DeviceSetup, ...]) -> list[Line]:
     """Group devices into lines (their protocol says which share one) and spread their
@@ -115,12 +121,8 @@ class Agent:
         self.topics = Topics(site.mqtt.prefix, site.site, site.gateway)
         self.lines = build_lines(loaded.devices)
         self.units = [u for line in self.lines for u in line.units]
-        self.encoders = {
-            u.driver.name: DeviceEncoder(
-                gateway=site.gateway, device=u.driver.name, points=u.driver.points
-            )
-            for u in self.units
-        }
+        self.metas: dict[str, DeviceMeta] = {}  # `mqtt.payload: compact` only
+        self.encoders = {u.driver.name: self._encoder(loaded, u) for u in self.units}
         self._data_topics = {name: self.topics.data(name) for name in self.encoders}
         client_id = site.mqtt.client_id or f"edge-agent-{site.site}-{site.gateway}"
         self.sink = MqttSink(
@@ -175,7 +177,19 @@ class Agent:
         )
 
     def _mqtt_state(self, up: bool) -> None:
+        if up:  # retained metadata ahead of the data the forwarder now sends
+            for meta in self.metas.values():
+                self.sink.publish(self.topics.meta(meta.device), meta.payload, qos=1, retain=True)
         self.forwarder.on_connection(up)
+
+    def _encoder(self, loaded: LoadedConfig, unit: Unit) -> DataEncoder:
+        """The device's data encoder: v1 JSON, or compact with its metadata message."""
+        name, points, gateway = unit.driver.name, unit.driver.points, loaded.site.gateway
+        if loaded.site.mqtt.payload != "compact":
+            return DeviceEncoder(gateway=gateway, device=name, points=points)
+        setup = next(s for s in loaded.devices if s.device.name == name)
+        meta = self.metas[name] = setup_meta(gateway, setup, points)
+        return CompactEncoder(gateway=gateway, device=name, points=points, meta_id=meta.meta_id)
 
     @property
     def seq(self) -> int:
@@ -286,20 +300,26 @@ class Agent:
         kept = {x.key: x for x in self.lines if x.key in plan.keep}
         self.lines = [kept.get(x.key, x) for x in new_lines]
         self.units = [u for line in self.lines for u in line.units]
-        gateway = self.loaded.site.gateway
+        # The new devices, with the site settings the agent started with (mqtt.payload).
+        devices_now = dataclasses.replace(loaded, site=self.loaded.site)
         for line in self.lines:
             if line.key in kept:
                 continue
             for u in line.units:
-                self.encoders[u.driver.name] = DeviceEncoder(
-                    gateway=gateway, device=u.driver.name, points=u.driver.points
-                )
-                self._data_topics[u.driver.name] = self.topics.data(u.driver.name)
+                name = u.driver.name
+                before = self.metas.get(name)
+                self.encoders[name] = self._encoder(devices_now, u)
+                self._data_topics[name] = self.topics.data(name)
+                meta = self.metas.get(name)
+                if meta is not None and meta != before:
+                    self.sink.publish(self.topics.meta(name), meta.payload, qos=1, retain=True)
         polled = {u.driver.name for u in self.units}
         for name in [*plan.removed, *plan.disabled]:
             if name in polled:
                 continue
             self.encoders.pop(name, None)
+            if self.metas.pop(name, None) is not None:
+                self.sink.publish(self.topics.meta(name), b"", qos=1, retain=True)
             # An empty retained message deletes the retained status of a device no longer
             # polled (removed, or `enabled: false`).
             self.sink.publish(self.topics.device_status(name), b"", retain=True)
