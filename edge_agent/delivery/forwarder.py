@@ -73,6 +73,10 @@ class Forwarder:
         self._live: deque[Row] = deque()
         self._inflight: set[int] = set()
         self._last_batch: set[int] = set()  # live rows of the last commit not acked yet
+        # Told of the connection by on_connection, not by sink.connected: the sink is up
+        # from its CONNACK on, a loop turn or more before on_connection splits backlog from
+        # live; a row sent live in between would dodge the replay's historical flag.
+        self._up = False
         self._live_from = 1
         self._cursor = 0
         self._backlog_left = True
@@ -118,7 +122,7 @@ class Forwarder:
         """Accept a message that needs no other write in its transaction (a poll): when
         idle it is committed and published here, saving a loop turn; else as `submit`."""
         self.outbox.append(seq, topic, payload, device=device, readings=readings)
-        if self._loop is not None and not self._last_batch and self.sink.connected:
+        if self._loop is not None and not self._last_batch and self._sending():
             self.flush()
         else:
             self._commit_soon()
@@ -139,7 +143,7 @@ class Forwarder:
         loop = self._loop
         if loop is None:
             return
-        if self._last_batch or not self.sink.connected:
+        if self._last_batch or not self._sending():
             self._flush_later()
         elif self._commit_handle is None:
             self._commit_handle = loop.call_soon(self.flush)
@@ -156,7 +160,7 @@ class Forwarder:
                 handle.cancel()
         self._flush_handle = self._commit_handle = self._delete_handle = None
         rows = self.outbox.flush()
-        if rows and self.sink.connected:
+        if rows and self._sending():
             self._last_batch = {row.id for row in rows}
             self._live.extend(rows)
             if len(self._live) > LIVE_LIMIT:
@@ -168,10 +172,17 @@ class Forwarder:
 
     # -- from the sink -----------------------------------------------------------------------
 
+    def _sending(self) -> bool:
+        return self._up and self.sink.connected
+
     def on_connection(self, up: bool) -> None:
         """The sink's connection came up or went down."""
         if not up:
+            self._up = False
             return
+        # What was accepted while down is backlog, also what waits for its commit now.
+        self.flush()
+        self._up = True
         # Everything stored and not in flight now is backlog; newer rows are live.
         waiting = self.outbox.stats.messages - len(self._inflight)
         if waiting > 0:
@@ -210,7 +221,7 @@ class Forwarder:
 
     def _pump(self) -> None:
         self._pump_handle = None
-        if not self.sink.connected:
+        if not self._sending():
             return
         with self.sink.corked():  # what this pump sends goes out in one write, now
             self._pump_window()
@@ -235,8 +246,8 @@ class Forwarder:
         sent = 0
         for row in rows:
             self._cursor = row.id
-            if row.id in self._inflight:
-                continue  # paho re-sends it
+            if row.id in self._inflight or self.outbox.is_acked(row.id):
+                continue  # paho re-sends it, or it was acked and waits for its deletion
             self._send(row, historical=True)
             sent += 1
             if sent >= share:

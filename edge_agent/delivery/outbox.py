@@ -287,6 +287,10 @@ class Outbox:
         db = self._require()
         return [HeldPart(*r) for r in db.execute("SELECT * FROM held ORDER BY id")]
 
+    def is_acked(self, msg_id: int) -> bool:
+        """Whether the broker acknowledged the message and its deletion waits for a flush."""
+        return msg_id in self._counted or msg_id in self._acked
+
     @property
     def staged(self) -> bool:
         """Whether messages or held polls wait for the next flush (not just deletions)."""
@@ -387,8 +391,6 @@ class Outbox:
                     s.readings -= readings
                     s.bytes -= size
             s.deleted += len(gone)
-            if counted:
-                self._uncount(acked)
         if pending.rows:
             s.appended += len(pending.rows)
             s.messages += len(pending.rows)
@@ -396,6 +398,9 @@ class Outbox:
             s.bytes += pending.bytes
             if s.disk_full_since_ms is not None:
                 self._storing_again()
+        if acked and self._counted:
+            # After the rows of this transaction are counted: the recount reads them too.
+            self._uncount(acked)
         if s.messages == 0:
             s.oldest_created_ms = None
         elif s.oldest_created_ms is None or acked:

@@ -200,3 +200,39 @@ async def test_a_poll_submitted_now_is_committed_and_published_in_the_call_when_
         await until(lambda: outbox.stats.appended == 2 and outbox.stats.deleted >= 1)
         await sub.wait_for(2)
         assert sub.payloads() == [b"p0", b"p1"]
+
+
+def _poll(forwarder: Forwarder, topic: str, n: int) -> int:
+    seq = forwarder.next_seq()
+    forwarder.submit_now(seq, topic, b'{"historical":false,"n":%d}' % n, device="d", readings=1)
+    return seq
+
+
+async def test_a_reconnect_replays_what_came_before_it_as_history_and_only_once(
+    mosquitto: Mosquitto, subscribe: Subscribe, unique_prefix: str, tmp_path: Path
+) -> None:
+    topic = f"{unique_prefix}/d/data"
+    sub = subscribe(mosquitto.host, mosquitto.port, f"{unique_prefix}/#")
+    async with forwarding(mosquitto, tmp_path, flush_interval_s=SLOW_FLUSH_S) as (
+        forwarder,
+        outbox,
+        sink,
+    ):
+        forwarder.on_connection(False)  # the sink reconnected: up, forwarder not told yet
+        assert sink.connected
+        _poll(forwarder, topic, 0)  # accepted before the forwarder knew: backlog
+        await asyncio.sleep(0)
+        assert sink.stats.published == 0
+        forwarder.on_connection(True)
+        await until(lambda: outbox.stats.messages == 0 and not forwarder.backlog_pending)
+        assert outbox.stats.deleted == 0  # acknowledged; its deletion waits (DELETE_DELAY_S)
+        # Another reconnect before that deletion: the acked row is deleted, not sent again.
+        forwarder.on_connection(False)
+        forwarder.on_connection(True)
+        assert outbox.stats.deleted == 1
+        await until(lambda: not forwarder.backlog_pending)
+        _poll(forwarder, topic, 1)
+        await sub.wait_for(2)
+        await until(lambda: outbox.stats.deleted == 2 and outbox.stats.messages == 0)
+        assert sink.stats.published == 2
+        assert sub.payloads() == [b'{"historical":true,"n":0}', b'{"historical":false,"n":1}']

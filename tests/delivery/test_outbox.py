@@ -153,3 +153,23 @@ def test_the_journal_is_wal_and_sync_is_configurable(tmp_path: Path) -> None:
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     other = sqlite3.connect(tmp_path / "outbox.sqlite")
     assert other.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_a_second_ack_of_a_deleted_message_leaves_the_depth_right(tmp_path: Path) -> None:
+    # A PUBACK for a row deleted already (a message the broker got twice) is taken off the
+    # depth again at its ack; the next flush recounts from the file, rows it inserts too.
+    box = _open(tmp_path)
+    (first,) = _fill(box, 1, size=100)
+    box.ack(first, readings=10, size=100)
+    box.flush()
+    assert (box.stats.messages, box.stats.deleted) == (0, 1)
+    box.ack(first, readings=10, size=100)  # the duplicate's PUBACK
+    (second,) = _fill(box, 1, size=300)
+    assert _stored_ids(box) == [second]
+    assert (box.stats.messages, box.stats.readings, box.stats.bytes) == (1, 10, 300)
+    assert not box.is_acked(first) and not box.is_acked(second)
+    box.ack(second, readings=10, size=300)
+    assert box.is_acked(second)
+    box.flush()
+    assert (box.stats.messages, box.stats.readings, box.stats.bytes) == (0, 0, 0)
+    box.close()
