@@ -111,6 +111,7 @@ async def test_broker_outage_is_replayed_in_order_and_flagged_historical(
             seq_down = agent.seq
             await until(lambda: agent.outbox.stats.messages >= 40, what="a backlog")
             seq_up = agent.seq
+            live_before = agent.forwarder.live_sent  # nothing is sent live while down
             broker.start()
             await until(
                 lambda: (
@@ -120,7 +121,10 @@ async def test_broker_outage_is_replayed_in_order_and_flagged_historical(
                 ),
                 what="the backlog to drain",
             )
-            await until(lambda: agent.seq >= seq_up + 10, what="live data after the outage")
+            await until(
+                lambda: agent.seq >= seq_up + 10 and agent.forwarder.live_sent > live_before,
+                what="live data after the outage",
+            )
         last = agent.seq
         await until(
             lambda: {d["seq"] for d in _data(sub)} >= set(range(1, last + 1)),
