@@ -255,8 +255,8 @@ class Forwarder:
         else:
             if len(rows) < share + len(self._inflight):
                 self._backlog_left = False
-                if self.replayed:
-                    log.info("outbox: backlog replayed (%d messages so far)", self.replayed)
+                if self.replayed + sent:
+                    log.info("outbox: backlog replayed (%d messages so far)", self.replayed + sent)
         self.replayed += sent
         self._tokens -= sent
 

@@ -173,3 +173,24 @@ def test_a_second_ack_of_a_deleted_message_leaves_the_depth_right(tmp_path: Path
     box.flush()
     assert (box.stats.messages, box.stats.readings, box.stats.bytes) == (0, 0, 0)
     box.close()
+
+
+def test_the_oldest_age_is_looked_up_only_when_the_oldest_row_goes(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    ids = []
+    for _ in range(3):
+        ids += _fill(box, 1, size=10)
+        time.sleep(0.002)  # distinct created_ms
+    assert box._db is not None
+    created = dict(box._db.execute("SELECT id, created_ms FROM outbox").fetchall())
+    assert box.stats.oldest_created_ms == created[ids[0]]
+    selects: list[str] = []
+    box._db.set_trace_callback(lambda sql: selects.append(sql) if "SELECT" in sql else None)
+    box.ack(ids[1])
+    box.flush()
+    assert (box.stats.oldest_created_ms, selects) == (created[ids[0]], [])
+    box.ack(ids[0])
+    box.flush()
+    assert box.stats.oldest_created_ms == created[ids[2]]
+    assert len(selects) == 1
+    box.close()
