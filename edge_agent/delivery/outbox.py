@@ -405,6 +405,11 @@ class Outbox:
             self._uncount(acked)
         if s.messages == 0:
             s.oldest_created_ms = None
+        elif pending.rows and s.messages == len(pending.rows) and not self._counted:
+            # Only this transaction's rows are stored: at 1 s polls, the usual commit (the
+            # previous poll's deletion and this poll's insert) needs no lookup.
+            first = pending.rows[0]
+            s.oldest_created_ms, self._oldest_id = first[5], first[0]
         elif s.oldest_created_ms is None or (acked and self._lost_oldest(gone)):
             s.oldest_created_ms = self._oldest()
         return [Row(*r) for r in pending.rows]

@@ -193,4 +193,12 @@ def test_the_oldest_age_is_looked_up_only_when_the_oldest_row_goes(tmp_path: Pat
     box.flush()
     assert box.stats.oldest_created_ms == created[ids[2]]
     assert len(selects) == 1
+    # The steady state at 1 s polls: the only stored row is acked as the next comes.
+    box.ack(ids[2])
+    time.sleep(0.002)
+    (newest,) = _fill(box, 1, size=10)
+    row = box._db.execute("SELECT created_ms FROM outbox WHERE id = ?", (newest,)).fetchone()
+    assert box.stats.oldest_created_ms == row[0]
+    assert len(selects) == 2  # the check just above, none from the flush
+    assert _stored_ids(box) == [newest]
     box.close()
