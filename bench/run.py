@@ -3,12 +3,17 @@
     scripts/bench [--devices 50] [--points 50] [--seconds 10]
                   [--jitter-devices 500] [--jitter-seconds 15] [--skip-jitter]
                   [--skip-outbox] [--outbox-backlog-s 600]
+                  [--skip-saturation] [--skip-1s] [--repeats 1]
 
 Runs, each in its own processes (simulators, subscriber, worker), on this machine:
 1. saturation: N devices x M float32 points polled back to back, by the agent and by the
    bare loop (pymodbus read + struct decode + json + one paho publish per device per poll);
-2. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent;
-3. the outbox: store throughput, and the replay of a 10-minute outage backlog at the
+2. 1 s polls: N devices x M points polled once a second (fixed phase per device), by the
+   bare loop and by the agent, with publish latency (poll answer to PUBACK, p50/p99) and
+   wake-ups: voluntary context switches of all the worker's threads per second (each is
+   one sleep ended) and turns of its event loop per second;
+3. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent;
+4. the outbox: store throughput, and the replay of a 10-minute outage backlog at the
    steady load while live data keeps flowing (bench/outbox_run.py).
 It prints one table: points/s delivered to a QoS 1 subscriber, worker CPU µs per point,
 RSS, poll jitter p50/p99. Nothing here asserts; the numbers go to bench/RESULTS.md.
@@ -147,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter-devices", type=int, default=500)
     p.add_argument("--jitter-seconds", type=float, default=15.0)
     p.add_argument("--skip-jitter", action="store_true")
+    p.add_argument("--skip-saturation", action="store_true")
+    p.add_argument("--skip-1s", action="store_true", help="skip the N x M rows at 1 s polls")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="run the 1 s rows this many times, interleaved"
+    )
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--skip-outbox", action="store_true", help="skip the outbox benchmark")
     p.add_argument(
@@ -164,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         try:
             common = {"broker": broker, "points": args.points, "warmup": args.warmup, "tmp": tmp}
-            for kind in ("bare", "agent"):
+            for kind in () if args.skip_saturation else ("bare", "agent"):
                 print(f"saturation: {kind}, {args.devices} x {args.points} ...", file=sys.stderr)
                 rows.append(
                     (
@@ -178,6 +188,22 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                     )
                 )
+            for repeat in range(0 if args.skip_1s else args.repeats):
+                for kind in ("bare", "agent"):
+                    print(f"1 s polls: {kind}, {args.devices} x {args.points} ...", file=sys.stderr)
+                    run = f" #{repeat + 1}" if args.repeats > 1 else ""
+                    rows.append(
+                        (
+                            f"{kind} 1 s polls {args.devices}x{args.points}{run}",
+                            scenario(
+                                kind,
+                                devices=args.devices,
+                                interval=1.0,
+                                seconds=args.seconds,
+                                **common,
+                            ),
+                        )
+                    )
             if not args.skip_jitter:
                 print(
                     f"steady: agent, {args.jitter_devices} x {args.points} at 1 s ...",
@@ -200,20 +226,25 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         "| scenario | delivered pts/s | polled pts/s | CPU µs/pt | CPU share | RSS MB "
-        "| jitter p50 ms | jitter p99 ms |"
+        "| jitter p50 ms | jitter p99 ms | latency p50 ms | latency p99 ms "
+        "| wake-ups/s | loop turns/s | commits/msg |"
     )
     print(
         f"\n{time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, QoS 1 via Mosquitto\n"
     )
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         print(
             f"| {name} | {_fmt(r['delivered_per_s'], ',.0f')} | {_fmt(r['polled_per_s'], ',.0f')} "
             f"| {_fmt(r['cpu_us_per_point'], '.2f')} | {_fmt(r['cpu_share'], '.0%')} "
             f"| {_fmt(r['rss_mb'], '.0f')} | {_fmt(r.get('jitter_p50_ms'), '.2f')} "
-            f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} |"
+            f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} "
+            f"| {_fmt(r.get('latency_p50_ms'), '.2f')} | {_fmt(r.get('latency_p99_ms'), '.2f')} "
+            f"| {_fmt(r.get('wakeups_per_s'), ',.0f')} "
+            f"| {_fmt(r.get('loop_turns_per_s'), ',.0f')} "
+            f"| {_fmt(r.get('commits_per_message'), '.2f')} |"
         )
     bare = dict(rows).get(f"bare saturation {args.devices}x{args.points}")
     agent = dict(rows).get(f"agent saturation {args.devices}x{args.points}")

@@ -41,12 +41,85 @@ def _quantile_ms(samples: list[float], q: int) -> float:
     return statistics.quantiles(samples, n=100)[q - 1] * 1000
 
 
-async def _measure(warmup_s: float, seconds: float, count: callable) -> dict[str, float]:  # type: ignore[valid-type]
+def _voluntary_switches() -> int:
+    """Times any thread of this process went to sleep: its wake-ups, as the kernel counts."""
+    total = 0
+    for status in Path("/proc/self/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
+class _LoopTurns:
+    """Counts the event loop's selector calls (one per loop iteration)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        loop = asyncio.get_running_loop()
+        selector = loop._selector  # type: ignore[attr-defined]
+        select = selector.select
+
+        def counted(timeout: float | None = None) -> object:
+            self.count += 1
+            return select(timeout)
+
+        selector.select = counted
+
+
+class _Latency:
+    """Poll answer (submit) to PUBACK, in seconds, for messages answered in the window."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, float] = {}
+        self.samples: list[float] = []
+        self.recording = False
+
+    def start(self, key: int) -> None:
+        if self.recording:
+            self.started[key] = time.perf_counter()
+
+    def done(self, key: int) -> None:
+        t = self.started.pop(key, None)
+        if t is not None:
+            self.samples.append(time.perf_counter() - t)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "latency_p50_ms": _quantile_ms(self.samples, 50),
+            "latency_p99_ms": _quantile_ms(self.samples, 99),
+            "latency_samples": len(self.samples),
+        }
+
+
+async def _measure(
+    warmup_s: float,
+    seconds: float,
+    count: callable,  # type: ignore[valid-type]
+    latency: _Latency | None = None,
+) -> dict[str, float]:
+    turns = _LoopTurns()
     await asyncio.sleep(warmup_s)
+    if latency is not None:
+        latency.recording = True
     t0, c0, n0 = time.monotonic(), time.process_time(), count()
+    w0, l0 = _voluntary_switches(), turns.count
     await asyncio.sleep(seconds)
     t1, c1, n1 = time.monotonic(), time.process_time(), count()
-    return {"t0": t0, "t1": t1, "cpu_s": c1 - c0, "points": n1 - n0}
+    w1, l1 = _voluntary_switches(), turns.count
+    if latency is not None:
+        latency.recording = False
+        await asyncio.sleep(0.5)  # the acks of the window's last messages
+    return {
+        "t0": t0,
+        "t1": t1,
+        "cpu_s": c1 - c0,
+        "points": n1 - n0,
+        "wakeups_per_s": (w1 - w0) / (t1 - t0),
+        "loop_turns_per_s": (l1 - l0) / (t1 - t0),
+        **(latency.summary() if latency is not None else {}),
+    }
 
 
 async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, object]:
@@ -86,8 +159,37 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
     def polled_points() -> int:
         return sum(u.stats.good_polls for u in agent.units) * args.points
 
+    latency = _Latency()
+    forwarder = agent.forwarder
+    # Agent.emit calls one of them right after the answer (the encode is ~10 µs).
+    name = "submit_now" if hasattr(forwarder, "submit_now") else "submit"
+    submit = getattr(forwarder, name)
+
+    def timed_submit(seq: int, *a: object, **kw: object) -> None:
+        latency.start(seq)
+        submit(seq, *a, **kw)
+
+    setattr(forwarder, name, timed_submit)
+    forwarder._on_acked = latency.done
+
+    commits = [0]
+    write = agent.outbox._write
+
+    def counted_write(*a: object) -> object:
+        commits[0] += 1  # one transaction of inserts and deletions
+        return write(*a)  # type: ignore[arg-type]
+
+    agent.outbox._write = counted_write  # type: ignore[method-assign]
+    appended = [0, 0]  # commits, messages
+
+    def messages() -> int:
+        return agent.outbox.stats.appended
+
     task = asyncio.create_task(agent.run())
-    result = await _measure(args.warmup, args.seconds, polled_points)
+    await asyncio.sleep(args.warmup)
+    c0, m0 = commits[0], messages()
+    result = await _measure(0.0, args.seconds, polled_points, latency)
+    appended[:] = [commits[0] - c0, messages() - m0]
     jitter = [
         j for u in agent.units for j in u.stats.jitter_s[-int(args.seconds / args.interval) - 1 :]
     ]
@@ -101,15 +203,22 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
         "jitter_p50_ms": _quantile_ms(jitter, 50),
         "jitter_p99_ms": _quantile_ms(jitter, 99),
         "overruns": overruns,
+        "commits_per_message": appended[0] / max(1, appended[1]),
         "published": agent.sink.stats.published,
         "acked": agent.sink.stats.acked,
     }
 
 
 async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, object]:
-    """The baseline: pymodbus read + struct decode + json + one paho publish per poll."""
+    """The baseline: pymodbus read + struct decode + json + one paho publish per poll, each
+    device at fixed phase (like the agent's poller) when the interval is 0.1 s or more."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bare-{time.time_ns()}")
     client.max_inflight_messages_set(1000)
+    latency = _Latency()
+    client.on_publish = lambda _c, _u, mid, _rc, _p: latency.done(mid)
+    paced = args.interval >= 0.1
+    loop = asyncio.get_running_loop()
+    origin = loop.time()
     client.connect("127.0.0.1", args.mqtt_port)
     client.loop_start()
     names = [f"p{i:03d}" for i in range(args.points)]
@@ -122,8 +231,15 @@ async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, objec
         mb = AsyncModbusTcpClient(host, port=int(port), timeout=2, retries=0)
         await mb.connect()
         topic = f"bench/bench/gw/m{i:04d}/data"
+        due = origin + args.interval * i / len(urls)
         while True:
+            if paced:
+                now = loop.time()
+                while due <= now:
+                    due += args.interval
+                await asyncio.sleep(due - now)
             rr = await mb.read_holding_registers(0, count=2 * args.points, device_id=1)
+            answered = time.perf_counter()
             values = fmt.unpack(regs.pack(*rr.registers))
             payload = json.dumps(
                 {
@@ -132,11 +248,13 @@ async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, objec
                     "points": dict(zip(names, values, strict=True)),
                 }
             )
-            client.publish(topic, payload, qos=1)
+            info = client.publish(topic, payload, qos=1)
+            if latency.recording:
+                latency.started[info.mid] = answered
             polled[0] += args.points
 
     tasks = [asyncio.create_task(device_loop(i, u)) for i, u in enumerate(urls)]
-    result = await _measure(args.warmup, args.seconds, lambda: polled[0])
+    result = await _measure(args.warmup, args.seconds, lambda: polled[0], latency)
     for t in tasks:
         t.cancel()
     client.loop_stop()

@@ -4,8 +4,9 @@
                                                    rows deleted after PUBACK ◄─┘
 
 SQLite in WAL mode, one writer (the agent's loop). A poll counts as collected once its row
-is committed; the flush commits every `flush_interval_s`, so a SIGKILL loses only what
-was not yet committed (never a row that exists, never an acknowledged one's successor).
+is committed; the forwarder flushes at once when it is idle and within `flush_interval_s`
+when busy (forwarder.py), so a SIGKILL loses only what was not yet committed (never a row
+that exists, never an acknowledged one's successor).
 With `synchronous: normal` a committed row survives a crash of the process; `full` makes
 it survive a power cut too, at the price of an fsync per flush.
 
@@ -178,6 +179,8 @@ class Outbox:
         self._next_hold = 1
         self._pending = _Pending()
         self._acked: list[int] = []
+        self._counted: set[int] = set()  # acked ids already taken off the depth (ack sizes)
+        self._oldest_id: int | None = None  # the row oldest_created_ms is of, when known
         self._overflow = _Episode("over its size limit, applying " + config.overflow)
         self._full_from = (0, 0)  # disk_full and disk_full_readings when the episode began
         self._checkpoint_at = 0.0
@@ -225,6 +228,7 @@ class Outbox:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         s = self.stats
         s.messages, s.readings, s.bytes, s.oldest_created_ms = messages, readings, size, oldest
+        self._oldest_id = None  # unknown: the next deletion looks it up
         self._next_id = (row[0] if row else 0) + 1
         # max: after a corrupt file, ids already handed out must not come again.
         stored = db.execute("SELECT coalesce(max(id), 0) + 1 FROM held").fetchone()[0]
@@ -285,9 +289,28 @@ class Outbox:
         db = self._require()
         return [HeldPart(*r) for r in db.execute("SELECT * FROM held ORDER BY id")]
 
-    def ack(self, msg_id: int) -> None:
-        """The broker acknowledged the message: delete it at the next flush."""
+    def is_acked(self, msg_id: int) -> bool:
+        """Whether the broker acknowledged the message and its deletion waits for a flush."""
+        return msg_id in self._counted or msg_id in self._acked
+
+    @property
+    def staged(self) -> bool:
+        """Whether messages or held polls wait for the next flush (not just deletions)."""
+        pending = self._pending
+        return bool(pending.rows or pending.holds or pending.releases)
+
+    def ack(self, msg_id: int, *, readings: int | None = None, size: int | None = None) -> None:
+        """The broker acknowledged the message: delete it at the next flush.
+
+        With its readings and payload size the message leaves the depth (messages,
+        readings, bytes) now, though its deletion may wait for the next insert."""
         self._acked.append(msg_id)
+        if readings is not None and size is not None and msg_id not in self._counted:
+            s = self.stats
+            s.messages -= 1
+            s.readings -= readings
+            s.bytes -= size
+            self._counted.add(msg_id)
 
     def flush(self) -> list[Row]:
         """Commit staged messages and deletions in one transaction; returns the new rows."""
@@ -329,6 +352,7 @@ class Outbox:
         self._replacing = False
 
     def _replace(self, exc: Exception) -> None:
+        self._counted.clear()  # the new file has none of the acked rows
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
@@ -346,7 +370,7 @@ class Outbox:
                 # may have dropped an in-flight one meanwhile).
                 gone = db.execute(
                     f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(acked))}) "
-                    "RETURNING readings, length(payload)",
+                    "RETURNING id, readings, length(payload)",
                     acked,
                 ).fetchall()
             if pending.rows:
@@ -360,9 +384,14 @@ class Outbox:
             if pending.releases:
                 db.executemany("DELETE FROM held WHERE id = ?", [(i,) for i in pending.releases])
         if acked:
-            s.messages -= len(gone)
-            s.readings -= sum(g[0] for g in gone)
-            s.bytes -= sum(g[1] for g in gone)
+            counted = self._counted
+            for row_id, readings, size in gone:
+                if row_id in counted:
+                    counted.discard(row_id)  # taken off the depth at its ack
+                else:
+                    s.messages -= 1
+                    s.readings -= readings
+                    s.bytes -= size
             s.deleted += len(gone)
         if pending.rows:
             s.appended += len(pending.rows)
@@ -371,11 +400,37 @@ class Outbox:
             s.bytes += pending.bytes
             if s.disk_full_since_ms is not None:
                 self._storing_again()
+        if acked and self._counted:
+            # After the rows of this transaction are counted: the recount reads them too.
+            self._uncount(acked)
         if s.messages == 0:
             s.oldest_created_ms = None
-        elif s.oldest_created_ms is None or acked:
+        elif pending.rows and s.messages == len(pending.rows) and not self._counted:
+            # Only this transaction's rows are stored: at 1 s polls, the usual commit (the
+            # previous poll's deletion and this poll's insert) needs no lookup.
+            first = pending.rows[0]
+            s.oldest_created_ms, self._oldest_id = first[5], first[0]
+        elif s.oldest_created_ms is None or (acked and self._lost_oldest(gone)):
             s.oldest_created_ms = self._oldest()
         return [Row(*r) for r in pending.rows]
+
+    def _uncount(self, acked: list[int]) -> None:
+        """Acked rows that were no longer stored (the overflow policy or expiry dropped
+        them in flight and counted them then) were taken off the depth twice: recount it
+        from the file, which now holds no acked row."""
+        missing = self._counted.intersection(acked)
+        if not missing:
+            return
+        self._counted.difference_update(missing)
+        s = self.stats
+        s.messages, s.readings, s.bytes = (
+            self._require()
+            .execute(
+                "SELECT count(*), coalesce(sum(readings), 0), coalesce(sum(length(payload)), 0) "
+                "FROM outbox"
+            )
+            .fetchone()
+        )
 
     def _not_stored(self, pending: _Pending, acked: list[int], exc: Exception) -> list[Row]:
         """Nothing of this flush was committed: its messages are dropped and counted, its
@@ -497,9 +552,18 @@ class Outbox:
     def _oldest(self) -> int | None:
         # Ids rise with time, so the first row by id is the oldest: an index lookup.
         row = (
-            self._require().execute("SELECT created_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
+            self._require()
+            .execute("SELECT id, created_ms FROM outbox ORDER BY id LIMIT 1")
+            .fetchone()
         )
-        return None if row is None else int(row[0])
+        self._oldest_id = None if row is None else int(row[0])
+        return None if row is None else int(row[1])
+
+    def _lost_oldest(self, gone: list[tuple[int, int, int]]) -> bool:
+        """Whether these deleted rows took the oldest one with them (a query per
+        deletion otherwise, at 1 s polls one in four of a poll's statements)."""
+        oldest = self._oldest_id
+        return oldest is None or any(row_id == oldest for row_id, _, _ in gone)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -221,7 +221,7 @@ class Agent:
         forwarder = self.forwarder
         seq = forwarder.next_seq()
         payload = self.encoders[poll.device].encode(poll, seq=seq)
-        forwarder.submit(
+        forwarder.submit_now(
             seq,
             self._data_topics[poll.device],
             payload,

@@ -153,3 +153,52 @@ def test_the_journal_is_wal_and_sync_is_configurable(tmp_path: Path) -> None:
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     other = sqlite3.connect(tmp_path / "outbox.sqlite")
     assert other.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_a_second_ack_of_a_deleted_message_leaves_the_depth_right(tmp_path: Path) -> None:
+    # A PUBACK for a row deleted already (a message the broker got twice) is taken off the
+    # depth again at its ack; the next flush recounts from the file, rows it inserts too.
+    box = _open(tmp_path)
+    (first,) = _fill(box, 1, size=100)
+    box.ack(first, readings=10, size=100)
+    box.flush()
+    assert (box.stats.messages, box.stats.deleted) == (0, 1)
+    box.ack(first, readings=10, size=100)  # the duplicate's PUBACK
+    (second,) = _fill(box, 1, size=300)
+    assert _stored_ids(box) == [second]
+    assert (box.stats.messages, box.stats.readings, box.stats.bytes) == (1, 10, 300)
+    assert not box.is_acked(first) and not box.is_acked(second)
+    box.ack(second, readings=10, size=300)
+    assert box.is_acked(second)
+    box.flush()
+    assert (box.stats.messages, box.stats.readings, box.stats.bytes) == (0, 0, 0)
+    box.close()
+
+
+def test_the_oldest_age_is_looked_up_only_when_the_oldest_row_goes(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    ids = []
+    for _ in range(3):
+        ids += _fill(box, 1, size=10)
+        time.sleep(0.002)  # distinct created_ms
+    assert box._db is not None
+    created = dict(box._db.execute("SELECT id, created_ms FROM outbox").fetchall())
+    assert box.stats.oldest_created_ms == created[ids[0]]
+    selects: list[str] = []
+    box._db.set_trace_callback(lambda sql: selects.append(sql) if "SELECT" in sql else None)
+    box.ack(ids[1])
+    box.flush()
+    assert (box.stats.oldest_created_ms, selects) == (created[ids[0]], [])
+    box.ack(ids[0])
+    box.flush()
+    assert box.stats.oldest_created_ms == created[ids[2]]
+    assert len(selects) == 1
+    # The steady state at 1 s polls: the only stored row is acked as the next comes.
+    box.ack(ids[2])
+    time.sleep(0.002)
+    (newest,) = _fill(box, 1, size=10)
+    row = box._db.execute("SELECT created_ms FROM outbox WHERE id = ?", (newest,)).fetchone()
+    assert box.stats.oldest_created_ms == row[0]
+    assert len(selects) == 2  # the check just above, none from the flush
+    assert _stored_ids(box) == [newest]
+    box.close()

@@ -58,6 +58,13 @@ def _write_site(
     return path
 
 
+def _unacked(agent: Agent, before_id: int) -> list[int]:
+    """Stored rows below `before_id` the broker has not acknowledged yet."""
+    box = agent.outbox
+    rows = box.rows_after(0, before_id=before_id, limit=1_000_000)
+    return [r.id for r in rows if not box.is_acked(r.id)]
+
+
 def _data(sub: Subscriber) -> list[dict[str, Any]]:
     return [orjson.loads(m.payload) for m in sub.messages if m.topic.endswith("/data")]
 
@@ -111,16 +118,24 @@ async def test_broker_outage_is_replayed_in_order_and_flagged_historical(
             seq_down = agent.seq
             await until(lambda: agent.outbox.stats.messages >= 40, what="a backlog")
             seq_up = agent.seq
+            live_before = agent.forwarder.live_sent  # nothing is sent live while down
             broker.start()
             await until(
+                # Live polls keep coming (40/s), each in flight for a round trip: the
+                # backlog has drained when every row up to seq_up is acknowledged.
                 lambda: (
                     agent.sink.connected
-                    and agent.outbox.stats.messages == 0
                     and not agent.forwarder.backlog_pending
+                    and not _unacked(agent, seq_up + 1)
                 ),
                 what="the backlog to drain",
             )
-            await until(lambda: agent.seq >= seq_up + 10, what="live data after the outage")
+            await until(
+                lambda: agent.seq >= seq_up + 10 and agent.forwarder.live_sent > live_before,
+                what="live data after the outage",
+            )
+            # The depth counts exactly the stored rows not acknowledged yet.
+            assert agent.outbox.stats.messages == len(_unacked(agent, agent.seq + 1))
         last = agent.seq
         await until(
             lambda: {d["seq"] for d in _data(sub)} >= set(range(1, last + 1)),

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -477,3 +478,14 @@ async def test_subscribe_receives_on_the_loop_and_resubscribes_after_a_reconnect
     assert {t for t, _, _ in received} == {f"{unique_prefix}/cmd/a"}
     assert all(on_loop for _, _, on_loop in received)
     assert received[-1][1] == b"after restart"
+
+
+async def test_the_connection_sends_without_nagle_delay(mosquitto: Mosquitto) -> None:
+    # One commit outstanding waits for each PUBACK: a message held behind the ACK of the
+    # one before (Nagle, up to 40 ms) would show as publish latency.
+    sink = make_sink(mosquitto.url)
+    async with running(sink):
+        assert await sink.wait_connected(5)
+        sock = sink._sock
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
