@@ -157,7 +157,7 @@ def test_a_file_past_the_size_limit_is_refused_unread(
     assert memory.peak_mb() < 1.1 * MAX_FILE_BYTES / MB  # the bytes read, and no more
 
 
-@pytest.mark.slow  # 15 s of pure-Python YAML parsing (issue 20 item 3)
+@pytest.mark.slow  # 2-4 s: 25,000 points validated and planned (issue 20 item 3)
 def test_a_500_device_site_with_50_inline_points_each_loads(tmp_path: Path) -> None:
     lines = [HEAD.rstrip("\n"), "devices:"]
     for d in range(500):
