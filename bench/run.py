@@ -2,12 +2,15 @@
 
     scripts/bench [--devices 50] [--points 50] [--seconds 10]
                   [--jitter-devices 500] [--jitter-seconds 15] [--skip-jitter]
+                  [--jitter-inline] [--jitter-only]
                   [--skip-outbox] [--outbox-backlog-s 600]
 
 Runs, each in its own processes (simulators, subscriber, worker), on this machine:
 1. saturation: N devices x M float32 points polled back to back, by the agent and by the
    bare loop (pymodbus read + struct decode + json + one paho publish per device per poll);
-2. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent;
+2. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent (with
+   --jitter-inline, from a site file of inline points loaded by load_config, as
+   `edge-agent run` does; --jitter-only runs this scenario alone);
 3. the outbox: store throughput, and the replay of a 10-minute outage backlog at the
    steady load while live data keeps flowing (bench/outbox_run.py).
 It prints one table: points/s delivered to a QoS 1 subscriber, worker CPU µs per point,
@@ -88,8 +91,14 @@ def scenario(
     seconds: float,
     warmup: float,
     tmp: Path,
+    worker_args: tuple[str, ...] = (),
+    probe: bool = False,
 ) -> dict[str, Any]:
-    """One worker run with its own simulators and subscriber; returns its row."""
+    """One worker run with its own simulators and subscriber; returns its row.
+
+    `probe`: an idle asyncio loop beside the worker measures the machine's own jitter over
+    the same window (bench/loop_probe.py), the floor under the agent's.
+    """
     with ExitStack() as stack:
         sim = _spawn(["bench.sim_process", "--devices", str(devices), "--points", str(points)])
         stack.callback(_stop, sim)
@@ -115,10 +124,18 @@ def scenario(
                 str(warmup),
                 "--seconds",
                 str(seconds),
+                *worker_args,
             ]
         )
         stack.callback(_stop, worker)
+        if probe:
+            prober = _spawn(
+                ["bench.loop_probe", "--warmup", str(warmup), "--seconds", str(seconds)]
+            )
+            stack.callback(_stop, prober)
         result = _first_json(worker, f"{kind} worker")
+        if probe:
+            result.update(_first_json(prober, "loop probe"))
         time.sleep(0.6)  # let the subscriber print a sample past the window's end
         _stop(sub)
         assert sub.stdout is not None
@@ -147,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter-devices", type=int, default=500)
     p.add_argument("--jitter-seconds", type=float, default=15.0)
     p.add_argument("--skip-jitter", action="store_true")
+    p.add_argument(
+        "--jitter-inline", action="store_true", help="jitter: a site file of inline points"
+    )
+    p.add_argument("--jitter-only", action="store_true", help="only the jitter scenario")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--skip-outbox", action="store_true", help="skip the outbox benchmark")
     p.add_argument(
@@ -164,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         try:
             common = {"broker": broker, "points": args.points, "warmup": args.warmup, "tmp": tmp}
-            for kind in ("bare", "agent"):
+            for kind in () if args.jitter_only else ("bare", "agent"):
                 print(f"saturation: {kind}, {args.devices} x {args.points} ...", file=sys.stderr)
                 rows.append(
                     (
@@ -183,14 +204,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"steady: agent, {args.jitter_devices} x {args.points} at 1 s ...",
                     file=sys.stderr,
                 )
+                inline = " inline" if args.jitter_inline else ""
                 rows.append(
                     (
-                        f"agent 1 s polls {args.jitter_devices}x{args.points}",
+                        f"agent 1 s polls {args.jitter_devices}x{args.points}{inline}",
                         scenario(
                             "agent",
                             devices=args.jitter_devices,
                             interval=1.0,
                             seconds=args.jitter_seconds,
+                            worker_args=("--inline-site",) if args.jitter_inline else (),
+                            probe=True,
                             **common,
                         ),
                     )
@@ -200,21 +224,34 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         "| scenario | delivered pts/s | polled pts/s | CPU µs/pt | CPU share | RSS MB "
-        "| jitter p50 ms | jitter p99 ms |"
+        "| jitter p50 ms | jitter p99 ms | jitter max ms |"
     )
     print(
         f"\n{time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'}: "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, QoS 1 via Mosquitto\n"
     )
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         print(
             f"| {name} | {_fmt(r['delivered_per_s'], ',.0f')} | {_fmt(r['polled_per_s'], ',.0f')} "
             f"| {_fmt(r['cpu_us_per_point'], '.2f')} | {_fmt(r['cpu_share'], '.0%')} "
             f"| {_fmt(r['rss_mb'], '.0f')} | {_fmt(r.get('jitter_p50_ms'), '.2f')} "
-            f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} |"
+            f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} | {_fmt(r.get('jitter_max_ms'), '.2f')} |"
         )
+        if "vm_rss_mb" in r:
+            gc_text = ", ".join(f"{k} {v:.1f}" for k, v in r.items() if k.startswith("gc"))
+            print(
+                f"|   {name}: RSS now {r['vm_rss_mb']:.0f} MB (peak {r['rss_mb']:.0f}), "
+                f"load {r['load_s']:.2f} s CPU, {r['overruns']} overruns, "
+                f"{r['tracked_objects']:,} tracked + {r['frozen_objects']:,} frozen objects; "
+                f"{gc_text} |"
+            )
+        if "probe_p99_ms" in r:
+            print(
+                f"|   machine (idle loop beside it): jitter p50 {r['probe_p50_ms']:.2f} ms, "
+                f"p99 {r['probe_p99_ms']:.2f} ms, max {r['probe_max_ms']:.2f} ms |"
+            )
     bare = dict(rows).get(f"bare saturation {args.devices}x{args.points}")
     agent = dict(rows).get(f"agent saturation {args.devices}x{args.points}")
     if bare and agent:
@@ -224,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         args.json.write_text(json.dumps(dict(rows), indent=2))
-    if not args.skip_outbox:
+    if not args.skip_outbox and not args.jitter_only:
         from bench import outbox_run
 
         outbox_run.main(
