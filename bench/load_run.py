@@ -50,24 +50,24 @@ def full_gc_ms():
 from edge_agent.config.document import read_yaml
 from edge_agent.config.site import load_config
 path = Path(sys.argv[1])
-t = time.process_time()
-read_yaml(path, environ={})
-read_s = time.process_time() - t
-gc.collect()
+from edge_agent.runtime.agent import Agent
 t = time.process_time()
 loaded = load_config(path, environ={})
 load_s = time.process_time() - t
 gc.collect()
 after_load = status()
-from edge_agent.runtime.agent import Agent
 agent = Agent(loaded)
 gc.collect()
+after_agent = status()
+t = time.process_time()
+read_yaml(path, environ={})  # last: its peak is not the agent's
+read_s = time.process_time() - t
 result = {
     "read_yaml_s": read_s,
     "load_config_s": load_s,
     "rss_loaded_mb": after_load["VmRSS"],
-    "rss_agent_mb": status()["VmRSS"],
-    "peak_mb": status()["VmHWM"],
+    "rss_agent_mb": after_agent["VmRSS"],
+    "peak_mb": after_agent["VmHWM"],
     "objects": len(gc.get_objects()),
     "full_gc_ms": min(full_gc_ms() for _ in range(3)),
 }
