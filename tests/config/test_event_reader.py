@@ -122,11 +122,11 @@ def test_the_comparison_is_not_vacuous() -> None:
 def test_a_point_on_one_line_stores_one_line() -> None:
     text = "devices:\n  - name: m\n    points:\n      - {name: v, address: 1, type: float32}\n"
     doc = document._EventReader(text, FILE, {}).read()
-    assert doc.lines._stored == {  # type: ignore[attr-defined]
-        (): 1,
-        ("devices", 0): 2,
-        ("devices", 0, "points"): 3,
-        ("devices", 0, "points", 0): 4,
+    assert doc.lines._stored == {(): 1, ("devices", 0, "points"): 3}  # type: ignore[attr-defined]
+    items = doc.lines._items  # type: ignore[attr-defined]
+    assert {loc: list(lines) for loc, lines in items.items()} == {
+        ("devices",): [2],
+        ("devices", 0, "points"): [4],
     }
     assert doc.lines[("devices", 0, "points", 0, "type")] == 4
     assert doc.lines[("devices",)] == 1
