@@ -2,6 +2,7 @@
 
     scripts/bench [--devices 50] [--points 50] [--seconds 10]
                   [--jitter-devices 500] [--jitter-seconds 15] [--skip-jitter]
+                  [--jitter-inline] [--jitter-only]
                   [--skip-outbox] [--outbox-backlog-s 600]
                   [--skip-saturation] [--skip-1s] [--repeats 1]
 
@@ -12,7 +13,9 @@ Runs, each in its own processes (simulators, subscriber, worker), on this machin
    bare loop and by the agent, with publish latency (poll answer to PUBACK, p50/p99) and
    wake-ups: voluntary context switches of all the worker's threads per second (each is
    one sleep ended) and turns of its event loop per second;
-3. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent;
+3. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent (with
+   --jitter-inline, from a site file of inline points loaded by load_config, as
+   `edge-agent run` does; --jitter-only runs this scenario alone);
 4. the outbox: store throughput, and the replay of a 10-minute outage backlog at the
    steady load while live data keeps flowing (bench/outbox_run.py).
 It prints one table: points/s delivered to a QoS 1 subscriber, worker CPU µs per point,
@@ -28,6 +31,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -93,8 +97,14 @@ def scenario(
     seconds: float,
     warmup: float,
     tmp: Path,
+    worker_args: tuple[str, ...] = (),
+    probe: bool = False,
 ) -> dict[str, Any]:
-    """One worker run with its own simulators and subscriber; returns its row."""
+    """One worker run with its own simulators and subscriber; returns its row.
+
+    `probe`: an idle asyncio loop beside the worker measures the machine's own jitter over
+    the same window (bench/loop_probe.py), the floor under the agent's.
+    """
     with ExitStack() as stack:
         sim = _spawn(["bench.sim_process", "--devices", str(devices), "--points", str(points)])
         stack.callback(_stop, sim)
@@ -104,6 +114,12 @@ def scenario(
         sub = _spawn(["bench.subscriber", "--port", str(broker.port), "--topic", "bench/#"])
         stack.callback(_stop, sub)
         _first_json(sub, "subscriber")
+        # Read its samples as they come: a full pipe would stop it (4 lines a second fill
+        # 64 KB in about four minutes).
+        sub_lines: list[str] = []
+        assert sub.stdout is not None
+        reader = threading.Thread(target=sub_lines.extend, args=(sub.stdout,), daemon=True)
+        reader.start()
         worker = _spawn(
             [
                 "bench.workers",
@@ -120,15 +136,27 @@ def scenario(
                 str(warmup),
                 "--seconds",
                 str(seconds),
+                *worker_args,
             ]
         )
         stack.callback(_stop, worker)
+        if probe:
+            prober = _spawn(
+                ["bench.loop_probe", "--warmup", str(warmup), "--seconds", str(seconds)]
+            )
+            stack.callback(_stop, prober)
         result = _first_json(worker, f"{kind} worker")
+        if probe:
+            result.update(_first_json(prober, "loop probe"))
         time.sleep(0.6)  # let the subscriber print a sample past the window's end
         _stop(sub)
-        assert sub.stdout is not None
-        samples = [json.loads(line) for line in sub.stdout.read().splitlines() if line.strip()]
-        delivered = _delivered(samples, result["t0"], result["t1"])
+        reader.join(5)
+        samples = [json.loads(line) for line in sub_lines if line.strip()]
+        try:
+            delivered = _delivered(samples, result["t0"], result["t1"])
+        except RuntimeError as exc:  # keep the worker's row: its jitter and memory stand
+            print(f"{kind}: delivered points not counted: {exc}", file=sys.stderr)
+            delivered = float("nan")
         window = result["t1"] - result["t0"]
         result["delivered_per_s"] = delivered / window
         result["cpu_us_per_point"] = result["cpu_s"] / max(1, result["points"]) * 1e6
@@ -157,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--repeats", type=int, default=1, help="run the 1 s rows this many times, interleaved"
     )
+    p.add_argument(
+        "--jitter-inline", action="store_true", help="jitter: a site file of inline points"
+    )
+    p.add_argument("--jitter-only", action="store_true", help="only the jitter scenario")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--skip-outbox", action="store_true", help="skip the outbox benchmark")
     p.add_argument(
@@ -174,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         try:
             common = {"broker": broker, "points": args.points, "warmup": args.warmup, "tmp": tmp}
-            for kind in () if args.skip_saturation else ("bare", "agent"):
+            for kind in () if args.skip_saturation or args.jitter_only else ("bare", "agent"):
                 print(f"saturation: {kind}, {args.devices} x {args.points} ...", file=sys.stderr)
                 rows.append(
                     (
@@ -188,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                         ),
                     )
                 )
-            for repeat in range(0 if args.skip_1s else args.repeats):
+            for repeat in range(0 if args.skip_1s or args.jitter_only else args.repeats):
                 for kind in ("bare", "agent"):
                     print(f"1 s polls: {kind}, {args.devices} x {args.points} ...", file=sys.stderr)
                     run = f" #{repeat + 1}" if args.repeats > 1 else ""
@@ -209,14 +241,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"steady: agent, {args.jitter_devices} x {args.points} at 1 s ...",
                     file=sys.stderr,
                 )
+                inline = " inline" if args.jitter_inline else ""
                 rows.append(
                     (
-                        f"agent 1 s polls {args.jitter_devices}x{args.points}",
+                        f"agent 1 s polls {args.jitter_devices}x{args.points}{inline}",
                         scenario(
                             "agent",
                             devices=args.jitter_devices,
                             interval=1.0,
                             seconds=args.jitter_seconds,
+                            worker_args=("--inline-site",) if args.jitter_inline else (),
+                            probe=True,
                             **common,
                         ),
                     )
@@ -226,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     header = (
         "| scenario | delivered pts/s | polled pts/s | CPU µs/pt | CPU share | RSS MB "
-        "| jitter p50 ms | jitter p99 ms | latency p50 ms | latency p99 ms "
+        "| jitter p50 ms | jitter p99 ms | jitter max ms | latency p50 ms | latency p99 ms "
         "| wake-ups/s | loop turns/s | commits/msg |"
     )
     print(
@@ -234,18 +269,31 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, QoS 1 via Mosquitto\n"
     )
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         print(
             f"| {name} | {_fmt(r['delivered_per_s'], ',.0f')} | {_fmt(r['polled_per_s'], ',.0f')} "
             f"| {_fmt(r['cpu_us_per_point'], '.2f')} | {_fmt(r['cpu_share'], '.0%')} "
             f"| {_fmt(r['rss_mb'], '.0f')} | {_fmt(r.get('jitter_p50_ms'), '.2f')} "
-            f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} "
+            f"| {_fmt(r.get('jitter_p99_ms'), '.2f')} | {_fmt(r.get('jitter_max_ms'), '.2f')} "
             f"| {_fmt(r.get('latency_p50_ms'), '.2f')} | {_fmt(r.get('latency_p99_ms'), '.2f')} "
             f"| {_fmt(r.get('wakeups_per_s'), ',.0f')} "
             f"| {_fmt(r.get('loop_turns_per_s'), ',.0f')} "
             f"| {_fmt(r.get('commits_per_message'), '.2f')} |"
         )
+        if "vm_rss_mb" in r:
+            gc_text = ", ".join(f"{k} {v:.1f}" for k, v in r.items() if k.startswith("gc"))
+            print(
+                f"|   {name}: RSS now {r['vm_rss_mb']:.0f} MB (peak {r['rss_mb']:.0f}), "
+                f"load {r['load_s']:.2f} s CPU, {r['overruns']} overruns, "
+                f"{r['tracked_objects']:,} tracked + {r['frozen_objects']:,} frozen objects; "
+                f"{gc_text} |"
+            )
+        if "probe_p99_ms" in r:
+            print(
+                f"|   machine (idle loop beside it): jitter p50 {r['probe_p50_ms']:.2f} ms, "
+                f"p99 {r['probe_p99_ms']:.2f} ms, max {r['probe_max_ms']:.2f} ms |"
+            )
     bare = dict(rows).get(f"bare saturation {args.devices}x{args.points}")
     agent = dict(rows).get(f"agent saturation {args.devices}x{args.points}")
     if bare and agent:
@@ -255,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         args.json.write_text(json.dumps(dict(rows), indent=2))
-    if not args.skip_outbox:
+    if not args.skip_outbox and not args.jitter_only:
         from bench import outbox_run
 
         outbox_run.main(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import resource
 import statistics
@@ -23,9 +24,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import AsyncModbusTcpClient
 
-from bench.site_model import bench_profile
+from bench.site_model import bench_profile, inline_site_yaml
 from drivers.modbus.config import ModbusDevice
-from edge_agent.config.site import DeviceSetup, LoadedConfig, SiteConfig
+from edge_agent.cli.main import start_agent
+from edge_agent.config.site import DeviceSetup, LoadedConfig, SiteConfig, load_config
 from edge_agent.delivery.outbox import OutboxConfig
 from edge_agent.mqtt.config import MqttConfig
 from edge_agent.runtime.agent import Agent
@@ -33,6 +35,50 @@ from edge_agent.runtime.agent import Agent
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _vm_rss_mb() -> float:
+    """The resident set now (ru_maxrss is the peak, start-up included)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class GcPauses:
+    """How long each collection of the cyclic garbage collector took, by generation."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def reset(self) -> None:
+        for samples in self.pauses.values():
+            samples.clear()
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for generation, samples in self.pauses.items():
+            out[f"gc{generation}_count"] = len(samples)
+            out[f"gc{generation}_max_ms"] = max(samples, default=0.0) * 1000
+        return out
+
+
+def _inline_site(args: argparse.Namespace, urls: list[str]) -> LoadedConfig:
+    """The site as `edge-agent run` reads it: a file of inline points, load_config."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-site-"))
+    site = folder / "site.yaml"
+    site.write_text(
+        inline_site_yaml(urls, args.points, interval_s=args.interval, mqtt_port=args.mqtt_port)
+    )
+    return load_config(site, environ={})
 
 
 def _quantile_ms(samples: list[float], q: int) -> float:
@@ -123,6 +169,79 @@ async def _measure(
 
 
 async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, object]:
+    pauses = GcPauses()
+    if args.inline_site:
+        started = time.process_time()
+        loaded = _inline_site(args, urls)
+        load_s = time.process_time() - started
+        agent = start_agent(loaded)  # as `edge-agent run` builds it
+    else:
+        load_s = float("nan")
+        agent = _profile_agent(args, urls)
+
+    def polled_points() -> int:
+        return sum(u.stats.good_polls for u in agent.units) * args.points
+
+    latency = _Latency()
+    forwarder = agent.forwarder
+    # Agent.emit calls one of them right after the answer (the encode is ~10 µs).
+    name = "submit_now" if hasattr(forwarder, "submit_now") else "submit"
+    submit = getattr(forwarder, name)
+
+    def timed_submit(seq: int, *a: object, **kw: object) -> None:
+        latency.start(seq)
+        submit(seq, *a, **kw)
+
+    setattr(forwarder, name, timed_submit)
+    forwarder._on_acked = latency.done
+
+    commits = [0]
+    write = agent.outbox._write
+
+    def counted_write(*a: object) -> object:
+        commits[0] += 1  # one transaction of inserts and deletions
+        return write(*a)  # type: ignore[arg-type]
+
+    agent.outbox._write = counted_write  # type: ignore[method-assign]
+
+    def messages() -> int:
+        return agent.outbox.stats.appended
+
+    task = asyncio.create_task(agent.run())
+    await asyncio.sleep(args.warmup)
+    pauses.reset()
+    c0, m0 = commits[0], messages()
+    result = await _measure(0.0, args.seconds, polled_points, latency)
+    appended = [commits[0] - c0, messages() - m0]
+    jitter = [
+        j for u in agent.units for j in u.stats.jitter_s[-int(args.seconds / args.interval) - 1 :]
+    ]
+    overruns = sum(u.stats.overruns for u in agent.units)
+    frozen = gc.get_freeze_count()
+    tracked = len(gc.get_objects())
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return {
+        **result,
+        "rss_mb": _rss_mb(),
+        "vm_rss_mb": _vm_rss_mb(),
+        "load_s": load_s,
+        "jitter_p50_ms": _quantile_ms(jitter, 50),
+        "jitter_p99_ms": _quantile_ms(jitter, 99),
+        "jitter_max_ms": max(jitter, default=float("nan")) * 1000,
+        "overruns": overruns,
+        "commits_per_message": appended[0] / max(1, appended[1]),
+        "published": agent.sink.stats.published,
+        "acked": agent.sink.stats.acked,
+        "frozen_objects": frozen,
+        "tracked_objects": tracked,
+        **pauses.summary(),
+    }
+
+
+def _profile_agent(args: argparse.Namespace, urls: list[str]) -> Agent:
+    """Devices built in Python around one shared profile (the saturation scenario)."""
     profile = bench_profile(args.points)
     devices = tuple(
         DeviceSetup(
@@ -154,59 +273,7 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
             payload=args.payload,
         ),
     )
-    agent = Agent(LoadedConfig(Path("<bench>"), site, devices))
-
-    def polled_points() -> int:
-        return sum(u.stats.good_polls for u in agent.units) * args.points
-
-    latency = _Latency()
-    forwarder = agent.forwarder
-    # Agent.emit calls one of them right after the answer (the encode is ~10 µs).
-    name = "submit_now" if hasattr(forwarder, "submit_now") else "submit"
-    submit = getattr(forwarder, name)
-
-    def timed_submit(seq: int, *a: object, **kw: object) -> None:
-        latency.start(seq)
-        submit(seq, *a, **kw)
-
-    setattr(forwarder, name, timed_submit)
-    forwarder._on_acked = latency.done
-
-    commits = [0]
-    write = agent.outbox._write
-
-    def counted_write(*a: object) -> object:
-        commits[0] += 1  # one transaction of inserts and deletions
-        return write(*a)  # type: ignore[arg-type]
-
-    agent.outbox._write = counted_write  # type: ignore[method-assign]
-    appended = [0, 0]  # commits, messages
-
-    def messages() -> int:
-        return agent.outbox.stats.appended
-
-    task = asyncio.create_task(agent.run())
-    await asyncio.sleep(args.warmup)
-    c0, m0 = commits[0], messages()
-    result = await _measure(0.0, args.seconds, polled_points, latency)
-    appended[:] = [commits[0] - c0, messages() - m0]
-    jitter = [
-        j for u in agent.units for j in u.stats.jitter_s[-int(args.seconds / args.interval) - 1 :]
-    ]
-    overruns = sum(u.stats.overruns for u in agent.units)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return {
-        **result,
-        "rss_mb": _rss_mb(),
-        "jitter_p50_ms": _quantile_ms(jitter, 50),
-        "jitter_p99_ms": _quantile_ms(jitter, 99),
-        "overruns": overruns,
-        "commits_per_message": appended[0] / max(1, appended[1]),
-        "published": agent.sink.stats.published,
-        "acked": agent.sink.stats.acked,
-    }
+    return Agent(LoadedConfig(Path("<bench>"), site, devices), settle_heap=True)
 
 
 async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, object]:
@@ -271,6 +338,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--payload", choices=["json", "compact"], default="json")  # mqtt.payload
+    p.add_argument("--inline-site", action="store_true", help="agent: load a site file")
     args = p.parse_args()
     urls = json.loads(args.urls_file.read_text())
     import logging

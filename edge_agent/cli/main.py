@@ -294,7 +294,7 @@ def start_agent(loaded: LoadedConfig) -> Agent:
     """
     from edge_agent.runtime.agent import Agent
 
-    return Agent(loaded)
+    return Agent(loaded, settle_heap=True)
 
 
 async def _run_agent(

@@ -36,6 +36,7 @@ from edge_agent.pipeline.compact import CompactEncoder
 from edge_agent.pipeline.device_meta import DeviceMeta, setup_meta
 from edge_agent.pipeline.payload import DataEncoder, DeviceEncoder
 from edge_agent.pipeline.stages import Outlet, Stage, UplinkFilter
+from edge_agent.runtime.heap import settle, thaw
 from edge_agent.runtime.poller import Unit, run_line
 from edge_agent.runtime.reload import ReloadPlan, plan_reload
 from edge_agent.sparkplug.hook import attach_sparkplug
@@ -114,10 +115,14 @@ class Agent:
         loaded: LoadedConfig,
         *,
         grace_s: float = 5.0,
+        settle_heap: bool = False,
     ) -> None:
         site = loaded.site
         self.loaded = loaded
         self.grace_s = grace_s
+        # `edge-agent run`: freeze the start-up objects out of the garbage collector's walks
+        # (heap.py); off for agents that share a process (tests, tools).
+        self.settle_heap = settle_heap
         self.topics = Topics(site.mqtt.prefix, site.site, site.gateway)
         self.lines = build_lines(loaded.devices)
         self.units = [u for line in self.lines for u in line.units]
@@ -264,6 +269,10 @@ class Agent:
         if self.sparkplug is not None:
             self.sparkplug.device_state(device, up, reason)  # DDEATH / DBIRTH
 
+    def _start_lines(self, lines: list[Line]) -> None:
+        for line in lines:
+            self._start_line(line)
+
     def _start_line(self, line: Line) -> None:
         assert self._pollers is not None
         self._line_tasks[line.key] = self._pollers.create_task(
@@ -283,6 +292,16 @@ class Agent:
         A line is restarted when any device on it changed (see reload.py); its in-progress
         read is abandoned, every poll already emitted is in the outbox.
         """
+        if not self.settle_heap:
+            return await self._apply(loaded)
+        thaw()  # what the reload drops must be collectable (heap.py)
+        try:
+            return await self._apply(loaded)
+        finally:
+            # Once _apply has returned: its frame no longer holds the stopped lines' tasks.
+            settle()
+
+    async def _apply(self, loaded: LoadedConfig) -> ReloadPlan:
         new_lines = build_lines(loaded.devices)
         plan = plan_reload(
             self.loaded,
@@ -387,6 +406,8 @@ class Agent:
         self.outbox.open()
         self.forwarder.start()
         self._resend_held()
+        if self.settle_heap:
+            settle()  # the config, plans and drivers leave the collector's walks (heap.py)
         async with asyncio.TaskGroup() as outer:
             outer.create_task(self.sink.run(), name="sink:mqtt")
             for stage in self.stages:
@@ -394,8 +415,9 @@ class Agent:
             try:
                 async with asyncio.TaskGroup() as pollers:
                     self._pollers = pollers
-                    for line in self.lines:
-                        self._start_line(line)
+                    # Not a loop here: its variable would hold the last line for as long
+                    # as the agent runs, and a reload could never free it.
+                    self._start_lines(self.lines)
                     # The group lives as long as the agent, not as long as its lines: a
                     # reload may stop every line (or leave none) before it starts new ones.
                     await asyncio.Future()

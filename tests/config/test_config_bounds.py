@@ -157,7 +157,7 @@ def test_a_file_past_the_size_limit_is_refused_unread(
     assert memory.peak_mb() < 1.1 * MAX_FILE_BYTES / MB  # the bytes read, and no more
 
 
-@pytest.mark.slow  # 15 s of pure-Python YAML parsing (issue 20 item 3)
+@pytest.mark.slow  # 2-4 s: 25,000 points validated and planned (issue 20 item 3)
 def test_a_500_device_site_with_50_inline_points_each_loads(tmp_path: Path) -> None:
     lines = [HEAD.rstrip("\n"), "devices:"]
     for d in range(500):
@@ -177,6 +177,28 @@ def test_a_500_device_site_with_50_inline_points_each_loads(tmp_path: Path) -> N
     loaded = load_config(tmp_path / "site.yaml", environ={})
     assert len(loaded.devices) == 500
     assert sum(len(s.profile.points) for s in loaded.devices if s.profile) == 25_000
+    points = [p for s in loaded.devices for p in s.device.points or ()]
+    assert len({id(p.model_fields_set) for p in points}) == 1  # one set for 25,000 points
+
+
+def test_models_given_the_same_keys_share_one_set_of_them(tmp_path: Path) -> None:
+    devices = "".join(
+        f"  - {{name: m{d}, driver: modbus, url: 'tcp://h:502', device_id: {d + 1}, points: "
+        "[{name: a, address: 0, unit: V}, {name: b, address: 1, unit: A}, {name: c, address: 2}]}\n"
+        for d in range(3)
+    )
+    (tmp_path / "site.yaml").write_text(HEAD + "devices:\n" + devices)
+    loaded = load_config(tmp_path / "site.yaml", environ={})
+    points = [p for s in loaded.devices for p in s.device.points or ()]
+    assert len(points) == 9
+    assert len({id(p.model_fields_set) for p in points}) == 2  # with unit, and without
+    assert points[0].model_fields_set == {"name", "address", "unit"}
+    assert points[2].model_fields_set == {"name", "address"}
+    copied = points[0].model_copy(update={"scale": 0.1})
+    assert copied.model_fields_set == {"name", "address", "unit", "scale"}
+    assert points[3].model_fields_set == {"name", "address", "unit"}  # the shared set as it was
+    devices_sets = {id(s.device.model_fields_set) for s in loaded.devices}
+    assert len(devices_sets) == 1
 
 
 # --- what the text may hold ---------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 
 from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality
-from edge_agent.runtime.poller import Unit, run_line
+from edge_agent.runtime.poller import JITTER_SAMPLES, Unit, UnitStats, run_line
 
 POINTS = (PointSpec("v", "V"),)
 
@@ -224,3 +224,17 @@ async def test_a_driver_bug_costs_its_device_not_the_line(caplog: pytest.LogCapt
     # One traceback for the bug, one state-change line; nothing per failed retry.
     assert len([r for r in caplog.records if r.exc_info]) == 1
     assert len([r for r in caplog.records if "broken" in r.getMessage()]) == 2
+
+
+def test_the_jitter_ring_keeps_the_last_samples_as_doubles() -> None:
+    stats = UnitStats()
+    for k in range(3 * JITTER_SAMPLES + 7):
+        stats.record_jitter(k / 1000)
+    assert len(stats.jitter_s) <= JITTER_SAMPLES
+    assert len(stats.jitter_s) >= JITTER_SAMPLES // 2 >= 500  # the live view's p99 window
+    assert stats.jitter_s[-1] == (3 * JITTER_SAMPLES + 6) / 1000
+    assert (
+        list(stats.jitter_s)
+        == [k / 1000 for k in range(3 * JITTER_SAMPLES + 7)][-len(stats.jitter_s) :]
+    )
+    assert stats.jitter_s.itemsize == 8  # a C double each, not a float object
