@@ -203,8 +203,14 @@ def _went_down(
     backoff = min(unit.backoff_max_s, unit.interval_s * 2 ** (unit.backoff_step - 1))
     unit.retry_at = now + backoff * rng.uniform(0.5, 1.0)
     if stats.up is False:
-        stats.reason = reason  # still down: no new log line, no new bad poll
-        return
+        if reason != stats.reason:
+            # Another cause (a certificate now trusted, a password now wrong): say so once,
+            # and in the retained status, or diagnosis shows the fixed problem still.
+            stats.reason = reason
+            log.warning("%s: still no answer, now %s", unit.driver.name, reason)
+            if on_state is not None:
+                on_state(unit.driver.name, False, reason)
+        return  # still down: no new bad poll
     unit.down_since = now
     stats.up, stats.reason, stats.fault = False, reason, None
     name = unit.driver.name

@@ -147,6 +147,31 @@ async def test_dead_unit_is_backed_off_and_reported_once(caplog: pytest.LogCaptu
 
 
 @pytest.mark.looptime
+async def test_a_new_cause_while_down_is_said_once_and_in_the_status(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A certificate refused, then (once trusted) a wrong password: the status must follow."""
+    caplog.set_level(logging.WARNING, logger="edge_agent.runtime.poller")
+    polls: list[Poll] = []
+    states: list[tuple[str, bool, str | None]] = []
+    causes = {2: "refused", 3: "refused", 4: "denied", 5: "denied", 6: "denied"}
+    driver = ScriptedDriver("m", down=causes.get)
+    unit = Unit(driver, interval_s=1.0, backoff_max_s=2.0)
+    await _run_until([unit], lambda: len(driver.starts) >= 8, emit=polls.append, states=states)
+    assert states == [
+        ("m", True, None),
+        ("m", False, "refused"),
+        ("m", False, "denied"),
+        ("m", True, None),
+    ]
+    assert [r.getMessage() for r in caplog.records][:2] == [
+        "m: no answer (refused); retrying with backoff up to 2 s",
+        "m: still no answer, now denied",
+    ]
+    assert len([p for p in polls if p.issues]) == 1  # one bad poll per outage, as before
+
+
+@pytest.mark.looptime
 async def test_dead_unit_on_a_bus_does_not_steal_the_others_rate() -> None:
     live = [ScriptedDriver(f"u{i}", duration_s=0.05) for i in range(3)]
     dead = ScriptedDriver("dead", duration_s=1.0, down=lambda n: "timeout")  # 1 s timeout
