@@ -20,6 +20,7 @@ from drivers.contract import WriteFailed, WriteRefused
 from drivers.modbus.codec import DecodeError, Order, decode
 from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile
 from drivers.modbus.connection import BadAnswer, ModbusConnection
+from drivers.modbus.exchange import Exchange
 from drivers.modbus.plan import Plan, apply_scaling, build_plan, engineering_value
 from drivers.modbus.write import encode_write
 from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality, Value
@@ -67,6 +68,16 @@ class ModbusDriver:
         self.connection = connection or ModbusConnection(
             device.endpoint, name=device.name, timeout_s=device.timeout_s
         )
+        self._exchanges: tuple[Exchange, ...] | None = None  # the plan's requests, framed
+
+    def _framed(self) -> tuple[Exchange, ...]:
+        # Framed at the first poll, not in __init__: `check` and `plan` never poll.
+        conn = self.connection
+        self._exchanges = tuple(
+            conn.read_exchange(r.table, r.start, r.count, device_id=self.device_id)
+            for r in self.plan.requests
+        )
+        return self._exchanges
 
     async def connect(self) -> None:
         """Open the line if needed."""
@@ -77,7 +88,8 @@ class ModbusDriver:
         conn = self.connection
         values: list[Value] = []
         issues: dict[int, tuple[Quality, str]] = {}
-        for req in self.plan.requests:
+        framed = self._exchanges or self._framed()
+        for req, exchange in zip(self.plan.requests, framed, strict=True):
             if not conn.connected:
                 # Also mid-poll: a broken MBAP header closes the line, the next request
                 # of the poll starts on a fresh one.
@@ -85,14 +97,12 @@ class ModbusDriver:
             base = len(values)
             n = len(req.point_names)
             try:
-                answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
+                answer = await conn.fetch(exchange)
                 for delay_s in BUSY_RETRY_DELAYS_S:
                     if answer != BUSY:
                         break
                     await asyncio.sleep(delay_s)
-                    answer = await conn.read(
-                        req.table, req.start, req.count, device_id=self.device_id
-                    )
+                    answer = await conn.fetch(exchange)
             except BadAnswer as exc:
                 issue = (Quality.BAD, exc.reason)
                 values.extend([None] * n)
