@@ -28,6 +28,7 @@ connection reports it instead of a bare timeout.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pymodbus.framer import FramerRTU, FramerSocket
@@ -148,6 +149,31 @@ class TcpAnswers(_ReadAnswers, FramerSocket):
                 continue
             return end, self.check(data[used + _MBAP_SIZE : end], unit, exp_devid)
         return used, None
+
+    def cut_any(
+        self, data: bytes, waiting: Mapping[int, tuple[int, Asked]]
+    ) -> tuple[int, int, Answer | None]:
+        """As `cut` with several requests in flight, `waiting`: transaction id -> (unit,
+        asked). (bytes used, the transaction answered, its answer or None to wait for
+        more); a broken MBAP header answers transaction -1."""
+        used = 0
+        size = len(data)
+        while size - used >= _MBAP_SIZE + 1:
+            tid, protocol, length, unit = _MBAP.unpack_from(data, used)
+            if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:
+                what = f"protocol id {protocol}" if protocol else f"MBAP length {length}"
+                return size, -1, Answer(refused=f"malformed answer: {what}", desync=True)
+            end = used + 6 + length
+            if end > size:
+                break
+            expected = waiting.get(tid)
+            if expected is None:
+                self.passed_over = f"transaction {tid} (asked {', '.join(map(str, waiting))})"
+                used = end
+                continue
+            self.asked = expected[1]
+            return end, tid, self.check(data[used + _MBAP_SIZE : end], unit, expected[0])
+        return used, 0, None
 
 
 class RtuAnswers(_ReadAnswers, FramerRTU):

@@ -137,6 +137,53 @@ class ModbusConnection:
             return list(itertools.chain.from_iterable(map(_BITS.__getitem__, answer.data)))
         return answer.data
 
+    async def fetch_all(
+        self, exchanges: Sequence[Exchange]
+    ) -> list[bytes | Sequence[bool] | int | BadAnswer | None]:
+        """`fetch` of several prebuilt read requests sent together (Modbus TCP, a device
+        that takes pipelined requests): per request its data, exception code or BadAnswer
+        (counted, as `fetch` counts it), or None when a broken answer before it closed
+        the line (send it again). DeviceUnreachable as for `read`."""
+        line = self._line
+        if line is None or not line.up:
+            raise DeviceUnreachable(self.name, "not connected")
+        futures = line.send_all(exchanges)
+        results: list[bytes | Sequence[bool] | int | BadAnswer | None] = []
+        try:
+            for exchange, future in zip(exchanges, futures, strict=True):
+                try:
+                    answer = await future
+                except NoAnswer as exc:
+                    reason = self._no_answer_reason(line, exchange.unit)
+                    self.close()
+                    raise DeviceUnreachable(self.name, reason) from exc
+                except (LineLost, OSError) as exc:
+                    self.close()
+                    raise DeviceUnreachable(self.name, "connection lost") from exc
+                if answer is None:
+                    results.append(None)
+                elif answer.refused is not None:
+                    self.bad_answers[exchange.unit] += 1
+                    if answer.desync:
+                        self.close()
+                    results.append(BadAnswer(self.name, answer.refused))
+                elif answer.exception is not None:
+                    results.append(answer.exception)
+                elif exchange.bits:
+                    results.append(
+                        list(itertools.chain.from_iterable(map(_BITS.__getitem__, answer.data)))
+                    )
+                else:
+                    results.append(answer.data)
+        finally:
+            if not all(future.done() for future in futures):
+                self.close()  # cancelled mid-window: the stream is out of step
+            for future in futures:
+                # The line fails them all at once; the first one raised, the rest are seen.
+                if not future.cancelled():
+                    future.exception()
+        return results
+
     async def write(
         self, table: Table, address: int, registers: Sequence[int], *, device_id: int
     ) -> int | None:

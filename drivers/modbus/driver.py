@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import Sequence
 
 from drivers.contract import WriteFailed, WriteRefused
 from drivers.modbus.codec import DecodeError, Order, decode
@@ -69,6 +70,9 @@ class ModbusDriver:
             device.endpoint, name=device.name, timeout_s=device.timeout_s
         )
         self._exchanges: tuple[Exchange, ...] | None = None  # the plan's requests, framed
+        self._unsent: tuple[None, ...] = (None,) * len(self.plan.requests)
+        window = device.max_in_flight if self.connection.tcp else 1
+        self._window = window if len(self.plan.requests) > 1 else 1
 
     def _framed(self) -> tuple[Exchange, ...]:
         # Framed at the first poll, not in __init__: `check` and `plan` never poll.
@@ -89,15 +93,21 @@ class ModbusDriver:
         values: list[Value] = []
         issues: dict[int, tuple[Quality, str]] = {}
         framed = self._exchanges or self._framed()
-        for req, exchange in zip(self.plan.requests, framed, strict=True):
-            if not conn.connected:
-                # Also mid-poll: a broken MBAP header closes the line, the next request
-                # of the poll starts on a fresh one.
-                await conn.connect()
+        sent = self._unsent if self._window == 1 else await self._pipelined(framed)
+        for req, exchange, early in zip(self.plan.requests, framed, sent, strict=True):
             base = len(values)
             n = len(req.point_names)
             try:
-                answer = await conn.fetch(exchange)
+                if early is None:
+                    if not conn.connected:
+                        # Also mid-poll: a broken MBAP header closes the line, the next
+                        # request of the poll starts on a fresh one.
+                        await conn.connect()
+                    answer = await conn.fetch(exchange)
+                elif isinstance(early, BadAnswer):
+                    raise early
+                else:
+                    answer = early
                 for delay_s in BUSY_RETRY_DELAYS_S:
                     if answer != BUSY:
                         break
@@ -130,6 +140,19 @@ class ModbusDriver:
                     issues[base + k] = (Quality.BAD, reason)
         apply_scaling(values, self.plan.scalings)  # type: ignore[arg-type]
         return Poll(self.name, time.time_ns(), self.points, values, issues)
+
+    async def _pipelined(
+        self, framed: tuple[Exchange, ...]
+    ) -> list[bytes | Sequence[bool] | int | BadAnswer | None]:
+        """The answers of the plan's requests, `max_in_flight` of them sent at a time
+        (None: not answered, the poll sends it again on its own)."""
+        conn = self.connection
+        answers: list[bytes | Sequence[bool] | int | BadAnswer | None] = []
+        for i in range(0, len(framed), self._window):
+            if not conn.connected:
+                await conn.connect()
+            answers.extend(await conn.fetch_all(framed[i : i + self._window]))
+        return answers
 
     def order_of(self, point: ModbusPoint) -> Order:
         """The byte and word order the point is read (and written) in."""

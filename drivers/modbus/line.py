@@ -1,5 +1,8 @@
 """The byte stream of one Modbus line: a request out, its answer in, one at a time.
 
+Or, on Modbus TCP to a device that takes them (`max_in_flight`), several requests of a
+poll in one write, their answers matched back by transaction id.
+
 An asyncio Protocol instead of pymodbus's client: pymodbus's transaction path costs a
 lock, a fresh PDU object, an `asyncio.wait_for` and a response future per request
 (about 75 µs of CPU per request measured, issue 20). Here a request is a prebuilt frame
@@ -13,8 +16,9 @@ an idle line has no timer at all.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from drivers.modbus.answers import Answer, RtuAnswers, TcpAnswers
+from drivers.modbus.answers import Answer, Asked, RtuAnswers, TcpAnswers
 from drivers.modbus.exchange import Exchange
 
 _LAST_TID = 65000  # pymodbus's wrap-around point, kept: devices have seen it for years
@@ -44,6 +48,10 @@ class LineProtocol(asyncio.Protocol):
         self._tid = 0
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # Pipelined requests waiting, by transaction id (in sending order), and what each
+        # answer must look like; empty unless `send_all` is in use.
+        self._batch: dict[int, asyncio.Future[Answer | None]] = {}
+        self._expected: dict[int, tuple[int, Asked]] = {}
 
     # -- asyncio callbacks ------------------------------------------------------------
 
@@ -56,6 +64,9 @@ class LineProtocol(asyncio.Protocol):
         self._fail(LineLost())
 
     def data_received(self, data: bytes) -> None:
+        if self._batch:
+            self._batch_received(data)
+            return
         waiter = self._waiter
         if waiter is None:
             return  # nothing asked: a late answer, dropped like pymodbus drops it
@@ -74,7 +85,7 @@ class LineProtocol(asyncio.Protocol):
     def send(self, exchange: Exchange) -> asyncio.Future[Answer]:
         """Send one request; the future gets its Answer, LineLost or NoAnswer."""
         transport = self.transport
-        if self._waiter is not None and not self._waiter.done():
+        if self._batch or (self._waiter is not None and not self._waiter.done()):
             raise RuntimeError("a Modbus line carries one request at a time")
         if transport is None or not self.up:
             raise LineLost()
@@ -93,6 +104,65 @@ class LineProtocol(asyncio.Protocol):
             self._timer = self._loop.call_at(self._deadline, self._expire)
         return waiter
 
+    def send_all(self, exchanges: Sequence[Exchange]) -> list[asyncio.Future[Answer | None]]:
+        """Modbus TCP: send several requests in one write; a future per request gets its
+        Answer, LineLost or NoAnswer, or None when a broken answer before it ended the
+        stream (the request may be sent again on a fresh connection)."""
+        transport = self.transport
+        assert self.tcp, "pipelining needs transaction ids"
+        if self._batch or (self._waiter is not None and not self._waiter.done()):
+            raise RuntimeError("a Modbus line carries one request at a time")
+        if transport is None or not self.up:
+            raise LineLost()
+        self.framer.passed_over = None
+        self.buffer = b""
+        parts = []
+        futures: list[asyncio.Future[Answer | None]] = []
+        tid = self._tid
+        for exchange in exchanges:
+            tid = tid + 1 if tid < _LAST_TID else 1
+            parts.append(tid.to_bytes(2, "big") + exchange.frame)
+            future = self._loop.create_future()
+            futures.append(future)
+            self._batch[tid] = future
+            self._expected[tid] = (exchange.unit, exchange.asked)
+        self._tid = tid
+        transport.write(b"".join(parts))  # type: ignore[attr-defined]
+        self._deadline = self._loop.time() + self.timeout_s
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+        return futures
+
+    def _batch_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        batch = self._batch
+        while batch:
+            used, tid, answer = self.framer.cut_any(buffer, self._expected)  # type: ignore[union-attr]
+            buffer = buffer[used:]
+            if answer is None:
+                break
+            if tid < 0:
+                # Out of step: the oldest request gets the broken answer; the others
+                # never got theirs, which a fresh connection may still give.
+                oldest = next(iter(batch))
+                batch.pop(oldest).set_result(answer)
+                for future in batch.values():
+                    future.set_result(None)
+                batch.clear()
+                self._expected.clear()
+                buffer = b""
+                break
+            self._expected.pop(tid)
+            future = batch.pop(tid)
+            if not future.done():
+                future.set_result(answer)
+        self.buffer = buffer
+
+    @property
+    def pending(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._batch) or int(self._waiter is not None and not self._waiter.done())
+
     @property
     def transaction_id(self) -> int:
         """The Modbus TCP transaction id of the last request sent (0 on RTU)."""
@@ -100,12 +170,10 @@ class LineProtocol(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if not self.pending:
             return  # idle: no timer until the next request
         if self._loop.time() >= self._deadline - 1e-6:
-            self._waiter = None
-            waiter.set_exception(NoAnswer())
+            self._fail(NoAnswer())
         else:
             self._timer = self._loop.call_at(self._deadline, self._expire)
 
@@ -116,6 +184,11 @@ class LineProtocol(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+        for future in self._batch.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._batch.clear()
+        self._expected.clear()
 
     def close(self) -> None:
         """Close the connection; a request waiting ends as LineLost."""

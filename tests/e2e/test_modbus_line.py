@@ -1,10 +1,11 @@
-"""How the agent's own Modbus line protocol times its requests (issue 20.4).
+"""How the agent's own Modbus line protocol times and pipelines its requests (issue 20.4).
 
 A request's timeout runs from when that request was sent, however long the requests
 before it in the poll took; the deadline timer is armed lazily (once per timeout period
 at full speed, never while the line is idle) instead of once per request; a line carries
-one request at a time. A small asyncio server on loopback answers each request with a
-valid frame after a scripted delay.
+one request at a time, or with `max_in_flight` (Modbus TCP) up to that many requests of a
+poll, their answers matched back by transaction id in whatever order they come. A small
+asyncio server on loopback answers each request with a valid frame after a scripted delay.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ class DelayedServer(asyncio.Protocol):
 
 @asynccontextmanager
 async def delayed(
-    delays: list[float | None], *, timeout_s: float
+    delays: list[float | None],
+    *,
+    timeout_s: float,
+    profile: ModbusProfile = PROFILE,
+    max_in_flight: int = 1,
 ) -> AsyncIterator[tuple[ModbusDriver, list[int]]]:
     seen: list[int] = []
     queue: deque[float | None] = deque(delays)
@@ -78,9 +83,9 @@ async def delayed(
     port = server.sockets[0].getsockname()[1]
     device = ModbusDevice(
         name="m", driver="modbus", url=f"tcp://{LOOPBACK}:{port}", profile="two",
-        timeout_s=timeout_s,
+        timeout_s=timeout_s, max_in_flight=max_in_flight,
     )  # fmt: skip
-    driver = ModbusDriver(device, PROFILE)
+    driver = ModbusDriver(device, profile)
     try:
         yield driver, seen
     finally:
@@ -168,3 +173,78 @@ async def test_a_line_refuses_a_second_request_while_one_is_in_flight() -> None:
         with pytest.raises(RuntimeError, match="one request at a time"):
             await conn.read(Table.INPUT, 0, 2, device_id=1)
         assert await first == b"\x00\x00\x00\x00"
+
+
+# Four requests per poll: holding 0-1, 20-21, 40-41, 60-61 (gaps too wide to join).
+FOUR = ModbusProfile(
+    name="four",
+    points=tuple(
+        ModbusPoint(name=f"h{20 * k}", address=20 * k, type=PointType.UINT32) for k in range(4)
+    ),
+)
+
+
+async def test_pipelined_answers_in_any_order_go_to_their_own_requests() -> None:
+    # All four are sent before the first answer; they come back 4th, 2nd, 3rd, 1st.
+    async with delayed(
+        [0.3, 0.1, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0], timeout_s=2.0, profile=FOUR, max_in_flight=4
+    ) as (driver, seen):
+        poll = await driver.read()
+        assert poll.issues == {}
+        assert poll.values == [0x00000000, 0x00010001, 0x00020002, 0x00030003]
+        assert seen == [3, 3, 3, 3]
+        poll = await driver.read()  # the line stays in step
+        assert poll.values == [0x00040004, 0x00050005, 0x00060006, 0x00070007]
+        assert driver.bad_answers == 0
+
+
+async def test_a_pipelined_window_waits_for_its_answers_before_the_next_one() -> None:
+    # max_in_flight 2: requests 0 and 1, then 2 and 3 once both answered.
+    async with delayed([0.2, 0.0, 0.0, 0.0], timeout_s=2.0, profile=FOUR, max_in_flight=2) as (
+        driver,
+        seen,
+    ):
+        first = asyncio.create_task(driver.read())
+        await until(lambda: len(seen) == 2, what="the first window")
+        assert not first.done() and len(seen) == 2  # answer 0 is still on its way
+        poll = await first
+    assert poll.issues == {} and len(seen) == 4
+    assert poll.values == [0x00000000, 0x00010001, 0x00020002, 0x00030003]
+
+
+async def test_a_silent_pipelined_request_times_out_the_poll() -> None:
+    async with delayed([0.0, None, 0.0, 0.0], timeout_s=0.2, profile=FOUR, max_in_flight=4) as (
+        driver,
+        _,
+    ):
+        with pytest.raises(DeviceUnreachable) as silent:
+            await driver.read()
+        assert silent.value.reason == "timeout"
+        assert not driver.connection.connected
+
+
+async def test_a_broken_pipelined_answer_costs_its_request_and_the_rest_are_sent_again() -> None:
+    # The hostile server of test_modbus_answers answers each request as it arrives.
+    from tests.e2e.test_modbus_answers import PROFILE as HOSTILE
+    from tests.e2e.test_modbus_answers import TRUTHS, UNIT, HostileServer, Scripted, _valid
+
+    server = HostileServer(rtu=False)
+    await server.start()
+    device = ModbusDevice(
+        name="hostile", driver="modbus", url=server.url, device_id=UNIT, profile="hostile",
+        max_in_flight=4,
+    )  # fmt: skip
+    driver = ModbusDriver(device, HOSTILE)
+    try:
+        broken = Scripted("garbage", TRUTHS[1], garbage=b"\x00\x01\x00\x07\x00\x03\x11\x02")
+        server.scripts = deque([*_valid(TRUTHS[:1]), broken, *_valid(TRUTHS[2:] * 2)])
+        poll = await driver.read()
+        reasons = {poll.points[i].name: r for i, (_, r) in poll.issues.items()}
+        assert reasons == {"d2": "malformed answer: protocol id 7"}
+        assert poll.values == [True, True, True, None, 7, -1, 513, 40000, 2]
+        assert driver.bad_answers == 1
+        # Four sent together, then the two left unanswered again on a fresh connection.
+        assert [r.fc for r in server.requests] == [1, 2, 3, 4, 3, 4]
+    finally:
+        await driver.close()
+        await server.stop()
