@@ -7,7 +7,8 @@
 One simulator process (bench/sim_process.py: N devices of M float32 holding registers, one
 TCP port each) serves both. In this process, one task per device polls back to back for
 the window: "agent" is `ModbusDriver.read()` (requests, answer checks, decode, scaling,
-quality), "bare" is pymodbus `read_holding_registers` per request of at most 125
+quality), "pipelined" the same with `max_in_flight: 8` (the simulator takes pipelined
+requests), "bare" is pymodbus `read_holding_registers` per request of at most 125
 registers plus a `struct` decode of the floats. The two run interleaved, `--repeats`
 times; CPU µs per point and per request is this process's CPU time (user + system, both shown) over
 the window, which the other processes on a busy machine do not change much. Prints one
@@ -35,6 +36,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from bench.site_model import bench_profile
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.plan import plan_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_REGISTERS = 125
@@ -42,12 +44,19 @@ MAX_REGISTERS = 125
 Poller = Callable[[], Awaitable[int]]  # one poll; returns the points read
 
 
-async def _agent_pollers(urls: list[str], points: int) -> tuple[list[Poller], Callable[[], None]]:
+async def _agent_pollers(
+    urls: list[str], points: int, *, max_in_flight: int = 1
+) -> tuple[list[Poller], Callable[[], None]]:
     profile = bench_profile(points)
     drivers = [
         ModbusDriver(
             ModbusDevice.model_construct(
-                name=f"m{i:04d}", driver="modbus", url=url, timeout_s=2.0, profile="bench"
+                name=f"m{i:04d}",
+                driver="modbus",
+                url=url,
+                timeout_s=2.0,
+                profile="bench",
+                max_in_flight=max_in_flight,
             ),
             profile,
         )
@@ -103,7 +112,13 @@ async def _bare_pollers(urls: list[str], points: int) -> tuple[list[Poller], Cal
     return [poller(c) for c in clients], close
 
 
-KINDS = {"agent": _agent_pollers, "bare": _bare_pollers}
+async def _pipelined_pollers(
+    urls: list[str], points: int
+) -> tuple[list[Poller], Callable[[], None]]:
+    return await _agent_pollers(urls, points, max_in_flight=8)
+
+
+KINDS = {"agent": _agent_pollers, "bare": _bare_pollers, "pipelined": _pipelined_pollers}
 
 
 def _cpu() -> tuple[float, float]:
@@ -138,7 +153,7 @@ async def _window(
 
 
 async def _main(args: argparse.Namespace) -> None:
-    kinds = [args.only] if args.only else ["bare", "agent"]
+    kinds = [args.only] if args.only else ["bare", "agent", "pipelined"]
     rows: list[str] = []
     for points in args.points:
         sim = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
@@ -149,7 +164,7 @@ async def _main(args: argparse.Namespace) -> None:
         try:
             assert sim.stdout is not None
             urls = json.loads(sim.stdout.readline())["urls"]
-            requests_per_poll = -(-2 * points // MAX_REGISTERS)
+            requests_per_poll = len(plan_requests(bench_profile(points).points))
             runs: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
             for _ in range(1 if args.polls else args.repeats):
                 for kind in kinds:
