@@ -301,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
             f"\nagent/bare delivered points/s at saturation: "
             f"{agent['delivered_per_s'] / bare['delivered_per_s']:.2f}x"
         )
+        print(
+            f"agent/bare CPU µs per point at saturation: "
+            f"{agent['cpu_us_per_point'] / bare['cpu_us_per_point']:.2f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(dict(rows), indent=2))
     if not args.skip_outbox and not args.jitter_only:

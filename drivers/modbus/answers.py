@@ -4,14 +4,10 @@ pymodbus's client framers hand every frame to its PDU decoders: an FC04 answer d
 fine for an FC03 read (its response class subclasses the FC03 one), more registers than
 asked decode fine too, and a byte count that disagrees with the frame raises inside
 `data_received`, where asyncio logs a traceback and drops the connection. These framers
-replace that step for the agent's reads: they know what is in flight (the request PDU,
-seen through pymodbus's `trace_pdu` hook as it is sent) and turn what arrives into
-exactly one `Answer`: the data, an exception code, or what was wrong with it. They never
-raise, so nothing reaches asyncio's fatal-error path.
-
-    Modbus TCP   [tid 2][protocol 2][length 2][unit 1] [fc 1][byte count 1][data n]
-    RTU          [unit 1][fc 1][byte count 1][data n][CRC 2]
-    exception    [unit 1][fc | 0x80][code 1]    (TCP: after the MBAP header; RTU: + CRC)
+(pymodbus's, with their frame cutting replaced) know what is in flight (the `Asked` of the
+request, computed once from its pymodbus request PDU when the request is built) and turn
+what arrives into exactly one `Answer`: the data, an exception code, or what was wrong with
+it. They never raise, so nothing reaches asyncio's fatal-error path.
 
 What is checked, in this order:
 
@@ -32,6 +28,8 @@ connection reports it instead of a bare timeout.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import ModbusPDU
@@ -49,105 +47,91 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-class Answer(ModbusPDU):
-    """What one read got back: data, an exception code, or why it was refused."""
+class Answer:
+    """What one request got back: data, an exception code, or why it was refused."""
+
+    __slots__ = ("data", "desync", "exception", "refused")
 
     def __init__(
         self,
-        dev_id: int,
-        transaction_id: int,
         *,
         data: bytes = b"",
         exception: int | None = None,
         refused: str | None = None,
         desync: bool = False,
     ) -> None:
-        super().__init__(dev_id=dev_id, transaction_id=transaction_id)
         self.data = data
         self.exception = exception
         self.refused = refused  # "malformed answer: ..." or "wrong answer: ..."
         self.desync = desync  # the stream's framing can no longer be trusted
 
 
-class _ReadAnswers:
-    """What the framers share: the read in flight and what was passed over while waiting."""
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What the answer to one request must look like."""
 
-    function_code = 0
-    byte_count = 0
-    asked = ""  # "2 registers" / "5 bits", for reasons
-    echo = b""  # a write's answer repeats these 4 bytes of its request
+    function_code: int
+    byte_count: int
+    text: str  # "2 registers" / "5 bits" / "an echo of the write", for reasons
+    echo: bytes = b""  # a write's answer repeats these 4 bytes of its request
+
+    @classmethod
+    def of(cls, pdu: ModbusPDU) -> Asked:
+        """What a pymodbus request PDU (a read, or a write answered by an echo) asks for."""
+        fc = pdu.function_code
+        count = pdu.count
+        if fc in _WRITES:
+            return cls(fc, 4, "an echo of the write", bytes(pdu.encode()[:4]))
+        if fc in _BIT_READS:
+            return cls(fc, (count + 7) // 8, _plural(count, "bit"))
+        return cls(fc, 2 * count, _plural(count, "register"))
+
+
+class _ReadAnswers:
+    """What the framers share: the request in flight and what was passed over meanwhile."""
+
+    asked = Asked(0, 0, "")
     passed_over: str | None = None
 
-    def note_request(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        """pymodbus `trace_pdu` hook: remember the read being sent."""
-        if sending:
-            fc = pdu.function_code
-            count = pdu.count
-            self.function_code = fc
-            if fc in _WRITES:
-                self.echo = bytes(pdu.encode()[:4])
-                self.byte_count = 4
-                self.asked = "an echo of the write"
-            elif fc in _BIT_READS:
-                self.byte_count = (count + 7) // 8
-                self.asked = _plural(count, "bit")
-            else:
-                self.byte_count = 2 * count
-                self.asked = _plural(count, "register")
-            self.passed_over = None
-        return pdu
+    def expect(self, asked: Asked) -> None:
+        """The next answer is to a request that asked this."""
+        self.asked = asked
+        self.passed_over = None
 
-    def check(self, pdu: bytes, unit: int, exp_unit: int, tid: int) -> Answer:
+    def check(self, pdu: bytes, unit: int, exp_unit: int) -> Answer:
         """The answer a complete PDU from the expected transaction / unit gives."""
         fc = pdu[0]
-        expected = self.function_code
+        asked = self.asked
+        expected = asked.function_code
         if unit != exp_unit:
-            return Answer(exp_unit, tid, refused=f"wrong answer: unit {unit} (asked {exp_unit})")
+            return Answer(refused=f"wrong answer: unit {unit} (asked {exp_unit})")
         if fc == expected | 0x80:
             if len(pdu) != 2:
-                return Answer(
-                    exp_unit,
-                    tid,
-                    refused=f"malformed answer: exception answer of {len(pdu)} bytes",
-                )
-            return Answer(exp_unit, tid, exception=pdu[1])
+                return Answer(refused=f"malformed answer: exception answer of {len(pdu)} bytes")
+            return Answer(exception=pdu[1])
         if fc != expected:
-            return Answer(
-                exp_unit, tid, refused=f"wrong answer: function code {fc} (asked {expected})"
-            )
+            return Answer(refused=f"wrong answer: function code {fc} (asked {expected})")
         if expected in _WRITES:
             if len(pdu) != 5:
+                return Answer(refused=f"malformed answer: write echo of {len(pdu)} bytes")
+            if pdu[1:5] != asked.echo:
                 return Answer(
-                    exp_unit, tid, refused=f"malformed answer: write echo of {len(pdu)} bytes"
+                    refused=f"wrong answer: echo {pdu[1:5].hex()} (sent {asked.echo.hex()})"
                 )
-            if pdu[1:5] != self.echo:
-                return Answer(
-                    exp_unit,
-                    tid,
-                    refused=f"wrong answer: echo {pdu[1:5].hex()} (sent {self.echo.hex()})",
-                )
-            return Answer(exp_unit, tid, data=pdu[1:5])
+            return Answer(data=pdu[1:5])
         if len(pdu) < 2 or pdu[1] != len(pdu) - 2:
             carried = max(0, len(pdu) - 2)
             said = f"byte count {pdu[1]}" if len(pdu) > 1 else "no byte count"
-            return Answer(
-                exp_unit, tid, refused=f"malformed answer: {said} but {carried} data bytes"
-            )
-        if pdu[1] != self.byte_count:
-            return Answer(
-                exp_unit,
-                tid,
-                refused=f"wrong answer: {pdu[1]} data bytes (asked {self.asked})",
-            )
-        return Answer(exp_unit, tid, data=pdu[2:])
+            return Answer(refused=f"malformed answer: {said} but {carried} data bytes")
+        if pdu[1] != asked.byte_count:
+            return Answer(refused=f"wrong answer: {pdu[1]} data bytes (asked {asked.text})")
+        return Answer(data=pdu[2:])
 
 
 class TcpAnswers(_ReadAnswers, FramerSocket):
     """Modbus TCP (MBAP) answers to the agent's reads."""
 
-    def handleFrame(
-        self, data: bytes, exp_devid: int, exp_tid: int
-    ) -> tuple[int, ModbusPDU | None]:
+    def cut(self, data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Answer | None]:
         """(bytes used, the answer or None to wait for more); never raises."""
         used = 0
         size = len(data)
@@ -155,9 +139,7 @@ class TcpAnswers(_ReadAnswers, FramerSocket):
             tid, protocol, length, unit = _MBAP.unpack_from(data, used)
             if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:
                 what = f"protocol id {protocol}" if protocol else f"MBAP length {length}"
-                return size, Answer(
-                    exp_devid, exp_tid, refused=f"malformed answer: {what}", desync=True
-                )
+                return size, Answer(refused=f"malformed answer: {what}", desync=True)
             end = used + 6 + length
             if end > size:
                 break
@@ -165,16 +147,39 @@ class TcpAnswers(_ReadAnswers, FramerSocket):
                 self.passed_over = f"transaction {tid} (asked {exp_tid})"
                 used = end
                 continue
-            return end, self.check(data[used + _MBAP_SIZE : end], unit, exp_devid, exp_tid)
+            return end, self.check(data[used + _MBAP_SIZE : end], unit, exp_devid)
         return used, None
+
+    def cut_any(
+        self, data: bytes, waiting: Mapping[int, tuple[int, Asked]]
+    ) -> tuple[int, int, Answer | None]:
+        """As `cut` with several requests in flight, `waiting`: transaction id -> (unit,
+        asked). (bytes used, the transaction answered, its answer or None to wait for
+        more); a broken MBAP header answers transaction -1."""
+        used = 0
+        size = len(data)
+        while size - used >= _MBAP_SIZE + 1:
+            tid, protocol, length, unit = _MBAP.unpack_from(data, used)
+            if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:
+                what = f"protocol id {protocol}" if protocol else f"MBAP length {length}"
+                return size, -1, Answer(refused=f"malformed answer: {what}", desync=True)
+            end = used + 6 + length
+            if end > size:
+                break
+            expected = waiting.get(tid)
+            if expected is None:
+                self.passed_over = f"transaction {tid} (asked {', '.join(map(str, waiting))})"
+                used = end
+                continue
+            self.asked = expected[1]
+            return end, tid, self.check(data[used + _MBAP_SIZE : end], unit, expected[0])
+        return used, 0, None
 
 
 class RtuAnswers(_ReadAnswers, FramerRTU):
     """Modbus RTU answers to the agent's reads (a serial line or RTU over TCP)."""
 
-    def handleFrame(
-        self, data: bytes, exp_devid: int, exp_tid: int
-    ) -> tuple[int, ModbusPDU | None]:
+    def cut(self, data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Answer | None]:
         """(bytes used, the answer or None to wait for more); never raises."""
         used = 0
         size = len(data)
@@ -187,18 +192,16 @@ class RtuAnswers(_ReadAnswers, FramerRTU):
             elif fc in _FIXED_RTU:
                 length = _FIXED_RTU[fc]
             else:
-                return size, Answer(
-                    exp_devid, exp_tid, refused=f"malformed answer: function code {fc}"
-                )
+                return size, Answer(refused=f"malformed answer: function code {fc}")
             end = used + length
             if end > size:
                 break
             frame = data[used:end]
             if not self.check_CRC(frame[:-2], (frame[-2] << 8) | frame[-1]):
-                return size, Answer(exp_devid, exp_tid, refused="malformed answer: bad CRC")
+                return size, Answer(refused="malformed answer: bad CRC")
             if unit != exp_devid:
                 self.passed_over = f"unit {unit} (asked {exp_devid})"
                 used = end
                 continue
-            return size, self.check(frame[1:-2], unit, exp_devid, exp_tid)
+            return size, self.check(frame[1:-2], unit, exp_devid)
         return used, None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import array
 import enum
 import math
+import operator
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -352,6 +353,9 @@ class BlockDecoder:
         self.fields_in_output_order: tuple[Field, ...] = tuple(ordered)
         self._post = [(i, p) for i, f in enumerate(ordered) if (p := _post_for(f)) is not None]
         self._float_indexes = [i for i, f in enumerate(ordered) if f.point_type in FLOAT_TYPES]
+        self._floats_of: Callable[[list[Value]], Sequence[float]] | None = None
+        if len(self._float_indexes) > 1:
+            self._floats_of = operator.itemgetter(*self._float_indexes)
         self._be_fmt = struct.Struct(f">{self.span}H")
 
     def decode(self, registers: Sequence[int]) -> tuple[list[Value], list[tuple[int, str]]]:
@@ -383,6 +387,11 @@ class BlockDecoder:
             except DecodeError as exc:
                 values[i] = None
                 errors.append((i, str(exc)))
+        # One C-level sum instead of a test per value: it is finite only if every value
+        # is (an infinity or NaN carries through; a finite overflow just takes the loop).
+        floats_of = self._floats_of
+        if floats_of is not None and not errors and math.isfinite(sum(floats_of(values))):
+            return values, errors
         for i in self._float_indexes:
             if not math.isfinite(values[i]):  # type: ignore[arg-type]
                 errors.append((i, f"not finite: {values[i]}"))

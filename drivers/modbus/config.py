@@ -34,6 +34,7 @@ from drivers.options.writes import WriteOptions
 
 MAX_REGISTERS = 125  # FC03/FC04 protocol limit
 MAX_BITS = 2000  # FC01/FC02 protocol limit
+MAX_IN_FLIGHT = 16  # pipelined requests per poll window; gateways that take any take a few
 
 _PARITIES = {"N", "E", "O", "M", "S"}
 
@@ -453,6 +454,9 @@ class ModbusDevice(_Model):
     addressing: Addressing | None = None  # of inline points and `unreadable`; None: 0-based
     max_gap: Annotated[Whole, Field(ge=0, le=MAX_REGISTERS)] | None = None
     max_registers: Annotated[Whole, Field(ge=1, le=MAX_REGISTERS)] | None = None
+    # requests of one poll sent before their answers come (Modbus TCP devices that take
+    # pipelined requests); 1: one at a time, what every device supports
+    max_in_flight: Annotated[Whole, Field(ge=1, le=MAX_IN_FLIGHT)] = 1
     unreadable: tuple[Unreadable, ...] = ()
     report: ReportOptions | None = None  # default of the points, over the profile's
     batch: BatchOptions | None = None  # several polls per data message (schema v2)
@@ -485,6 +489,11 @@ class ModbusDevice(_Model):
             raise ValueError(f"port 0 in {self.url!r}: give the device's port (Modbus TCP: 502)")
         if self.endpoint.is_serial_line and not 1 <= self.device_id <= 247:
             raise ValueError(f"device_id {self.device_id} is outside 1..247 for a serial line")
+        if self.max_in_flight > 1 and self.endpoint.transport != "tcp":
+            raise ValueError(
+                f"max_in_flight {self.max_in_flight} needs a tcp:// device: RTU answers carry "
+                "no transaction id to match them to their requests"
+            )
         return self
 
     @property

@@ -1,35 +1,38 @@
-"""One pymodbus client per line: a TCP connection, a serial port or an RTU-over-TCP socket.
+"""One connection per line: a TCP connection, a serial port or an RTU-over-TCP socket.
 
-This module and `answers` (its framers) are the only ones that touch pymodbus. Its
-exceptions stop here: no answer or a lost connection becomes `DeviceUnreachable`, an
-answer that is malformed or does not match the read becomes `BadAnswer`, and an exception
-answer becomes its code (data, not an error), so the rest of the agent never imports
-pymodbus.
+This module, `line` (the asyncio Protocol), `exchange` (requests encoded by pymodbus's PDU
+classes and framers) and `answers` (pymodbus's framers, checking answers) are the only
+ones that touch Modbus bytes; the serial port is pymodbus's serial transport. Trouble
+stops here: no answer or a lost connection becomes `DeviceUnreachable`, an answer that is
+malformed or does not match the request becomes `BadAnswer`, and an exception answer
+becomes its code (data, not an error), so the rest of the agent never imports pymodbus.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
 
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu import DecodePDU
+from pymodbus.transport.serialtransport import create_serial_connection
 
-from drivers.modbus.answers import Answer, RtuAnswers, TcpAnswers
+from drivers.modbus import exchange as exchanges
+from drivers.modbus.answers import Answer
 from drivers.modbus.codec import Table
 from drivers.modbus.config import Endpoint
+from drivers.modbus.exchange import Exchange
+from drivers.modbus.line import LineLost, LineProtocol, NoAnswer
 from drivers.pyserial_urls import line_url
 from drivers.reading import DeviceUnreachable
 
 log = logging.getLogger(__name__)
 
 # pymodbus logs every timeout and reconnect at ERROR; we report device trouble ourselves,
-# once per state change, so its per-request noise would drown the useful lines.
+# once per state change, so its per-request noise would drown the useful lines (the
+# diagnosis tools and the simulators still use parts of pymodbus that log).
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 # The 8 bits of each byte value, least significant first (Modbus packs coils that way).
@@ -61,85 +64,59 @@ class ModbusConnection:
         self.endpoint = endpoint
         self.name = name
         self.timeout_s = timeout_s
+        self.tcp = endpoint.transport == "tcp"  # MBAP framing; RTU framing otherwise
         # Answers refused (malformed, incomplete, not matching the read) per device id.
         self.bad_answers: Counter[int] = Counter()
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        self._framer: TcpAnswers | RtuAnswers | None = None
-        self._in_flight = False
-
-    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-        framer = (
-            TcpAnswers(DecodePDU(False))
-            if self.endpoint.transport == "tcp"
-            else RtuAnswers(DecodePDU(False))
-        )
-        client = self._new_client(framer)
-
-        def line_changed(up: bool) -> None:
-            # pymodbus leaves a read waiting for its timeout when the peer closes or
-            # resets the connection; end it now, as a lost connection.
-            future = client.ctx.response_future
-            if not up and self._in_flight and not future.done():
-                future.set_exception(ConnectionException("connection lost"))
-
-        client.ctx.trace_connect = line_changed
-        client.ctx.framer = framer
-        self._framer = framer
-        return client
-
-    def _new_client(
-        self, framer: TcpAnswers | RtuAnswers
-    ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-        ep = self.endpoint
-        # reconnect_delay=0: the poller owns reconnects (capped, jittered, logged once);
-        # retries=0: a retry on a shared RS-485 line would steal the other units' time.
-        if ep.transport == "rtu":
-            return AsyncModbusSerialClient(
-                line_url(ep.path),
-                framer=FramerType.RTU,
-                baudrate=ep.baudrate,
-                parity=ep.parity,
-                stopbits=ep.stopbits,
-                bytesize=ep.bytesize,
-                timeout=self.timeout_s,
-                retries=0,
-                reconnect_delay=0,
-                name=self.name,
-                trace_pdu=framer.note_request,
-            )
-        return AsyncModbusTcpClient(
-            ep.host,
-            port=ep.port,
-            framer=FramerType.RTU if ep.transport == "rtu+tcp" else FramerType.SOCKET,
-            timeout=self.timeout_s,
-            retries=0,
-            reconnect_delay=0,
-            name=self.name,
-            trace_pdu=framer.note_request,
-        )
+        self._line: LineProtocol | None = None
 
     @property
     def connected(self) -> bool:
         """True while the line is open."""
-        return self._client is not None and self._client.connected
+        return self._line is not None and self._line.up
 
     async def connect(self) -> None:
         """Open the line if it is not open; DeviceUnreachable when that fails."""
         if self.connected:
             return
         self.close()
-        client = self._make_client()
+        line = LineProtocol(tcp=self.tcp, timeout_s=self.timeout_s)
         try:
-            ok = await client.connect()
-        except Exception as exc:  # OSError, ModbusException, termios.error, SerialException...
-            client.close()
+            async with asyncio.timeout(self.timeout_s):
+                transport = await self._open(line)
+        except (TimeoutError, OSError) as exc:  # SerialException is an OSError too
+            line.close()
+            reason = _missing_device(self.endpoint) or "connection refused"
+            raise DeviceUnreachable(self.name, reason) from exc
+        except Exception as exc:  # termios.error, ValueError of a bad serial setting...
+            line.close()
             reason = _missing_device(self.endpoint) or f"cannot open line: {exc}"
             raise DeviceUnreachable(self.name, reason) from exc
-        if not ok:
-            client.close()
-            reason = _missing_device(self.endpoint) or "connection refused"
-            raise DeviceUnreachable(self.name, reason)
-        self._client = client
+        # The serial transport says connection_made a loop turn later; it can send now.
+        line.transport = transport
+        line.up = True
+        self._line = line
+
+    async def _open(self, line: LineProtocol) -> asyncio.BaseTransport:
+        ep = self.endpoint
+        loop = asyncio.get_running_loop()
+        if ep.transport == "rtu":
+            transport, _ = await create_serial_connection(
+                loop,
+                lambda: line,
+                line_url(ep.path),
+                baudrate=ep.baudrate,
+                bytesize=ep.bytesize,
+                parity=ep.parity,
+                stopbits=ep.stopbits,
+                timeout=self.timeout_s,
+            )
+            return transport
+        transport, _ = await loop.create_connection(lambda: line, ep.host, ep.port)
+        return transport
+
+    def read_exchange(self, table: Table, start: int, count: int, *, device_id: int) -> Exchange:
+        """A read request framed for this line, to send as often as needed."""
+        return exchanges.read(table, start, count, device_id=device_id, tcp=self.tcp)
 
     async def read(
         self, table: Table, start: int, count: int, *, device_id: int
@@ -150,45 +127,63 @@ class ModbusConnection:
         does not match it (unit, function code, byte count); DeviceUnreachable when no
         answer came (the reason names a partial or passed-over answer, if any).
         """
-        client = self._client
-        framer = self._framer
-        if client is None or framer is None or not client.connected:
+        return await self.fetch(self.read_exchange(table, start, count, device_id=device_id))
+
+    async def fetch(self, exchange: Exchange) -> bytes | Sequence[bool] | int:
+        """`read` of a prebuilt read request."""
+        answer = await self._ask(exchange)
+        if answer.exception is not None:
+            return answer.exception
+        if exchange.bits:
+            return list(itertools.chain.from_iterable(map(_BITS.__getitem__, answer.data)))
+        return answer.data
+
+    async def fetch_all(
+        self, exchanges: Sequence[Exchange]
+    ) -> list[bytes | Sequence[bool] | int | BadAnswer | None]:
+        """`fetch` of several prebuilt read requests sent together (Modbus TCP, a device
+        that takes pipelined requests): per request its data, exception code or BadAnswer
+        (counted, as `fetch` counts it), or None when a broken answer before it closed
+        the line (send it again). DeviceUnreachable as for `read`."""
+        line = self._line
+        if line is None or not line.up:
             raise DeviceUnreachable(self.name, "not connected")
-        self._in_flight = True
+        futures = line.send_all(exchanges)
+        results: list[bytes | Sequence[bool] | int | BadAnswer | None] = []
         try:
-            if table is Table.HOLDING:
-                rr = await client.read_holding_registers(start, count=count, device_id=device_id)
-            elif table is Table.INPUT:
-                rr = await client.read_input_registers(start, count=count, device_id=device_id)
-            elif table is Table.COIL:
-                rr = await client.read_coils(start, count=count, device_id=device_id)
-            else:
-                rr = await client.read_discrete_inputs(start, count=count, device_id=device_id)
-        except ModbusIOException as exc:
-            reason = self._no_answer_reason(client, framer, device_id)
-            if self.endpoint.transport == "tcp":
-                # A TCP peer that went silent is usually half-open; start afresh.
-                self.close()
-            raise DeviceUnreachable(self.name, reason) from exc
-        except (ConnectionException, OSError) as exc:
-            self.close()
-            raise DeviceUnreachable(self.name, "connection lost") from exc
-        except ModbusException as exc:
-            raise DeviceUnreachable(self.name, f"bad answer: {exc}") from exc
+            for exchange, future in zip(exchanges, futures, strict=True):
+                try:
+                    answer = await future
+                except NoAnswer as exc:
+                    reason = self._no_answer_reason(line, exchange.unit)
+                    self.close()
+                    raise DeviceUnreachable(self.name, reason) from exc
+                except (LineLost, OSError) as exc:
+                    self.close()
+                    raise DeviceUnreachable(self.name, "connection lost") from exc
+                if answer is None:
+                    results.append(None)
+                elif answer.refused is not None:
+                    self.bad_answers[exchange.unit] += 1
+                    if answer.desync:
+                        self.close()
+                    results.append(BadAnswer(self.name, answer.refused))
+                elif answer.exception is not None:
+                    results.append(answer.exception)
+                elif exchange.bits:
+                    results.append(
+                        list(itertools.chain.from_iterable(map(_BITS.__getitem__, answer.data)))
+                    )
+                else:
+                    results.append(answer.data)
         finally:
-            self._in_flight = False
-        if not isinstance(rr, Answer):
-            raise BadAnswer(self.name, f"unexpected answer {type(rr).__name__}")
-        if rr.refused is not None:
-            self.bad_answers[device_id] += 1
-            if rr.desync:
-                self.close()  # nothing after a broken MBAP header can be trusted
-            raise BadAnswer(self.name, rr.refused)
-        if rr.exception is not None:
-            return rr.exception
-        if table.is_bits:
-            return list(itertools.chain.from_iterable(map(_BITS.__getitem__, rr.data)))
-        return rr.data
+            if not all(future.done() for future in futures):
+                self.close()  # cancelled mid-window: the stream is out of step
+            for future in futures:
+                # The line fails them all at once; the first one raised, the rest are seen.
+                if not future.cancelled():
+                    future.exception()
+        return results
 
     async def write(
         self, table: Table, address: int, registers: Sequence[int], *, device_id: int
@@ -196,56 +191,44 @@ class ModbusConnection:
         """Write one coil (FC05), one register (FC06) or several (FC16): None when the
         device echoed it, else the exception code it sent. BadAnswer and DeviceUnreachable
         as for `read`."""
-        client = self._client
-        framer = self._framer
-        if client is None or framer is None or not client.connected:
+        request = exchanges.write(table, address, registers, device_id=device_id, tcp=self.tcp)
+        return (await self._ask(request)).exception
+
+    async def _ask(self, exchange: Exchange) -> Answer:
+        line = self._line
+        if line is None or not line.up:
             raise DeviceUnreachable(self.name, "not connected")
-        self._in_flight = True
         try:
-            if table is Table.COIL:
-                rr = await client.write_coil(address, bool(registers[0]), device_id=device_id)
-            elif len(registers) == 1:
-                rr = await client.write_register(address, registers[0], device_id=device_id)
-            else:
-                rr = await client.write_registers(address, list(registers), device_id=device_id)
-        except ModbusIOException as exc:
-            reason = self._no_answer_reason(client, framer, device_id)
-            if self.endpoint.transport == "tcp":
+            answer = await line.send(exchange)
+        except NoAnswer as exc:
+            reason = self._no_answer_reason(line, exchange.unit)
+            if self.tcp:
+                # A TCP peer that went silent is usually half-open; start afresh.
                 self.close()
             raise DeviceUnreachable(self.name, reason) from exc
-        except (ConnectionException, OSError) as exc:
+        except (LineLost, OSError) as exc:
             self.close()
             raise DeviceUnreachable(self.name, "connection lost") from exc
-        except ModbusException as exc:
-            raise DeviceUnreachable(self.name, f"bad answer: {exc}") from exc
-        finally:
-            self._in_flight = False
-        if not isinstance(rr, Answer):
-            raise BadAnswer(self.name, f"unexpected answer {type(rr).__name__}")
-        if rr.refused is not None:
-            self.bad_answers[device_id] += 1
-            if rr.desync:
-                self.close()
-            raise BadAnswer(self.name, rr.refused)
-        return rr.exception
+        if answer.refused is not None:
+            self.bad_answers[exchange.unit] += 1
+            if answer.desync:
+                self.close()  # nothing after a broken MBAP header can be trusted
+            raise BadAnswer(self.name, answer.refused)
+        return answer
 
-    def _no_answer_reason(
-        self,
-        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
-        framer: TcpAnswers | RtuAnswers,
-        device_id: int,
-    ) -> str:
-        partial = len(client.ctx.recv_buffer)
+    def _no_answer_reason(self, line: LineProtocol, device_id: int) -> str:
+        partial = len(line.buffer)
         if partial:
             self.bad_answers[device_id] += 1
             return f"incomplete answer: {partial} byte{'s' if partial > 1 else ''}, then nothing"
-        if framer.passed_over is not None:
+        passed_over = line.framer.passed_over
+        if passed_over is not None:
             self.bad_answers[device_id] += 1
-            return f"wrong answer: {framer.passed_over}, then nothing"
+            return f"wrong answer: {passed_over}, then nothing"
         return "timeout"
 
     def close(self) -> None:
         """Close the line; idempotent."""
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        line, self._line = self._line, None
+        if line is not None:
+            line.close()

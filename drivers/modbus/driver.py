@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import Sequence
 
 from drivers.contract import WriteFailed, WriteRefused
 from drivers.modbus.codec import DecodeError, Order, decode
 from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile
 from drivers.modbus.connection import BadAnswer, ModbusConnection
+from drivers.modbus.exchange import Exchange
 from drivers.modbus.plan import Plan, apply_scaling, build_plan, engineering_value
 from drivers.modbus.write import encode_write
 from drivers.reading import DeviceUnreachable, PointSpec, Poll, Quality, Value
@@ -67,6 +69,19 @@ class ModbusDriver:
         self.connection = connection or ModbusConnection(
             device.endpoint, name=device.name, timeout_s=device.timeout_s
         )
+        self._exchanges: tuple[Exchange, ...] | None = None  # the plan's requests, framed
+        self._unsent: tuple[None, ...] = (None,) * len(self.plan.requests)
+        window = device.max_in_flight if self.connection.tcp else 1
+        self._window = window if len(self.plan.requests) > 1 else 1
+
+    def _framed(self) -> tuple[Exchange, ...]:
+        # Framed at the first poll, not in __init__: `check` and `plan` never poll.
+        conn = self.connection
+        self._exchanges = tuple(
+            conn.read_exchange(r.table, r.start, r.count, device_id=self.device_id)
+            for r in self.plan.requests
+        )
+        return self._exchanges
 
     async def connect(self) -> None:
         """Open the line if needed."""
@@ -77,22 +92,27 @@ class ModbusDriver:
         conn = self.connection
         values: list[Value] = []
         issues: dict[int, tuple[Quality, str]] = {}
-        for req in self.plan.requests:
-            if not conn.connected:
-                # Also mid-poll: a broken MBAP header closes the line, the next request
-                # of the poll starts on a fresh one.
-                await conn.connect()
+        framed = self._exchanges or self._framed()
+        sent = self._unsent if self._window == 1 else await self._pipelined(framed)
+        for req, exchange, early in zip(self.plan.requests, framed, sent, strict=True):
             base = len(values)
             n = len(req.point_names)
             try:
-                answer = await conn.read(req.table, req.start, req.count, device_id=self.device_id)
+                if early is None:
+                    if not conn.connected:
+                        # Also mid-poll: a broken MBAP header closes the line, the next
+                        # request of the poll starts on a fresh one.
+                        await conn.connect()
+                    answer = await conn.fetch(exchange)
+                elif isinstance(early, BadAnswer):
+                    raise early
+                else:
+                    answer = early
                 for delay_s in BUSY_RETRY_DELAYS_S:
                     if answer != BUSY:
                         break
                     await asyncio.sleep(delay_s)
-                    answer = await conn.read(
-                        req.table, req.start, req.count, device_id=self.device_id
-                    )
+                    answer = await conn.fetch(exchange)
             except BadAnswer as exc:
                 issue = (Quality.BAD, exc.reason)
                 values.extend([None] * n)
@@ -120,6 +140,19 @@ class ModbusDriver:
                     issues[base + k] = (Quality.BAD, reason)
         apply_scaling(values, self.plan.scalings)  # type: ignore[arg-type]
         return Poll(self.name, time.time_ns(), self.points, values, issues)
+
+    async def _pipelined(
+        self, framed: tuple[Exchange, ...]
+    ) -> list[bytes | Sequence[bool] | int | BadAnswer | None]:
+        """The answers of the plan's requests, `max_in_flight` of them sent at a time
+        (None: not answered, the poll sends it again on its own)."""
+        conn = self.connection
+        answers: list[bytes | Sequence[bool] | int | BadAnswer | None] = []
+        for i in range(0, len(framed), self._window):
+            if not conn.connected:
+                await conn.connect()
+            answers.extend(await conn.fetch_all(framed[i : i + self._window]))
+        return answers
 
     def order_of(self, point: ModbusPoint) -> Order:
         """The byte and word order the point is read (and written) in."""

@@ -207,3 +207,23 @@ def test_bits_sharing_a_register_decode_independently() -> None:
         (PointType.BIT, 0): True,
         (PointType.BIT, 15): True,
     }
+
+
+@pytest.mark.parametrize(
+    ("floats", "bad"),
+    [
+        ((1.5, -2.0, 3.25), {}),
+        ((1.5, math.inf, 3.25), {1: "not finite: inf"}),
+        ((math.inf, -math.inf, 0.0), {0: "not finite: inf", 1: "not finite: -inf"}),
+        ((math.nan, 1.0, math.nan), {0: "not finite: nan", 2: "not finite: nan"}),
+        ((1e308, 1e308, -1e308), {}),  # finite values whose sum overflows
+    ],
+    ids=["finite", "one-inf", "inf-and-minus-inf", "nans", "sum-overflows"],
+)
+def test_a_block_of_floats_marks_exactly_the_values_that_are_not_finite(
+    floats: tuple[float, ...], bad: dict[int, str]
+) -> None:
+    decoder = BlockDecoder([Field(4 * i, PointType.FLOAT64) for i in range(len(floats))])
+    values, errors = decoder.decode_bytes(struct.pack(f">{len(floats)}d", *floats))
+    assert dict(errors) == bad
+    assert values == [None if i in bad else v for i, v in enumerate(floats)]

@@ -55,6 +55,21 @@ def test_device_ids_on_serial_lines_and_port_zero() -> None:
         _device("tcp://h:0", 1)
 
 
+def test_pipelining_is_for_modbus_tcp_devices_only() -> None:
+    def device(url: str, n: int) -> ModbusDevice:
+        return ModbusDevice(name="m", driver="modbus", url=url, profile="p", max_in_flight=n)
+
+    assert device("tcp://h:502", 4).max_in_flight == 4
+    assert _device("tcp://h:502", 1).max_in_flight == 1  # off unless asked for
+    for url in ("rtu:///dev/ttyS0", "rtu+tcp://h:4001"):
+        assert device(url, 1).max_in_flight == 1
+        with pytest.raises(ValidationError, match="max_in_flight 2 needs a tcp:// device"):
+            device(url, 2)
+    for n in (0, 17):
+        with pytest.raises(ValidationError, match="max_in_flight"):
+            device("tcp://h:502", n)
+
+
 def _bit(name: str, bit: int, address: int = 10) -> ModbusPoint:
     return ModbusPoint(name=name, address=address, type="bit", bit=bit)  # type: ignore[arg-type]
 
