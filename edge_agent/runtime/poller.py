@@ -171,7 +171,7 @@ async def run_line(
                     stats.fault = stats.reason = fault  # still in fault: no new log line
                 emit(poll)
             if task.cancelling():
-                # On Python 3.11 asyncio.wait_for (inside pymodbus) can swallow a cancel
+                # On Python 3.11 asyncio.wait_for (inside asyncua, say) can swallow a cancel
                 # that lands as the answer arrives (CPython gh-86296); honour it here.
                 raise asyncio.CancelledError
             now = loop.time()
