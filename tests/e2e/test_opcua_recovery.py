@@ -120,10 +120,12 @@ async def test_server_restart_and_outage_recover(opcua_plc: PlcThread) -> None:
         await until(lambda: run.unit.stats.failures >= retries + 2, what="retries")
         assert [p for p in run.polls if p.issues] == failed
         assert run.unit.stats.skipped_backoff > 0
+        # The retries are refused, not lost: said once, as the status's new reason.
+        assert run.states[4:] == [(False, "connection refused")]
         await opcua_plc.call(plc.start)
         mark = len(run.polls)
-        await until(lambda: len(run.states) >= 5, what="up after the outage")
-        assert run.states[4] == (True, None)
+        await until(lambda: len(run.states) >= 6, what="up after the outage")
+        assert run.states[5] == (True, None)
         await until(lambda: flowing(run, mark), what="values after the outage")
     bad = failed[-1]
     assert set(bad.issues.values()) == {(Quality.BAD, "connection lost")}
