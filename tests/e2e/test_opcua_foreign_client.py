@@ -20,13 +20,19 @@ from drivers.opcua.config import OpcUaDevice
 from drivers.opcua.nodeid import BrowsePath, NodeRef
 from edge_agent.catalog import shipped_demo
 from edge_agent.config.site import load_config
-from simulators.opcua.plc import PLC_NAMESPACE, plc_signals
+from simulators.opcua.plc import DURATION, PLC_NAMESPACE, plc_signals
 from tests.fixtures.opcua import OPCUA_PASSWORD, OPCUA_USER, PlcThread
 from tests.foreign.opcua.node_opcua import node_or_skip, run_client
 
 pytestmark = pytest.mark.timeout(120)
 
-TYPES = {"double": "Double", "bool": "Boolean", "int32": "Int32", "string": "String"}
+TYPES = {
+    "double": "Double",
+    "float": "Float",
+    "bool": "Boolean",
+    "int32": "Int32",
+    "string": "String",
+}
 SEED = 7  # the session PLC's (tests/fixtures/opcua.py)
 NS = 2  # urn:plant:plc on our simulator
 # node-opcua's names of the policies the session PLC offers
@@ -65,7 +71,8 @@ def expected_tree(values: dict[str, object]) -> list[tuple[Any, ...]]:
         if s.folder:
             tree[s.folder] = (s.folder, f"ns={NS};s={s.folder}", "Object", None, None)
         value = values[f"nsu={PLC_NAMESPACE};{s.node}"]
-        tree[where] = (where, f"ns={NS};{s.node}", "Variable", TYPES[s.kind], value)
+        data_type = "Duration" if s.data_type == DURATION else TYPES[s.kind]
+        tree[where] = (where, f"ns={NS};{s.node}", "Variable", data_type, value)
         if s.eu_range is not None:
             path = f"{where}/EURange"
             tree[path] = (path, None, "Variable", "Range", tuple(map(float, s.eu_range)))
@@ -79,8 +86,10 @@ def seen_tree(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         # A property's node id is the server's own choice: only its place is promised.
         node_id = None if e["path"].endswith("/EURange") else e["nodeId"]
         value = e.get("value")
-        if isinstance(value, dict):  # a Range
+        if isinstance(value, dict) and "low" in value:  # a Range
             value = (value["low"], value["high"])
+        elif isinstance(value, dict):  # an array, as node-opcua's JSON prints a typed array
+            value = tuple(value[str(i)] for i in range(len(value)))
         rows.append((e["path"], node_id, e["nodeClass"], e.get("dataType"), value))
     return sorted(rows, key=lambda t: t[0])
 
