@@ -400,9 +400,7 @@ class OpcUaSim:
             folders[signal.folder] = parent
         node_id = _nid(signal.identifier, ns)
         node = await _add_variable(parent, node_id, signal, signal.pattern(0.0))
-        if signal.eu_range is not None:
-            low, high = signal.eu_range
-            await node.add_property(ns, "EURange", ua.Range(low, high))
+        await _add_eu_range(node, signal)
         await _set_access(node, signal)
         sim_node = SimNode(node_id, signal, parent)
         self.nodes[key or f"nsu={self.spec.namespace};{signal.node}"] = sim_node
@@ -491,7 +489,8 @@ class OpcUaSim:
             # asyncua calls its async data-change callback without awaiting it on delete
             # (the BadNodeIdUnknown above is what reaches the clients instead).
             warnings.simplefilter("ignore", RuntimeWarning)
-            await self.server.delete_nodes([self.server.get_node(node.node_id)])
+            # recursive: its EURange property goes with it, as on a PLC that drops the tag
+            await self.server.delete_nodes([self.server.get_node(node.node_id)], recursive=True)
 
     async def restore_node(self, key: str) -> None:
         """Put a deleted node back, Good."""
@@ -501,6 +500,7 @@ class OpcUaSim:
         added = await _add_variable(
             node.parent, node.node_id, node.signal, node.signal.pattern(self.t())
         )
+        await _add_eu_range(added, node.signal)
         await _set_access(added, node.signal)
         node.deleted = False
         node.status = None
@@ -602,6 +602,13 @@ async def _add_variable(parent: Node, node_id: ua.NodeId, signal: Signal, value:
     if isinstance(value, tuple):
         await node.write_value_rank(1)  # one dimension
     return node
+
+
+async def _add_eu_range(node: Node, signal: Signal) -> None:
+    """The EURange property of an analog value (restored with its node, not only built)."""
+    if signal.eu_range is not None:
+        low, high = signal.eu_range
+        await node.add_property(node.nodeid.NamespaceIndex, "EURange", ua.Range(low, high))
 
 
 async def _set_access(node: Node, signal: Signal) -> None:

@@ -501,7 +501,9 @@ async def test_a_broker_outage_replays_messages_flagged_historical_into_the_stor
     outage = range(seq_down + 1, seq_up + 1)
     assert len(outage) >= 10
     assert all(first[s]["historical"] is True for s in outage)
-    assert not first[1]["historical"]
+    # Before the outage polls went out live (a poll made before the very first connect
+    # is backlog, historical: which is the first depends on the start's timing).
+    assert any(not first[s]["historical"] for s in range(1, seq_down + 1))
     # Whatever the ingest stored is the gateway's polls, each point in its unit.
     rows = read_points(store_path(loaded), device="meter")
     stored = {r.ts_ms for r in rows}
