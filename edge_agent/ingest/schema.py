@@ -195,23 +195,7 @@ def decode_data(
         source = Source(
             source.topic, source.site, source.gateway, named if type(named) is str else "?"
         )
-    for name in (source.site, source.gateway, source.device):
-        if not _valid_name(name):
-            raise Rejected("topic_mismatch", f"topic level {shown_name(name)} is not a valid name")
-    if doc.get("gateway") != source.gateway or doc.get("device") != source.device:
-        raise Rejected(
-            "topic_mismatch",
-            f"message says gateway {_shown(doc.get('gateway'))} device "
-            f"{_shown(doc.get('device'))}, topic says {source.gateway!r} {source.device!r}",
-        )
-    seq = _int_field(doc, "seq")
-    if seq < 1:
-        raise Rejected("bad_field", f"seq must be >= 1, got {seq}")
-    ts_ms = _int_field(doc, "ts_ms")
-    _check_time(ts_ms, "", now_ms=now_ms, max_future_ms=max_future_ms)
-    historical = doc.get("historical")
-    if type(historical) is not bool:
-        raise Rejected("bad_field", f"historical must be true or false, got {_shown(historical)}")
+    seq, ts_ms, historical = _envelope(doc, source, now_ms=now_ms, max_future_ms=max_future_ms)
     raw_points = doc.get("points")
     if type(raw_points) is not dict or not raw_points:
         raise Rejected("bad_field", "points must be a non-empty object")
@@ -249,6 +233,31 @@ def decode_data(
                 name, entry["ts_ms"], now_ms=now_ms, max_future_ms=max_future_ms
             )
     return DataMessage(source, seq, ts_ms, historical, points, point_ts)
+
+
+def _envelope(
+    doc: dict[str, object], source: Source, *, now_ms: int, max_future_ms: int
+) -> tuple[int, int, bool]:
+    """What every data message version carries alike, checked against its topic: seq,
+    ts_ms and the historical flag; Rejected naming the first problem."""
+    for name in (source.site, source.gateway, source.device):
+        if not _valid_name(name):
+            raise Rejected("topic_mismatch", f"topic level {shown_name(name)} is not a valid name")
+    if doc.get("gateway") != source.gateway or doc.get("device") != source.device:
+        raise Rejected(
+            "topic_mismatch",
+            f"message says gateway {_shown(doc.get('gateway'))} device "
+            f"{_shown(doc.get('device'))}, topic says {source.gateway!r} {source.device!r}",
+        )
+    seq = _int_field(doc, "seq")
+    if seq < 1:
+        raise Rejected("bad_field", f"seq must be >= 1, got {seq}")
+    ts_ms = _int_field(doc, "ts_ms")
+    _check_time(ts_ms, "", now_ms=now_ms, max_future_ms=max_future_ms)
+    historical = doc.get("historical")
+    if type(historical) is not bool:
+        raise Rejected("bad_field", f"historical must be true or false, got {_shown(historical)}")
+    return seq, ts_ms, historical
 
 
 def _check_time(ts_ms: int, point: str, *, now_ms: int, max_future_ms: int) -> None:
@@ -544,23 +553,7 @@ def decode_compact(
         raise Rejected("schema_version", "not a compact (version 3) message")
     if "values" not in doc:  # another version's message with a wrong number
         raise Rejected("schema_version", "schema_version 3 without values, expected 1")
-    for name in (source.site, source.gateway, source.device):
-        if not _valid_name(name):
-            raise Rejected("topic_mismatch", f"topic level {shown_name(name)} is not a valid name")
-    if doc.get("gateway") != source.gateway or doc.get("device") != source.device:
-        raise Rejected(
-            "topic_mismatch",
-            f"message says gateway {_shown(doc.get('gateway'))} device "
-            f"{_shown(doc.get('device'))}, topic says {source.gateway!r} {source.device!r}",
-        )
-    seq = _int_field(doc, "seq")
-    if seq < 1:
-        raise Rejected("bad_field", f"seq must be >= 1, got {seq}")
-    ts_ms = _int_field(doc, "ts_ms")
-    _check_time(ts_ms, "", now_ms=now_ms, max_future_ms=max_future_ms)
-    historical = doc.get("historical")
-    if type(historical) is not bool:
-        raise Rejected("bad_field", f"historical must be true or false, got {_shown(historical)}")
+    seq, ts_ms, historical = _envelope(doc, source, now_ms=now_ms, max_future_ms=max_future_ms)
     meta_id = doc.get("meta")
     if type(meta_id) is not str or not meta_id:
         raise Rejected("bad_field", f"meta must name the metadata, got {_shown(meta_id)}")
