@@ -36,6 +36,7 @@ from edge_agent.ingest.schema import (
     Rejected,
     Source,
     shown_name,
+    topic_levels,
 )
 
 ALARMS_TOPIC = "alarms"
@@ -94,9 +95,9 @@ class AlarmMessage:
 
 def parse_alarm_topic(topic: str, prefix: str) -> Source | None:
     """`{prefix}/{site}/{gateway}/alarms` -> Source (device "" until the payload names it)."""
-    if not topic.startswith(prefix) or topic[len(prefix) : len(prefix) + 1] != "/":
+    parts = topic_levels(topic, prefix)
+    if parts is None:
         return None
-    parts = topic[len(prefix) + 1 :].split("/")
     if len(parts) == 3 and parts[2] == ALARMS_TOPIC:
         return Source(topic, parts[0], parts[1], "")
     return None

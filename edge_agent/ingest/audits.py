@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from edge_agent.ingest.schema import MIN_TS_MS, NAME, Rejected, Source, shown_name
+from edge_agent.ingest.schema import MIN_TS_MS, NAME, Rejected, Source, shown_name, topic_levels
 
 AUDIT_SUFFIX = "cmd/audit"
 EVENTS = ("request", "result")
@@ -90,9 +90,9 @@ class AuditMessage:
 
 def parse_audit_topic(topic: str, prefix: str) -> Source | None:
     """`{prefix}/{site}/{gateway}/{device}/cmd/audit` -> Source; None for other topics."""
-    if not topic.startswith(prefix) or topic[len(prefix) : len(prefix) + 1] != "/":
+    parts = topic_levels(topic, prefix)
+    if parts is None:
         return None
-    parts = topic[len(prefix) + 1 :].split("/")
     if len(parts) == 5 and parts[3] == "cmd" and parts[4] == "audit":
         return Source(topic, parts[0], parts[1], parts[2])
     return None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from edge_agent.ingest.schema import Rejected, Source, shown_name
+from edge_agent.ingest.schema import Rejected, Source, shown_name, topic_levels
 
 META_TOPIC = "meta"
 SCHEMA_VERSION = 1
@@ -36,9 +36,9 @@ class _Device:
 
 def parse_meta_topic(topic: str, prefix: str) -> Source | None:
     """`{prefix}/{site}/{gateway}/{device}/meta` -> Source; None for other topics."""
-    if not topic.startswith(prefix) or topic[len(prefix) : len(prefix) + 1] != "/":
+    parts = topic_levels(topic, prefix)
+    if parts is None:
         return None
-    parts = topic[len(prefix) + 1 :].split("/")
     if len(parts) == 4 and parts[3] == META_TOPIC:
         return Source(topic, parts[0], parts[1], parts[2])
     return None

@@ -115,15 +115,22 @@ class DataMessage:
 ENERGY_TOPIC = "energy"  # derived series of the energy stage, ingested like readings
 
 
+def topic_levels(topic: str, prefix: str) -> list[str] | None:
+    """The levels of `topic` under `prefix` (`{prefix}/a/b` -> [a, b]); None outside it."""
+    if not topic.startswith(prefix) or topic[len(prefix) : len(prefix) + 1] != "/":
+        return None
+    return topic[len(prefix) + 1 :].split("/")
+
+
 def parse_topic(topic: str, prefix: str) -> Source | None:
     """`{prefix}/{site}/{gateway}/{device}/data` or `{prefix}/{site}/{gateway}/energy` -> Source.
 
     Derived energy series name their meter (or hierarchy node) in the payload, not the
     topic: their Source has device "" until decode_data reads it. None for other topics.
     """
-    if not topic.startswith(prefix) or topic[len(prefix) : len(prefix) + 1] != "/":
+    parts = topic_levels(topic, prefix)
+    if parts is None:
         return None
-    parts = topic[len(prefix) + 1 :].split("/")
     if len(parts) == 4 and parts[3] == "data":
         return Source(topic, parts[0], parts[1], parts[2])
     if len(parts) == 3 and parts[2] == ENERGY_TOPIC:
