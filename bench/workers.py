@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import resource
 import statistics
 import struct
@@ -149,10 +150,10 @@ async def _measure(
     await asyncio.sleep(warmup_s)
     if latency is not None:
         latency.recording = True
-    t0, c0, n0 = time.monotonic(), time.process_time(), count()
+    t0, c0, n0, o0 = time.monotonic(), time.process_time(), count(), os.times()
     w0, l0 = _voluntary_switches(), turns.count
     await asyncio.sleep(seconds)
-    t1, c1, n1 = time.monotonic(), time.process_time(), count()
+    t1, c1, n1, o1 = time.monotonic(), time.process_time(), count(), os.times()
     w1, l1 = _voluntary_switches(), turns.count
     if latency is not None:
         latency.recording = False
@@ -161,6 +162,8 @@ async def _measure(
         "t0": t0,
         "t1": t1,
         "cpu_s": c1 - c0,
+        "user_s": o1.user - o0.user,
+        "sys_s": o1.system - o0.system,
         "points": n1 - n0,
         "wakeups_per_s": (w1 - w0) / (t1 - t0),
         "loop_turns_per_s": (l1 - l0) / (t1 - t0),
