@@ -190,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--jitter-only", action="store_true", help="only the jitter scenario")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.add_argument(
+        "--slot",
+        type=float,
+        help="agent: polling.slot_s (default: the site default; 0: every device its own phase)",
+    )
     p.add_argument("--skip-outbox", action="store_true", help="skip the outbox benchmark")
     p.add_argument(
         "--outbox-backlog-s",
@@ -199,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
+    slot: tuple[str, ...] = () if args.slot is None else ("--slot", str(args.slot))
     rows: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -217,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                             devices=args.devices,
                             interval=0.001,
                             seconds=args.seconds,
+                            worker_args=slot if kind == "agent" else (),
                             **common,
                         ),
                     )
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                                 devices=args.devices,
                                 interval=1.0,
                                 seconds=args.seconds,
+                                worker_args=slot if kind == "agent" else (),
                                 **common,
                             ),
                         )
@@ -251,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                             devices=args.jitter_devices,
                             interval=1.0,
                             seconds=args.jitter_seconds,
-                            worker_args=("--inline-site",) if args.jitter_inline else (),
+                            worker_args=(("--inline-site",) if args.jitter_inline else ()) + slot,
                             probe=True,
                             **common,
                         ),

@@ -32,6 +32,7 @@ from edge_agent.config.site import DeviceSetup, LoadedConfig, SiteConfig, load_c
 from edge_agent.delivery.outbox import OutboxConfig
 from edge_agent.mqtt.config import MqttConfig
 from edge_agent.runtime.agent import Agent
+from edge_agent.runtime.poll_slots import PollingConfig
 
 
 def _rss_mb() -> float:
@@ -76,9 +77,10 @@ def _inline_site(args: argparse.Namespace, urls: list[str]) -> LoadedConfig:
     """The site as `edge-agent run` reads it: a file of inline points, load_config."""
     folder = Path(tempfile.mkdtemp(prefix="bench-site-"))
     site = folder / "site.yaml"
-    site.write_text(
-        inline_site_yaml(urls, args.points, interval_s=args.interval, mqtt_port=args.mqtt_port)
-    )
+    text = inline_site_yaml(urls, args.points, interval_s=args.interval, mqtt_port=args.mqtt_port)
+    if args.slot is not None:
+        text += f"polling:\n  slot_s: {args.slot}\n"
+    site.write_text(text)
     return load_config(site, environ={})
 
 
@@ -268,6 +270,7 @@ def _profile_agent(args: argparse.Namespace, urls: list[str]) -> Agent:
         gateway="gw",
         outbox=outbox,
         devices=tuple(d.device for d in devices),
+        polling=PollingConfig() if args.slot is None else PollingConfig(slot_s=args.slot),
         mqtt=MqttConfig(
             url=f"mqtt://127.0.0.1:{args.mqtt_port}",
             prefix="bench",
@@ -348,6 +351,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--payload", choices=["json", "compact"], default="json")  # mqtt.payload
     p.add_argument("--inline-site", action="store_true", help="agent: load a site file")
+    p.add_argument("--slot", type=float, help="agent: polling.slot_s (default: the site's)")
     args = p.parse_args()
     urls = json.loads(args.urls_file.read_text())
     import logging

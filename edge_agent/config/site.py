@@ -53,6 +53,7 @@ from edge_agent.ingest.influx_tls import influx_issues
 from edge_agent.mqtt.config import MqttConfig
 from edge_agent.mqtt.tls import tls_issues
 from edge_agent.ops.health_config import HealthConfig
+from edge_agent.runtime.poll_slots import PollingConfig
 from edge_agent.sparkplug.config import SparkplugConfig
 from edge_agent.uplink.config import UplinkConfig
 from edge_agent.uplink.platform import uplink_issues
@@ -139,6 +140,7 @@ class SiteConfig(BaseModel):
     gateway: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
+    polling: PollingConfig = PollingConfig()  # poll slots (runtime/poll_slots.py)
     influx: InfluxConfig | None = None  # no block: the ingest writes the embedded store
     ingest: IngestConfig = IngestConfig()
     energy: EnergyConfig = EnergyConfig()  # the energy stage's clock, tariff, hierarchy

@@ -15,10 +15,12 @@ after the broker got a message but before its PUBACK arrived sends it again; `se
 a subscriber drop the duplicate.
 
 When to commit: while the forwarder is idle (connected, and every live message of the
-last commit acknowledged) a message is committed at the end of the loop turn that
-accepted it and published right away, so at 1 s polls it reaches the broker within a
-millisecond or two. While the last commit's messages are still in flight (many devices,
-saturation) or the broker is away, commits are grouped: staged rows wait for those acks
+last commit acknowledged) the messages accepted in one loop turn are committed in one
+transaction at its end and published right away, so at 1 s polls a message reaches the
+broker within a millisecond or two, and the devices of one poll slot
+(runtime/poll_slots.py) that answered together share a commit and a write to the broker.
+While the last commit's messages are still in flight (many devices, saturation) or the
+broker is away, commits are grouped: staged rows wait for those acks
 or for `flush_interval_s`, whichever comes first, so the commit rate follows the broker's
 round trip instead of the poll rate (one batch outstanding, as Nagle's algorithm). The
 deletions of acknowledged rows never ask for a commit of their own while rows keep
@@ -115,17 +117,6 @@ class Forwarder:
         """Accept a message; it is stored at the next flush, then sent."""
         self.outbox.append(seq, topic, payload, device=device, readings=readings)
         self._commit_soon()
-
-    def submit_now(
-        self, seq: int, topic: str, payload: bytes, *, device: str, readings: int
-    ) -> None:
-        """Accept a message that needs no other write in its transaction (a poll): when
-        idle it is committed and published here, saving a loop turn; else as `submit`."""
-        self.outbox.append(seq, topic, payload, device=device, readings=readings)
-        if self._loop is not None and not self._last_batch and self._sending():
-            self.flush()
-        else:
-            self._commit_soon()
 
     def hold(self, device: str, topic: str, part: bytes, *, readings: int, ts_ms: int) -> int:
         """Keep a poll that waits in a batch (Outbox.hold), committed at the next flush."""

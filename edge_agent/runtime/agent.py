@@ -37,6 +37,7 @@ from edge_agent.pipeline.device_meta import DeviceMeta, setup_meta
 from edge_agent.pipeline.payload import DataEncoder, DeviceEncoder
 from edge_agent.pipeline.stages import Outlet, Stage, UplinkFilter
 from edge_agent.runtime.heap import settle, thaw
+from edge_agent.runtime.poll_slots import slotted_phase
 from edge_agent.runtime.poller import Unit, run_line
 from edge_agent.runtime.reload import ReloadPlan, plan_reload
 from edge_agent.sparkplug.hook import attach_sparkplug
@@ -52,6 +53,7 @@ class Line:
     key: str
     units: list[Unit]
     frame_gap_s: float = 0.0
+    slot_s: float = 0.0  # poll slots (poll_slots.py); 0 on lines shared by several units
 
 
 @dataclass(slots=True)
@@ -84,9 +86,10 @@ class Topics:
         return f"{self.base}/{device}/meta"
 
 
-def build_lines(devices: tuple[DeviceSetup, ...]) -> list[Line]:
+def build_lines(devices: tuple[DeviceSetup, ...], *, slot_s: float = 0.0) -> list[Line]:
     """Group devices into lines (their protocol says which share one) and spread their
-    phases evenly over each interval, by the device's place among the enabled ones."""
+    phases evenly over each interval, by the device's place among the enabled ones; a
+    device with a line of its own takes the slot its phase falls in (poll_slots.py)."""
     enabled = [d for d in devices if d.device.enabled]
     grouped: dict[str, list[tuple[int, DeviceSetup]]] = {}
     for index, setup in enumerate(enabled):
@@ -97,13 +100,15 @@ def build_lines(devices: tuple[DeviceSetup, ...]) -> list[Line]:
         protocol = plugin(members[0][1].device.driver)
         parts = protocol.open_line(key, [(s.device, s.profile) for _, s in members])
         units = []
+        line_slot_s = slot_s if len(members) == 1 else 0.0
         for (index, setup), driver in zip(members, parts.drivers, strict=True):
             device = setup.device
             phase = device.interval_s * index / max(1, len(enabled))
+            phase = slotted_phase(phase, device.interval_s, line_slot_s)
             units.append(
                 Unit(driver, device.interval_s, backoff_max_s=device.backoff_max_s, phase_s=phase)
             )
-        lines.append(Line(key, units, frame_gap_s=parts.frame_gap_s))
+        lines.append(Line(key, units, frame_gap_s=parts.frame_gap_s, slot_s=line_slot_s))
     return lines
 
 
@@ -124,7 +129,7 @@ class Agent:
         # (heap.py); off for agents that share a process (tests, tools).
         self.settle_heap = settle_heap
         self.topics = Topics(site.mqtt.prefix, site.site, site.gateway)
-        self.lines = build_lines(loaded.devices)
+        self.lines = build_lines(loaded.devices, slot_s=site.polling.slot_s)
         self.units = [u for line in self.lines for u in line.units]
         self.metas: dict[str, DeviceMeta] = {}  # `mqtt.payload: compact` only
         self.encoders = {u.driver.name: self._encoder(loaded, u) for u in self.units}
@@ -226,7 +231,7 @@ class Agent:
         forwarder = self.forwarder
         seq = forwarder.next_seq()
         payload = self.encoders[poll.device].encode(poll, seq=seq)
-        forwarder.submit_now(
+        forwarder.submit(
             seq,
             self._data_topics[poll.device],
             payload,
@@ -282,6 +287,7 @@ class Agent:
                 on_state=self._device_state,
                 frame_gap_s=line.frame_gap_s,
                 between=self.commands.line_started(line.key, line.units, line.frame_gap_s),
+                slot_s=line.slot_s,
             ),
             name=f"line:{line.key}",
         )
@@ -302,7 +308,7 @@ class Agent:
             settle()
 
     async def _apply(self, loaded: LoadedConfig) -> ReloadPlan:
-        new_lines = build_lines(loaded.devices)
+        new_lines = build_lines(loaded.devices, slot_s=self.loaded.site.polling.slot_s)
         plan = plan_reload(
             self.loaded,
             loaded,

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from drivers.contract import PolledDriver
 from drivers.reading import DeviceUnreachable, Poll, Quality
+from edge_agent.runtime.poll_slots import slot_start
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,20 @@ async def run_line(
     frame_gap_s: float = 0.0,
     rng: random.Random | None = None,
     between: BetweenPolls | None = None,
+    slot_s: float = 0.0,
 ) -> None:
     """Poll the units of one line, one transaction at a time, until cancelled.
 
     `between` (writes) runs before the next poll whenever it has work, so it waits for at
     most the poll in progress and delays the next by only its own transactions.
+    `slot_s`: tick 0 goes on the next multiple of the slot on the loop's clock, where the
+    other lines' slotted ticks go too (poll_slots.py).
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
     rng = rng or random.Random()
-    start = loop.time()
+    start = slot_start(loop.time(), slot_s)
     for u in units:
         u.origin = start + u.phase_s
         u.next_due = u.origin

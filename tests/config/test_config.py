@@ -492,8 +492,8 @@ def test_odd_shapes_get_plain_messages(tmp_path: Path, monkeypatch: pytest.Monke
         "site.yaml:1: the file must be a mapping (key: value lines); got a list"
     ]
     assert _errors_of(tmp_path, monkeypatch, "site: s\ngateway: g\non: 1\ndevices: [foo]\n") == [
-        "site.yaml:3: unknown key 'on' (known keys: site, gateway, mqtt, outbox, influx, ingest, "
-        "energy, alarms, health, uplink, sparkplug, writes, profiles_dir, devices)",
+        "site.yaml:3: unknown key 'on' (known keys: site, gateway, mqtt, outbox, polling, influx, "
+        "ingest, energy, alarms, health, uplink, sparkplug, writes, profiles_dir, devices)",
         "site.yaml:4 devices[0]: each entry of devices must be a mapping (key: value lines); "
         "got 'foo'",
     ]

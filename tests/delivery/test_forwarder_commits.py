@@ -180,7 +180,7 @@ async def test_the_keepalive_task_sleeps_until_the_keepalive_is_due(
         assert 25.0 < sink._misc_delay() <= 30.1
 
 
-async def test_a_poll_submitted_now_is_committed_and_published_in_the_call_when_idle(
+async def test_polls_of_one_loop_turn_share_a_commit_made_at_its_end_when_idle(
     mosquitto: Mosquitto, subscribe: Subscribe, unique_prefix: str, tmp_path: Path
 ) -> None:
     topic = f"{unique_prefix}/d/data"
@@ -190,21 +190,26 @@ async def test_a_poll_submitted_now_is_committed_and_published_in_the_call_when_
         outbox,
         sink,
     ):
-        seq = forwarder.next_seq()
-        forwarder.submit_now(seq, topic, b"p0", device="d", readings=1)
-        assert (outbox.stats.appended, sink.stats.published) == (1, 1)  # no loop turn
-        # Its ack has not been read: the next poll waits for it (one commit outstanding).
-        seq = forwarder.next_seq()
-        forwarder.submit_now(seq, topic, b"p1", device="d", readings=1)
-        assert (outbox.stats.appended, sink.stats.published) == (1, 1)
-        await until(lambda: outbox.stats.appended == 2 and outbox.stats.deleted >= 1)
-        await sub.wait_for(2)
-        assert sub.payloads() == [b"p0", b"p1"]
+        assert outbox._db is not None
+        commits = _Commits(outbox._db)
+        for n in range(3):  # a poll slot: three devices answered in one turn
+            forwarder.submit(forwarder.next_seq(), topic, b"p%d" % n, device="d", readings=1)
+        assert (outbox.stats.appended, sink.stats.published, commits.count) == (0, 0, 0)
+        await asyncio.sleep(0)  # the end of the turn, not the flush interval
+        assert (outbox.stats.appended, sink.stats.published, commits.count) == (3, 3, 1)
+        # Their acks have not been read: the next poll waits for them (one commit out).
+        forwarder.submit(forwarder.next_seq(), topic, b"p3", device="d", readings=1)
+        await asyncio.sleep(0)
+        assert (outbox.stats.appended, sink.stats.published) == (3, 3)
+        await until(lambda: outbox.stats.appended == 4 and outbox.stats.deleted >= 3)
+        assert commits.count == 2  # the three deletions rode with the fourth insert
+        await sub.wait_for(4)
+        assert sub.payloads() == [b"p0", b"p1", b"p2", b"p3"]
 
 
 def _poll(forwarder: Forwarder, topic: str, n: int) -> int:
     seq = forwarder.next_seq()
-    forwarder.submit_now(seq, topic, b'{"historical":false,"n":%d}' % n, device="d", readings=1)
+    forwarder.submit(seq, topic, b'{"historical":false,"n":%d}' % n, device="d", readings=1)
     return seq
 
 
