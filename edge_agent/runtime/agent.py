@@ -37,7 +37,7 @@ from edge_agent.pipeline.device_meta import DeviceMeta, setup_meta
 from edge_agent.pipeline.payload import DataEncoder, DeviceEncoder
 from edge_agent.pipeline.stages import Outlet, Stage, UplinkFilter
 from edge_agent.runtime.heap import settle, thaw
-from edge_agent.runtime.poll_slots import slotted_phase
+from edge_agent.runtime.poll_slots import slot_width, slotted_phase
 from edge_agent.runtime.poller import Unit, run_line
 from edge_agent.runtime.reload import ReloadPlan, plan_reload
 from edge_agent.sparkplug.hook import attach_sparkplug
@@ -95,16 +95,24 @@ def build_lines(devices: tuple[DeviceSetup, ...], *, slot_s: float = 0.0) -> lis
     for index, setup in enumerate(enabled):
         key = plugin(setup.device.driver).line_key(setup.device)
         grouped.setdefault(key, []).append((index, setup))
+    # Devices with a line of their own, by interval: how many share the slots (poll_slots.py).
+    own: dict[float, int] = {}
+    for members in grouped.values():
+        if len(members) == 1:
+            interval = members[0][1].device.interval_s
+            own[interval] = own.get(interval, 0) + 1
     lines: list[Line] = []
     for key, members in grouped.items():
         protocol = plugin(members[0][1].device.driver)
         parts = protocol.open_line(key, [(s.device, s.profile) for _, s in members])
         units = []
-        line_slot_s = slot_s if len(members) == 1 else 0.0
+        line_slot_s = 0.0
         for (index, setup), driver in zip(members, parts.drivers, strict=True):
             device = setup.device
             phase = device.interval_s * index / max(1, len(enabled))
-            phase = slotted_phase(phase, device.interval_s, line_slot_s)
+            if len(members) == 1 and slot_s > 0.0:
+                line_slot_s = slot_width(own[device.interval_s], device.interval_s, slot_s)
+                phase = slotted_phase(phase, device.interval_s, line_slot_s)
             units.append(
                 Unit(driver, device.interval_s, backoff_max_s=device.backoff_max_s, phase_s=phase)
             )

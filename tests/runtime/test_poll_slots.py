@@ -13,7 +13,7 @@ from drivers.reading import PointSpec, Poll
 from edge_agent.config.errors import ConfigError
 from edge_agent.config.site import load_config
 from edge_agent.runtime.agent import build_lines
-from edge_agent.runtime.poll_slots import slot_start, slotted_phase
+from edge_agent.runtime.poll_slots import MAX_SLOT_DEVICES, slot_start, slot_width, slotted_phase
 from edge_agent.runtime.poller import Unit, run_line
 
 POINTS = (PointSpec("v", None),)
@@ -32,6 +32,16 @@ def test_a_phase_is_rounded_down_to_its_slot() -> None:
     assert slotted_phase(0.3, 1.0, 0.1) == pytest.approx(0.3)  # already on a slot: kept
     assert slotted_phase(0.37, 1.0, 0.0) == 0.37  # no slots
     assert slotted_phase(0.037, 0.05, 0.1) == 0.037  # interval within one slot: exact
+
+
+def test_a_large_site_halves_the_slot_until_its_devices_fit() -> None:
+    assert MAX_SLOT_DEVICES == 16
+    assert slot_width(50, 1.0, 0.1) == 0.1  # 5 a slot
+    assert slot_width(160, 1.0, 0.1) == 0.1  # 16 a slot
+    assert slot_width(161, 1.0, 0.1) == 0.05
+    assert slot_width(500, 1.0, 0.1) == 0.025  # 12.5 a slot, where 0.1 held 50
+    assert slot_width(500, 60.0, 0.1) == 0.1  # a minute spreads them thin anyway
+    assert slot_width(10**6, 1.0, 0.1) == pytest.approx(0.1 / 64)  # not below 1 ms
 
 
 def test_tick_zero_goes_on_the_next_multiple_of_the_slot() -> None:
