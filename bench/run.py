@@ -195,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="agent: polling.slot_s (default: the site default; 0: every device its own phase)",
     )
+    p.add_argument(
+        "--bare-slot",
+        type=float,
+        help="the bare loop at 1 s polls in poll slots of this width too (default: no slots)",
+    )
     p.add_argument("--skip-outbox", action="store_true", help="skip the outbox benchmark")
     p.add_argument(
         "--outbox-backlog-s",
@@ -205,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     slot: tuple[str, ...] = () if args.slot is None else ("--slot", str(args.slot))
+    bare_slot: tuple[str, ...] = () if args.bare_slot is None else ("--slot", str(args.bare_slot))
     rows: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -232,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in ("bare", "agent"):
                     print(f"1 s polls: {kind}, {args.devices} x {args.points} ...", file=sys.stderr)
                     run = f" #{repeat + 1}" if args.repeats > 1 else ""
+                    if kind == "bare" and bare_slot:
+                        run = f" (slots {args.bare_slot} s){run}"
                     rows.append(
                         (
                             f"{kind} 1 s polls {args.devices}x{args.points}{run}",
@@ -240,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                                 devices=args.devices,
                                 interval=1.0,
                                 seconds=args.seconds,
-                                worker_args=slot if kind == "agent" else (),
+                                worker_args=slot if kind == "agent" else bare_slot,
                                 **common,
                             ),
                         )

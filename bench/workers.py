@@ -32,7 +32,7 @@ from edge_agent.config.site import DeviceSetup, LoadedConfig, SiteConfig, load_c
 from edge_agent.delivery.outbox import OutboxConfig
 from edge_agent.mqtt.config import MqttConfig
 from edge_agent.runtime.agent import Agent
-from edge_agent.runtime.poll_slots import PollingConfig
+from edge_agent.runtime.poll_slots import PollingConfig, slot_start, slot_width, slotted_phase
 
 
 def _rss_mb() -> float:
@@ -291,7 +291,9 @@ async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, objec
     client.on_publish = lambda _c, _u, mid, _rc, _p: latency.done(mid)
     paced = args.interval >= 0.1
     loop = asyncio.get_running_loop()
-    origin = loop.time()
+    # `--slot`: the agent's poll slots (runtime/poll_slots.py) in the bare loop too.
+    width = 0.0 if args.slot is None else slot_width(len(urls), args.interval, args.slot)
+    origin = slot_start(loop.time(), width)
     client.connect("127.0.0.1", args.mqtt_port)
     client.loop_start()
     names = [f"p{i:03d}" for i in range(args.points)]
@@ -305,7 +307,7 @@ async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, objec
         mb = AsyncModbusTcpClient(host, port=int(port), timeout=2, retries=0)
         await mb.connect()
         topic = f"bench/bench/gw/m{i:04d}/data"
-        due = origin + args.interval * i / len(urls)
+        due = origin + slotted_phase(args.interval * i / len(urls), args.interval, width)
         while True:
             if paced:
                 now = loop.time()
@@ -351,7 +353,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--payload", choices=["json", "compact"], default="json")  # mqtt.payload
     p.add_argument("--inline-site", action="store_true", help="agent: load a site file")
-    p.add_argument("--slot", type=float, help="agent: polling.slot_s (default: the site's)")
+    p.add_argument(
+        "--slot", type=float, help="polling.slot_s (agent default: the site's; bare: none)"
+    )
     args = p.parse_args()
     urls = json.loads(args.urls_file.read_text())
     import logging
