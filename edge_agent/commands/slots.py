@@ -48,7 +48,7 @@ class WriteSlots:
         self.units = units  # the line's schedule: whether it has idle time now
         self._jobs: deque[tuple[Job, Abandon]] = deque()
         self._after_poll: list[AfterPoll] = []
-        self._waiting = asyncio.Event()
+        self._wake: asyncio.Future[bool] | None = None  # the line's pause, while it waits
         self.closed = False
 
     def __len__(self) -> int:
@@ -59,19 +59,26 @@ class WriteSlots:
         if self.closed or len(self._jobs) >= self.limit:
             return False
         self._jobs.append((job, abandon))
-        self._waiting.set()
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(True)
         return True
 
     async def pause(self, delay_s: float) -> bool:
         """Wait up to `delay_s`; True as soon as a write is waiting."""
         if self._jobs:
             return True
+        # A future and one timer: asyncio.timeout around an Event cancelled the task at
+        # every due poll (a CancelledError thrown through the frames), twice the CPU.
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[bool] = loop.create_future()
+        self._wake = wake
+        timer = loop.call_later(delay_s, _resolve, wake, False)
         try:
-            async with asyncio.timeout(delay_s):
-                await self._waiting.wait()
-        except TimeoutError:
-            return False
-        return True
+            return await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     def idle_s(self) -> float:
         """Time until the line's next poll is due (<= 0: one is already due)."""
@@ -98,7 +105,6 @@ class WriteSlots:
                 log.exception("a write failed outside the driver; the line goes on")
             if self.frame_gap_s:
                 await asyncio.sleep(self.frame_gap_s)
-        self._waiting.clear()
 
     def close(self, reason: str) -> None:
         """The line stopped: answer what waits without running it; refuse what comes."""
@@ -117,3 +123,8 @@ class WriteSlots:
         except Exception:
             log.exception("answering a read-back failed; the line goes on")
             return True
+
+
+def _resolve(wake: asyncio.Future[bool], value: bool) -> None:
+    if not wake.done():
+        wake.set_result(value)
