@@ -24,6 +24,27 @@ DIAGNOSE_COMMANDS = frozenset({"read", "probe", "scan", "write"})
 URL_HELP = "tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600&parity=E or rtu+tcp://host:port"
 
 
+# Other protocols' tools, named when a user points these Modbus commands at their devices.
+OTHER_PROTOCOL_TOOLS = {
+    "opc.tcp": "for OPC UA use asyncua's uaread -u URL -n NODE and uals -u URL -l -d 2 "
+    "(installed with edge-agent), or a device with its point in a site file: edge-agent plan",
+    "s7": "for Siemens S7 put the point in a site file and run edge-agent run "
+    "(edge-agent simulate serves a test CPU)",
+}
+
+
+def _modbus_url(text: str) -> str:
+    """The URL as typed, unless it names another protocol's device (said before the
+    address is read as a register number, which an OPC UA node id is not)."""
+    scheme = text.partition("://")[0].lower()
+    tool = OTHER_PROTOCOL_TOOLS.get(scheme)
+    if tool is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: read, probe, scan and write speak Modbus; {tool}"
+        )
+    return text
+
+
 ADDRESS_HELP = "register address as --addressing says (default 0-based; 0x hex too)"
 
 
@@ -129,7 +150,7 @@ def _ids(text: str) -> list[int]:
 def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add read, probe and scan to the command's subparsers."""
     read = sub.add_parser("read", help="read one point once and show it in all four orders")
-    read.add_argument("url", help=URL_HELP)
+    read.add_argument("url", type=_modbus_url, help=URL_HELP)
     read.add_argument("address", type=_address, help=ADDRESS_HELP)
     read.add_argument(
         "--type",
@@ -161,7 +182,7 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     probe = sub.add_parser(
         "probe", help="find the type, order and scale that read a register as an expected value"
     )
-    probe.add_argument("url", help=URL_HELP)
+    probe.add_argument("url", type=_modbus_url, help=URL_HELP)
     probe.add_argument("address", type=_address, help=ADDRESS_HELP)
     probe.add_argument("--expect", type=float, required=True, help="the value you expect, e.g. 230")
     probe.add_argument(
@@ -178,7 +199,7 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _addressing_option(probe)
 
     scan = sub.add_parser("scan", help="find the unit ids that answer on a bus or gateway")
-    scan.add_argument("url", help=URL_HELP)
+    scan.add_argument("url", type=_modbus_url, help=URL_HELP)
     scan.add_argument("--ids", type=_ids, default=list(range(1, 248)), help="default 1-247")
     scan.add_argument("--address", type=_address, default=None, help="register to read (default 0)")
     scan.add_argument("--table", type=Table, choices=list(Table), default=None)
@@ -189,7 +210,7 @@ def add_diagnose_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     scan.add_argument("--device-id", type=int, default=1, help=argparse.SUPPRESS)
 
     write = sub.add_parser("write", help="write one point once (commissioning), then read it back")
-    write.add_argument("url", help=URL_HELP)
+    write.add_argument("url", type=_modbus_url, help=URL_HELP)
     write.add_argument("address", type=_address, help=ADDRESS_HELP)
     write.add_argument("value", help="in engineering units: 42.5, true/false for a coil, text")
     write.add_argument(

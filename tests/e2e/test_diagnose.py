@@ -301,6 +301,21 @@ async def test_scan_of_nothing() -> None:
     assert parse_ids("1,3,10-12,3") == [1, 3, 10, 11, 12]
 
 
+async def test_another_protocols_url_is_named_before_its_address_is_read() -> None:
+    # An OPC UA node id is no register number: the answer names the right tool instead.
+    ua = await _cli("read", "opc.tcp://127.0.0.1:4840", "ns=2;s=Tank1.Temperature")
+    assert ua.returncode == 2 and ua.stdout == ""
+    assert ua.stderr.splitlines()[-1] == (
+        "edge-agent read: error: argument url: 'opc.tcp://127.0.0.1:4840': read, probe, scan "
+        "and write speak Modbus; for OPC UA use asyncua's uaread -u URL -n NODE and "
+        "uals -u URL -l -d 2 (installed with edge-agent), or a device with its point in a "
+        "site file: edge-agent plan"
+    )
+    s7 = await _cli("scan", "S7://10.0.0.1")
+    assert s7.returncode == 2 and "speak Modbus; for Siemens S7" in s7.stderr
+    assert "Traceback" not in ua.stderr + s7.stderr
+
+
 def test_progress_bar_draws_in_place() -> None:
     out = io.StringIO()
     bar = ProgressBar(4, out=out)
