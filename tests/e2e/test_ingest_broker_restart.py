@@ -21,6 +21,7 @@ from tests.fixtures.mosquitto import Mosquitto
 from tests.ingest_support import make_messages, publish, running, unique_site, until, write_site
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _stored_seqs(path: Path, ts_to_seq: dict[int, int]) -> list[int]:
@@ -95,3 +96,97 @@ async def test_a_worker_that_stops_sharing_gets_each_message_once(
             await publish(broker.url, make_messages(unique_prefix, site, seqs=[99]))
             await until(lambda i=ingest: i.stats.unacked == 0 and i.client.stats.acked >= 11, "99")
             assert ingest.stats.received == 11
+
+
+def _deploy_lines(*keys: str) -> list[str]:
+    conf = (ROOT / "deploy" / "mosquitto.conf").read_text().splitlines()
+    return [line for line in conf if line.split(" ", 1)[0] in keys]
+
+
+async def test_the_shipped_broker_config_queues_a_long_store_outage_for_the_worker(
+    tmp_path: Path, unique_prefix: str
+) -> None:
+    """Mosquitto's default queues 1000 messages per session and drops the rest after
+    acknowledging them to the gateway; deploy/mosquitto.conf lifts the limit."""
+    lines = _deploy_lines("max_queued_messages", "max_queued_bytes")
+    assert lines == ["max_queued_messages 0"]
+    broker = Mosquitto(tmp_path / "mosquitto", persistent=True, listeners="\n".join(lines))
+    broker.start()
+    try:
+        site = unique_site()
+        loaded = write_site(
+            tmp_path / "site.yaml",
+            broker_url=broker.url,
+            prefix=unique_prefix,
+            site=site,
+            ingest="{flush_interval_s: 0.05, max_inflight: 100}",
+        )
+        messages = make_messages(unique_prefix, site, seqs=range(1, 1501))
+        ts_to_seq = {m.ts_ms: m.seq for m in messages}
+        ingest = Ingest(loaded, worker="queue")
+        async with running(ingest):
+            pass  # the session and its subscription exist; the worker goes away
+        await publish(broker.url, messages)
+        again = Ingest(loaded, worker="queue")
+        async with running(again):
+            await until(
+                lambda: again.client.stats.acked == 1500 and again.stats.unacked == 0,
+                "1500 messages acknowledged",
+                timeout_s=30,
+            )
+        assert _stored_seqs(store_path(loaded), ts_to_seq) == list(range(1, 1501))
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize(
+    "autosave",
+    ["", "autosave_on_changes true\nautosave_interval 1"],
+    ids=["default", "every-change"],
+)
+async def test_a_killed_broker_keeps_only_what_it_saved(
+    autosave: str, tmp_path: Path, unique_prefix: str
+) -> None:
+    """Mosquitto writes mosquitto.db at shutdown and every autosave_interval (1800 s by
+    default): SIGKILL (OOM killer, power cut) loses what it acknowledged since."""
+    broker = Mosquitto(tmp_path / "mosquitto", persistent=True, listeners=autosave)
+    broker.start()
+    try:
+        site = unique_site()
+        loaded = write_site(
+            tmp_path / "site.yaml",
+            broker_url=broker.url,
+            prefix=unique_prefix,
+            site=site,
+            ingest="{flush_interval_s: 0.05}",
+        )
+        messages = make_messages(unique_prefix, site, seqs=range(1, 11))
+        ts_to_seq = {m.ts_ms: m.seq for m in messages}
+        ingest = Ingest(loaded, worker="killed")
+        async with running(ingest):
+            pass  # the session and its subscription exist; the worker goes away
+        if not autosave:
+            broker.stop()  # saved at shutdown: the session is on file, not what follows
+            broker.start()
+        await publish(broker.url, messages)  # acknowledged, queued for the worker
+        assert broker.process is not None
+        broker.process.kill()
+        broker.process.wait(5)
+        broker.start()
+        again = Ingest(loaded, worker="killed")
+        async with running(again):
+            assert again.client.stats.sessions_resumed == 1
+            sentinel = make_messages(unique_prefix, site, seqs=[99])
+            await publish(broker.url, sentinel)
+            # The session's queue comes first: once the sentinel is acknowledged, whatever
+            # the broker kept has come.
+            kept = list(range(1, 11)) if autosave else []
+            await until(
+                lambda: again.client.stats.acked == len(kept) + 1 and again.stats.unacked == 0,
+                "the kept messages and the sentinel acknowledged",
+            )
+            assert again.stats.received == len(kept) + 1
+        ts_to_seq[sentinel[0].ts_ms] = 99
+        assert _stored_seqs(store_path(loaded), ts_to_seq) == [*kept, 99]
+    finally:
+        broker.stop()
