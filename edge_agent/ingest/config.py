@@ -79,8 +79,14 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Workers with the same group share one MQTT v5 subscription ($share/<group>/...).
+    # With `shared: true`, workers with the same group share one MQTT v5 subscription
+    # ($share/<group>/...).
     group: Annotated[str, Field(pattern=GROUP_PATTERN, max_length=64)] = "edge-ingest"
+    # False: a plain subscription, one worker. Mosquitto 2.0.11 does not write shared
+    # subscriptions to its persistence file: after a broker restart it drops what gateways
+    # publish until a worker of the group subscribes again (their replayed backlog too).
+    # A plain subscription is restored with the session, so nothing is lost.
+    shared: bool = False
     # Stable per worker so the broker keeps its session across restarts; default
     # edge-ingest-{group}-{hostname}[-{worker}].
     client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None

@@ -12,7 +12,13 @@ is busy encoding a batch); deliveries hop to the loop in arrival order, in bunch
 - Receive Maximum = `max_inflight`: the broker sends at most that many messages we have
   not acknowledged, so a store outage holds a bounded amount here and the broker queues
   the rest.
-- Shared subscription `$share/<group>/...`: workers of one group split the messages.
+- Shared subscription `$share/<group>/...` (with a group): workers of one group split the
+  messages. Mosquitto 2.0.11 does not persist shared subscriptions: after its restart the
+  session comes back without it, and until the worker subscribes again the broker drops
+  (after acknowledging them to the publishers) the messages it would have queued. Without
+  a group the subscription is plain, and restored with the session.
+- `stale_filters`: unsubscribed after resuming a session, once the subscription is made,
+  so a worker that switched between shared and plain does not get every message twice.
 - `protocol="3.1.1"`, or a broker that answers the v5 CONNECT with "unsupported protocol
   version", gives a 3.1.1 client with clean_session=False and a plain subscription: one
   worker only, in-flight window left to the broker. (amqtt, the embedded demo broker,
@@ -92,6 +98,7 @@ class IngestClient:
         session_expiry_s: int = 86400,
         protocol: Protocol = "5",
         every_worker: Sequence[str] = (),
+        stale_filters: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.client_id = client_id
@@ -99,6 +106,7 @@ class IngestClient:
         # Subscribed by each worker itself at QoS 0 (retained metadata, ingest/meta.py).
         self.every_worker = tuple(every_worker)
         self.group = group
+        self.stale_filters = tuple(stale_filters)
         self.stats = ClientStats()
         self._deliver = deliver
         self._max_inflight = max_inflight
@@ -119,6 +127,8 @@ class IngestClient:
         self._publish_acks: dict[int, Callable[[], None]] = {}
         self._fallback: asyncio.Event | None = None
         self._subscribed_event = asyncio.Event()  # binds to a loop only when awaited
+        self._unsubscribing = False  # stale filters sent, UNSUBACK not yet back
+        self._granted = False  # the last SUBACK granted every filter
         self._last_state = ""
 
     # -- public (call from the loop) --------------------------------------------------------
@@ -203,6 +213,7 @@ class IngestClient:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         properties = None
@@ -261,6 +272,10 @@ class IngestClient:
             client.subscribe(
                 [(f, options) for f in self.topic_filters] + [(f, plain) for f in self.every_worker]
             )
+            if flags.session_present and self.stale_filters:
+                # After the SUBSCRIBE: the broker handles them in order, no gap between.
+                self._unsubscribing = True
+                client.unsubscribe(list(self.stale_filters))
         else:
             client.subscribe(
                 [(f, 1) for f in self.topic_filters] + [(f, 0) for f in self.every_worker]
@@ -299,8 +314,24 @@ class IngestClient:
                 ", ".join(self.topic_filters),
                 refused[0].getName(),
             )
+            self._granted = False
             return
-        self._call(self._subscribed)
+        self._granted = True
+        if not self._unsubscribing:
+            self._call(self._subscribed)
+
+    def _on_unsubscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _mid: int,
+        _reasons: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        # "No subscription existed" is fine: ready once the stale shape is surely gone.
+        self._unsubscribing = False
+        if self._granted:
+            self._call(self._subscribed)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: MQTTMessage) -> None:
         with self._lock:

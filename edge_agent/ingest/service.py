@@ -16,8 +16,10 @@ restart or a store outage leaves unacknowledged messages with the broker, which
 redelivers them; writes are idempotent (a reading is one series and timestamp), so a
 redelivered message leaves the store as it was.
 
-One `Ingest` is one worker. Workers with the same `ingest.group` share an MQTT v5 shared
-subscription, so adding workers (on any machine) splits the load.
+One `Ingest` is one worker. With `ingest.shared`, workers with the same `ingest.group` share
+an MQTT v5 shared subscription, so adding workers (on any machine) splits the load; without
+it (the default) the one worker's plain subscription outlives a Mosquitto restart, which a
+shared one does not (README, "At least once, written once").
 """
 
 from __future__ import annotations
@@ -194,7 +196,9 @@ class Ingest:
             site.mqtt,
             client_id=self.client_id,
             filters=filters,
-            group=config.group,
+            group=config.group if config.shared else None,
+            # The other shape, left in a resumed session by a worker before `shared` changed.
+            stale_filters=_other_shape(filters, config.group, shared=config.shared),
             deliver=self._on_deliveries,
             max_inflight=config.max_inflight,
             session_expiry_s=config.session_expiry_s,
@@ -602,6 +606,11 @@ class Ingest:
                 self._on_written(batch.store.messages)
             except Exception:
                 logger.exception("on_written callback failed")
+
+
+def _other_shape(filters: Sequence[str], group: str, *, shared: bool) -> list[str]:
+    """The filters of the subscription shape this worker does not use."""
+    return list(filters) if shared else [f"$share/{group}/{f}" for f in filters]
 
 
 def _first_stopped(group: BaseExceptionGroup[BaseException]) -> IngestStopped | None:

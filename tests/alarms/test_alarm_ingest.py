@@ -165,7 +165,7 @@ async def test_transitions_land_in_sqlite_once_with_their_text(
     base = f"{unique_prefix}/{site}/gw-01"
     letters = subscribe(mosquitto.host, mosquitto.port, f"{base}/deadletter")
     ingest = Ingest(loaded, worker="alarms")
-    assert f"$share/edge-ingest/{unique_prefix}/+/+/alarms" in ingest.client.topic_filters
+    assert f"{unique_prefix}/+/+/alarms" in ingest.client.topic_filters
     topic = f"{base}/alarms"
     async with running(ingest):
         await publish(mosquitto.url, [(topic, p) for p in story()])

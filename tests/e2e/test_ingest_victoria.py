@@ -239,7 +239,7 @@ async def test_two_workers_share_the_load_without_duplicates_or_gaps(
         prefix=unique_prefix,
         site=site,
         influx_url=victoria.url,
-        ingest=f"{{group: g-{site}}}",
+        ingest=f"{{group: g-{site}, shared: true}}",
     )
     messages = [
         *make_messages(unique_prefix, site, gateway="gw-01", seqs=range(1, 101)),
