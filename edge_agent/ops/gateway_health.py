@@ -5,14 +5,17 @@ Every `interval_s` the agent publishes a data message (schema v1) for the pseudo
 reading. The ingest stores it like a meter's points, so dashboards read outbox depth and
 age from the time-series store: a backlog that grows during an outage shows up there once
 it is replayed, with the original timestamps.
+
+The samples are taken at multiples of `interval_s` on the loop's clock (runtime/wake_grid.py),
+where the polls also start: the sample rides a wake-up the pollers make anyway.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.delivery.outbox import OutboxStats
+from edge_agent.runtime.wake_grid import sleep_to_multiple
 
 if TYPE_CHECKING:
     from edge_agent.runtime.agent import Agent
@@ -60,7 +63,7 @@ class GatewayHealth:
     async def run(self) -> None:
         """Publish one sample per interval until cancelled."""
         while True:
-            await asyncio.sleep(self.interval_s)
+            await sleep_to_multiple(self.interval_s)
             agent = self.agent
             units = agent.units
             doc = gateway_doc(
