@@ -414,7 +414,7 @@ class PlatformUplink:
                 group.create_task(self._watch_other_writers(), name="uplink:announce")
                 while True:
                     self.store.prune(self.config.history_days)
-                    await asyncio.sleep(3600)  # a period, not a synchronisation
+                    await sleep_to_multiple(3600)  # with the polls' wake-up of the hour
         finally:
             self.flush()  # the last turn's records, before the agent's loop ends
 
