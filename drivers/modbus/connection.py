@@ -74,6 +74,11 @@ class ModbusConnection:
         """True while the line is open."""
         return self._line is not None and self._line.up
 
+    def idle_for(self, seconds: float) -> None:
+        """Nothing will be sent for about `seconds` (see LineProtocol.idle_for)."""
+        if self._line is not None:
+            self._line.idle_for(seconds)
+
     async def connect(self) -> None:
         """Open the line if it is not open; DeviceUnreachable when that fails."""
         if self.connected:

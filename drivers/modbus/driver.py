@@ -139,6 +139,7 @@ class ModbusDriver:
                 for k, reason in errors:
                     issues[base + k] = (Quality.BAD, reason)
         apply_scaling(values, self.plan.scalings)  # type: ignore[arg-type]
+        conn.idle_for(self.device.interval_s)  # until the next poll, about
         return Poll(self.name, time.time_ns(), self.points, values, issues)
 
     async def _pipelined(

@@ -89,6 +89,18 @@ class RaiseWindows:
                 self.chatter_window_s,
             )
 
+    def next_expiry(self) -> float | None:
+        """When the next raise leaves a window that can change a counter shown: the flood
+        window's oldest raise, a chattering alarm's oldest (None: nothing to expire)."""
+        due = [
+            times[0] + self.chatter_window_s
+            for a in self.counters.chattering
+            if (times := self._per_alarm[a])
+        ]
+        if self._all:
+            due.append(self._all[0] + self.flood_window_s)
+        return min(due, default=None)
+
     def expire(self, now: float) -> None:
         """Drop what left the windows; ends flood and chatter episodes."""
         c = self.counters

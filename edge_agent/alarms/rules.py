@@ -66,6 +66,14 @@ class Delay:
         """Whether a change waits for its delay."""
         return self._since is not None
 
+    @property
+    def due(self) -> float | None:
+        """When a pending change is confirmed (the clock of `update`), None when none waits."""
+        since = self._since
+        if since is None:
+            return None
+        return since + (self.off_s if self.active else self.on_s)
+
 
 class Check(Protocol):
     """A rule's raw condition from one reading."""

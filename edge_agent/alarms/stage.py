@@ -15,12 +15,19 @@ Every transition is staged in the outbox (its seq), committed with the alarm's n
 in the alarm store, then the outbox is flushed at once: see alarm_store.py for why that
 order loses nothing and duplicates nothing across a crash. Transitions of one poll are
 committed together.
+
+The timer follows work: run() sleeps until the earliest deadline something has (a stale
+alarm's last good reading + stale_after_s, a pending comm-loss delay, a shelving's end, a
+raise leaving the flood or chatter window), rounded up to a multiple of `alarms.tick_s` on
+the loop's clock, and waits without a timer when nothing is timed. observe and commands
+wake it when they create a deadline earlier than the one it sleeps for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -51,6 +58,7 @@ from edge_agent.config.site import LoadedConfig
 from edge_agent.delivery.forwarder import Forwarder
 from edge_agent.mqtt.sink import MqttSink
 from edge_agent.pipeline.stages import Outlet, Stage
+from edge_agent.runtime.wake_grid import next_multiple
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,9 @@ REPLY_SUFFIX = "alarms/cmd/reply"
 # bad commands must not fill the MQTT queue that readings and transitions go through.
 REFUSED_REPLY_BACKLOG = 1000
 SCHEMA_VERSION = 1
+# A shelving ends at a wall-clock time; the timer sleeps on the loop's clock. An NTP step of
+# the wall clock must not push an expiry out by hours: look again at least this often.
+SHELVED_RECHECK_S = 60.0
 
 _LABEL = {
     "high_high": "high-high",
@@ -240,6 +251,11 @@ class AlarmStage:
         # What the timer looks at: stale and comm-loss alarms, and the shelved ones.
         self._timed = [a for a in self.alarms.values() if a.rule.kind in ("stale", "comm_loss")]
         self._shelved: frozenset[Alarm] = frozenset()
+        self.ticks = 0  # timer wake-ups that looked at the timed conditions (tests, bench)
+        self._wake = asyncio.Event()  # a deadline earlier than the timer's appeared
+        self._wake_at = math.inf  # loop time the timer sleeps until (inf: no timer)
+        self._timer_due = False
+        self._ticked_at = -math.inf
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -262,6 +278,9 @@ class AlarmStage:
                 if bad:
                     alarm.reason = reason
                 self._condition(alarm, alarm.delay.update(bad, now), now, ts_ms)
+                due = alarm.delay.due
+                if due is not None and due < self._wake_at:
+                    self._wake.set()
         for index, sp_index, alarm in watch.value_alarms:
             issue = issues.get(index) if issues else None
             if issue is not None and issue[0] is Quality.BAD:
@@ -293,6 +312,9 @@ class AlarmStage:
             else:
                 alarm.reason = issue[1]
             self._condition(alarm, now - alarm.last_good >= alarm.stale_after_s, now, ts_ms)
+            # Cleared (or never raised): stale again at this deadline, unless a poll comes.
+            if not alarm.status.active and alarm.last_good + alarm.stale_after_s < self._wake_at:
+                self._wake.set()
         if self._batch:
             self._commit()
 
@@ -307,6 +329,8 @@ class AlarmStage:
             return
         if transition.event is Event.RAISE:
             self.windows.raised(alarm.id, now)
+            if now + min(self.config.flood_window_s, self.config.chatter_window_s) < self._wake_at:
+                self._wake.set()  # a window to expire
         elif transition.event is Event.CLEAR:
             self.counters.cleared += 1
         self._stage(alarm, transition, ts_ms)
@@ -478,6 +502,7 @@ class AlarmStage:
         self._stage(alarm, transition, now_ms, operator=command.operator, comment=command.comment)
         self._commit()
         self._find_shelved()
+        self._wake.set()  # a shelving to expire, or none any more
         return None
 
     def _find_shelved(self) -> None:
@@ -525,12 +550,15 @@ class AlarmStage:
         if resent:
             log.warning("alarm store: %d transitions were not in the outbox; sent now", resent)
 
-    def tick(self) -> None:
-        """Stale data, comm-loss delays, shelving expiry, the flood window."""
+    def tick(self, now: float | None = None) -> None:
+        """Stale data, comm-loss delays, shelving expiry, the flood window (at loop time
+        `now`, the loop's clock by default)."""
         loop = self._loop
         if loop is None:
             return
-        now = loop.time()
+        self.ticks += 1
+        if now is None:
+            now = loop.time()
         now_ms = self.wall_ms()
         for alarm in self._timed:
             if alarm.rule.kind == "stale":
@@ -552,19 +580,73 @@ class AlarmStage:
         if self._batch or self._active_dirty:
             self._commit()
 
+    def next_due(self) -> float | None:
+        """The earliest loop time a timed condition may change without a poll or command."""
+        due = math.inf
+        for alarm in self._timed:
+            if alarm.rule.kind == "stale":
+                if not alarm.status.active:
+                    due = min(due, alarm.last_good + alarm.stale_after_s)
+            elif (pending := alarm.delay.due) is not None:
+                due = min(due, pending)
+        if self._shelved and self._loop is not None:
+            now = self._loop.time()
+            now_ms = self.wall_ms()
+            for alarm in self._shelved:
+                until = alarm.status.shelved_until_ms
+                if until is not None:
+                    due = min(due, now + min(SHELVED_RECHECK_S, (until - now_ms) / 1000))
+        expiry = self.windows.next_expiry()
+        if expiry is not None:
+            due = min(due, expiry)
+        return None if due == math.inf else due
+
+    def _wake_time(self, due: float, now: float) -> float:
+        """`due` rounded up to the tick grid; a later grid point when that is not after
+        `now` (a deadline already passed, or one a rounding error kept from resolving)."""
+        tick = self.config.tick_s
+        at = math.ceil(due / tick) * tick
+        return at if at > now else next_multiple(now, tick)
+
+    def _timer(self) -> None:
+        self._timer_due = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Restore, subscribe to commands, then tick until cancelled."""
+        """Restore, subscribe to commands, then look at the timed conditions when one is
+        due (see the module docstring) until cancelled."""
         self.restore()
+        loop = asyncio.get_running_loop()
         try:
             self.sink.subscribe(f"{self.outlet.base_topic}/{CMD_SUFFIX}", self.on_command, qos=1)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._run_republish(), name="alarms:republish")
                 while True:
-                    await asyncio.sleep(self.config.tick_s)
-                    self.tick()
+                    await self._wait_due(loop)
         finally:
+            self._wake_at = math.inf
             self.refusals.flush()
             self.store.close()
+
+    async def _wait_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sleep until the next deadline (or until woken by an earlier one); tick if due."""
+        self._wake.clear()
+        due = self.next_due()
+        if due is None:
+            self._wake_at = math.inf
+            await self._wake.wait()
+            return
+        at = self._wake_at = self._wake_time(due, max(loop.time(), self._ticked_at))
+        self._timer_due = False
+        handle = loop.call_at(at, self._timer)
+        try:
+            await self._wake.wait()
+        finally:
+            handle.cancel()
+        if self._timer_due:
+            # asyncio may run a timer up to its clock resolution early: it is `at` now.
+            self._ticked_at = at
+            self.tick(max(loop.time(), at))
 
     async def _run_republish(self) -> None:
         # Retained state may be gone after a broker restart without persistence.

@@ -57,6 +57,7 @@ from edge_agent.energy.points import CounterPoint, counter_spec, energy_points
 from edge_agent.energy.state import EnergyStateFile, assign, attributes
 from edge_agent.energy.tariffs import DayTable, TariffCalendar, find_calendar, load_calendar
 from edge_agent.energy.totals import Total, TotalsAccumulator
+from edge_agent.runtime.wake_grid import sleep_to_multiple
 
 __all__ = [
     "CounterPoint",
@@ -193,6 +194,7 @@ class EnergyStage:
         self._contract_meter = contract_meter(config, [cp.info for cp in points])
         self._node_totals: dict[tuple[str, str], TotalsAccumulator] = {}
         self._closed: list[tuple[_Counter, Total]] = []
+        self._changed = asyncio.Event()  # a counter reading taken since the last save
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -213,15 +215,19 @@ class EnergyStage:
             value = values[i]
             if i not in issues and (type(value) is float or type(value) is int):
                 dev.latest[register.options.role] = value * register.spec.factor
+        counted = False
         for i, counter in dev.bound_counters:
             if i in issues:
                 continue  # bad or uncertain: not a reading to count on
             value = values[i]
             if type(value) is not float and type(value) is not int:
                 continue
+            counted = True
             minutes = counter.track.add(ts_ms, value)
             if minutes:
                 self._minutes(dev, counter, minutes)
+        if counted:
+            self._changed.set()
         if self._closed:
             self._publish_totals(dev)
 
@@ -233,14 +239,18 @@ class EnergyStage:
         return origin + int((ts_ms - self.first_poll_ms) * self.time_scale)
 
     async def run(self) -> None:
-        """No timers (every boundary is crossed by a poll's timestamp); saves the state."""
+        """No timers (every boundary is crossed by a poll's timestamp); saves the state at
+        the next multiple of `state_save_s` on the loop's clock after a counter reading
+        changed it (runtime/wake_grid.py: where the polls wake anyway), and at the stop."""
         state = self.state
         if state is None:
             await asyncio.Event().wait()
             return
         try:
             while True:
-                await asyncio.sleep(self.config.state_save_s)  # a period, not a wait for work
+                await self._changed.wait()
+                await sleep_to_multiple(self.config.state_save_s)
+                self._changed.clear()
                 # Taken on the loop (one consistent moment, ~55 µs per counter), written by
                 # a worker thread so the disk never holds up a poll.
                 blob = state.dump(self._state_rows())
@@ -248,6 +258,7 @@ class EnergyStage:
                     await asyncio.to_thread(state.write, blob)
                 except sqlite3.Error as exc:  # a full disk must not stop the metering
                     self._state_saved(exc)
+                    self._changed.set()  # still unsaved: again next period
                 else:
                     self._state_saved(None)
         finally:

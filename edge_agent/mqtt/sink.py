@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 AckCallback = Callable[[], None]
 MessageCallback = Callable[[str, bytes], object]  # (topic, payload), on the loop; result ignored
-MISC_INTERVAL_S = 1.0  # keepalive task period while there is no connection
+MISC_INTERVAL_S = 1.0  # keepalive task period when no deadline can be read (another paho)
 KEEPALIVE_SLACK_S = 0.01  # wake just after the deadline, so loop_misc sees it due
 FENCE_FILTER = "$edge-agent/fence"  # unsubscribed from as a round trip (MqttSink.fence)
 
@@ -518,6 +518,8 @@ class MqttSink:
         """Keepalive: paho sends PINGREQ and notices a silent broker from loop_misc()."""
         client = self._client
         while True:
+            if not self._up.is_set():
+                await self._up.wait()  # no connection: nothing to keep alive, no timer
             await asyncio.sleep(self._misc_delay())
             if not self._staging and client.socket() is not None:
                 self._dispatching = True

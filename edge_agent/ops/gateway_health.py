@@ -5,6 +5,10 @@ Every `interval_s` the agent publishes a data message (schema v1) for the pseudo
 reading. The ingest stores it like a meter's points, so dashboards read outbox depth and
 age from the time-series store: a backlog that grows during an outage shows up there once
 it is replayed, with the original timestamps.
+
+The samples are taken at multiples of `interval_s` on the loop's clock (runtime/wake_grid.py),
+where the polls also start: the sample rides a wake-up the pollers make anyway. The first
+comes a whole interval after the start at least, as it always has.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.delivery.outbox import OutboxStats
+from edge_agent.runtime.wake_grid import next_multiple, sleep_to_multiple
 
 if TYPE_CHECKING:
     from edge_agent.runtime.agent import Agent
@@ -59,8 +64,10 @@ class GatewayHealth:
 
     async def run(self) -> None:
         """Publish one sample per interval until cancelled."""
+        loop = asyncio.get_running_loop()
+        first = next_multiple(loop.time() + self.interval_s, self.interval_s)
+        await asyncio.sleep(first - loop.time())
         while True:
-            await asyncio.sleep(self.interval_s)
             agent = self.agent
             units = agent.units
             doc = gateway_doc(
@@ -70,3 +77,4 @@ class GatewayHealth:
                 devices=len(units),
             )
             agent.outlet.send(f"{GATEWAY_DEVICE}/data", doc, device=GATEWAY_DEVICE, readings=8)
+            await sleep_to_multiple(self.interval_s)

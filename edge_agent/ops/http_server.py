@@ -41,7 +41,6 @@ JSON = "application/json"
 # The classic text format: every Prometheus (and most scrapers) read it; our names need no
 # escaping, so the body is the same as in the newer 1.0.0 format.
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-INSTRUMENT_EVERY_S = 1.0
 # The page is self-contained: it may talk to this server and nothing else.
 PAGE_POLICY = (
     "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; "
@@ -172,10 +171,10 @@ class AgentHttp:
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen and follow the uplink; OSError when the address cannot be bound."""
         address = await self.server.start(host, port)
-        self._tasks = [
-            asyncio.create_task(self.uplink.run_watch(), name="http:uplink-watch"),
-            asyncio.create_task(self._run_instrument(), name="http:instrument"),
-        ]
+        self._tasks = [asyncio.create_task(self.uplink.run_watch(), name="http:uplink-watch")]
+        # A config reload replaces the units of changed lines: their drivers are wrapped
+        # before the new lines start (and on every scrape), not by a timer.
+        self.agent.on_units_changed.append(self.metrics.instrument)
         shown = f"[{address[0]}]" if ":" in address[0] else address[0]
         log.info("status page, /metrics and /healthz on http://%s:%d/", shown, address[1])
         return address
@@ -183,16 +182,12 @@ class AgentHttp:
     async def close(self) -> None:
         """Stop serving; idempotent."""
         tasks, self._tasks = self._tasks, []
+        with contextlib.suppress(ValueError):  # closed before it started
+            self.agent.on_units_changed.remove(self.metrics.instrument)
         for task in tasks:
             task.cancel()
         await self.server.close()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _run_instrument(self) -> None:
-        # A config reload replaces the units of changed lines; measure their drivers too.
-        while True:
-            await asyncio.sleep(INSTRUMENT_EVERY_S)
-            self.metrics.instrument()
 
     def health(self) -> HealthReport:
         """The health verdict now."""

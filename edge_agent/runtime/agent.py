@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -175,6 +176,9 @@ class Agent:
         self._pollers: asyncio.TaskGroup | None = None
         self._reloading = asyncio.Lock()  # two quick SIGHUPs apply one after the other
         self._line_tasks: dict[str, asyncio.Task[None]] = {}
+        # Called when a reload has replaced units, before their lines start (metrics wrap
+        # the new drivers so their first poll is measured).
+        self.on_units_changed: list[Callable[[], object]] = []
         self.uplink_filter: UplinkFilter | None = None
         energy_outlet = with_uplink(loaded, self.outlet, self.stages)  # `uplink:` block
         self.stages.extend(
@@ -361,6 +365,8 @@ class Agent:
             loaded, site=self.loaded.site.model_copy(update={"devices": loaded.site.devices})
         )
         self.uplink_filter = rebuild_report_filter(self.uplink_filter, self.loaded)
+        for hook in self.on_units_changed:
+            hook()
         for line in self.lines:
             if line.key in plan.start and self._pollers is not None:
                 self._start_line(line)

@@ -20,7 +20,6 @@ records joined by commas), `$count`, `$site`, `$gateway`, `$sent_at`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import http.client
 import json
@@ -43,6 +42,7 @@ from edge_agent.catalog import Kind, find, folders
 from edge_agent.config.document import Document, read_data
 from edge_agent.config.errors import ConfigIssue
 from edge_agent.ingest.influx_tls import ca_file_problem
+from edge_agent.runtime.wake_grid import sleep_to_multiple
 from edge_agent.uplink.config import UplinkConfig, UplinkEndpoint
 from edge_agent.uplink.store import IntervalRecord, UplinkStore
 
@@ -204,7 +204,6 @@ class EndpointSender:
         gateway: str,
         base: Path,
         backoff_min_s: float = 0.5,
-        idle_check_s: float = 30.0,
     ) -> None:
         self.store = store
         self.endpoint = endpoint
@@ -214,7 +213,6 @@ class EndpointSender:
         self.stats = SenderStats()
         self.wake = asyncio.Event()
         self.backoff_min_s = backoff_min_s
-        self.idle_check_s = idle_check_s
         ca = base / endpoint.ca_file if endpoint.ca_file is not None else None
         self._ssl = ssl.create_default_context(cafile=str(ca) if ca else None)
 
@@ -226,10 +224,9 @@ class EndpointSender:
             batch = self.store.pending(self.endpoint.name, self.endpoint.batch)
             if not batch:
                 self.wake.clear()
-                # Woken by new records; the timeout picks up manual entries that another
-                # process (edge-agent uplink manual) queued in the file.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.idle_check_s)
+                # Woken by new records: the agent's, and those another process (edge-agent
+                # uplink manual) queued in the file (PlatformUplink._watch_other_writers).
+                await self.wake.wait()
                 continue
             # Rendered in the worker thread too: a batch of 500 takes ~50 ms to render, which
             # must not hold up the polls during a catch-up.
@@ -338,7 +335,8 @@ class PlatformUplink:
     ) -> None:
         self.config = config
         self.outlet = outlet  # manual entries go to MQTT through it (announce())
-        self.announce_s: float = sender.get("idle_check_s", 30.0)
+        # How often the file is looked at for what `edge-agent uplink manual` queued.
+        self.announce_s: float = sender.pop("idle_check_s", 30.0)
         self.site = site
         self.gateway = gateway
         self.store = UplinkStore.of(config, base=base)
@@ -413,18 +411,28 @@ class PlatformUplink:
             async with asyncio.TaskGroup() as group:
                 for s in self.senders:
                     group.create_task(s.run(), name=f"uplink:{s.endpoint.name}")
-                group.create_task(self._announce_entries(), name="uplink:announce")
+                group.create_task(self._watch_other_writers(), name="uplink:announce")
                 while True:
                     self.store.prune(self.config.history_days)
-                    await asyncio.sleep(3600)  # a period, not a synchronisation
+                    await sleep_to_multiple(3600)  # with the polls' wake-up of the hour
         finally:
             self.flush()  # the last turn's records, before the agent's loop ends
 
-    async def _announce_entries(self) -> None:
-        # `edge-agent uplink manual` writes from another process: looked for periodically.
+    async def _watch_other_writers(self) -> None:
+        # `edge-agent uplink manual` writes from another process: looked for periodically,
+        # one cheap PRAGMA at multiples of announce_s on the loop's clock (where the polls
+        # wake, runtime/wake_grid.py), and only a commit of another process wakes the senders.
+        seen = self.store.version()
+        self.announce()
         while True:
+            await sleep_to_multiple(self.announce_s)
+            version = self.store.version()
+            if version == seen:
+                continue
+            seen = version
             self.announce()
-            await asyncio.sleep(self.announce_s)
+            for s in self.senders:
+                s.wake.set()
 
 
 class UplinkOutlet:

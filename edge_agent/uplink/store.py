@@ -169,7 +169,7 @@ class UplinkStore:
         ).fetchall()
         # After the select: whatever another process queued into this batch is then counted,
         # so the ack of the batch cannot take the depth below zero.
-        if self._version() != self._data_version:
+        if self.version() != self._data_version:
             self._recount()
         return [(int(i), IntervalRecord.from_json(body)) for i, body in rows]
 
@@ -184,18 +184,18 @@ class UplinkStore:
         """Records of an endpoint not acknowledged yet; no I/O, safe from any thread.
 
         Records that another process (`edge-agent uplink manual`) queued count from the
-        next `pending()` on; a sender calls it at least every `idle_check_s`.
+        next `pending()` on; the agent looks for them every `idle_check_s`.
         """
         return self._depth.get(endpoint, 0)
 
-    def _version(self) -> int:
-        # Changes only when another connection committed to the file, not for our commits.
+    def version(self) -> int:
+        """Changes only when another connection committed to the file, not for ours."""
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     def _recount(self) -> None:
         # The version first: a commit between the two reads is then counted again next time
         # rather than missed.
-        self._data_version = self._version()
+        self._data_version = self.version()
         rows = self.db.execute("SELECT endpoint, count(*) FROM queue GROUP BY endpoint")
         # Endpoints no longer configured keep their (frozen) depth: their rows are still here.
         self._depth = {**dict.fromkeys(self.endpoints, 0), **{str(e): int(n) for e, n in rows}}

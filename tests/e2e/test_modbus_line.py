@@ -2,7 +2,8 @@
 
 A request's timeout runs from when that request was sent, however long the requests
 before it in the poll took; the deadline timer is armed lazily (once per timeout period
-at full speed, never while the line is idle) instead of once per request; a line carries
+at full speed, and dropped at the end of a poll when it would fire before the next one,
+into an idle line) instead of once per request; a line carries
 one request at a time, or with `max_in_flight` (Modbus TCP) up to that many requests of a
 poll, their answers matched back by transaction id in whatever order they come. A small
 asyncio server on loopback answers each request with a valid frame after a scripted delay.
@@ -75,6 +76,7 @@ async def delayed(
     timeout_s: float,
     profile: ModbusProfile = PROFILE,
     max_in_flight: int = 1,
+    interval_s: float = 1.0,
 ) -> AsyncIterator[tuple[ModbusDriver, list[int]]]:
     seen: list[int] = []
     queue: deque[float | None] = deque(delays)
@@ -83,7 +85,7 @@ async def delayed(
     port = server.sockets[0].getsockname()[1]
     device = ModbusDevice(
         name="m", driver="modbus", url=f"tcp://{LOOPBACK}:{port}", profile="two",
-        timeout_s=timeout_s, max_in_flight=max_in_flight,
+        timeout_s=timeout_s, max_in_flight=max_in_flight, interval_s=interval_s,
     )  # fmt: skip
     driver = ModbusDriver(device, profile)
     try:
@@ -141,7 +143,8 @@ def test_back_to_back_polls_arm_one_deadline_timer_not_one_per_request(
     took: list[float] = []
 
     async def main() -> None:
-        async with delayed([0.0] * 100, timeout_s=timeout_s) as (driver, seen):
+        # Polled faster than the timeout (full speed): the timer is kept from poll to poll.
+        async with delayed([0.0] * 100, timeout_s=timeout_s, interval_s=0.01) as (driver, seen):
             await driver.connect()
             began = counting_loop.time()
             for _ in range(50):
@@ -161,6 +164,27 @@ def test_back_to_back_polls_arm_one_deadline_timer_not_one_per_request(
     # polls took (pymodbus armed one per request: 100).
     expires = [name for name in counting_loop.armed if name == "LineProtocol._expire"]
     assert 1 <= len(expires) <= 2 + took[0] / timeout_s, (expires, took)
+
+
+def test_slow_polls_leave_no_deadline_timer_to_fire_into_the_idle_line(
+    counting_loop: CountingLoop,
+) -> None:
+    """Polled every 10 s with a 0.5 s timeout: the timer a poll armed would fire 0.5 s
+    later into an idle process; the end of the poll drops it instead."""
+
+    async def main() -> None:
+        async with delayed([0.0] * 10, timeout_s=0.5, interval_s=10.0) as (driver, seen):
+            for _ in range(5):
+                poll = await driver.read()
+                assert poll.issues == {}
+                line = driver.connection._line
+                assert line is not None and line._timer is None
+            assert len(seen) == 10
+
+    counting_loop.run_until_complete(main())
+    counting_loop.close()
+    # One timer per poll (two requests, one after the other): armed, then dropped unfired.
+    assert counting_loop.armed.count("LineProtocol._expire") == 5
 
 
 async def test_a_line_refuses_a_second_request_while_one_is_in_flight() -> None:

@@ -328,6 +328,52 @@ class _Outlet:
         return len(self.sent)
 
 
+@pytest.mark.looptime
+async def test_idle_senders_do_not_wake_until_another_process_queues_entries(
+    tmp_path: Path, receivers: list[PlatformReceiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing queued: the senders wait without a timer; the file is looked at every
+    idle_check_s (30 s) at multiples on the loop's clock, and a commit of `uplink manual`
+    wakes them."""
+    loaded = _site(tmp_path, receivers)
+    monkeypatch.setenv("PLATFORM_TOKEN", "secret-token")
+    assert loaded.site.uplink is not None
+    outlet = _Outlet()
+    uplink = PlatformUplink(
+        loaded.site.uplink, site="plant-a", gateway="gw-01", base=loaded.path.parent,
+        outlet=outlet,
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    looked: list[tuple[float, str]] = []
+    pending = uplink.store.pending
+
+    def pending_counted(endpoint: str, limit: int) -> list[tuple[int, IntervalRecord]]:
+        looked.append((loop.time(), endpoint))
+        return pending(endpoint, limit)
+
+    uplink.store.pending = pending_counted  # type: ignore[method-assign]
+    entries = tmp_path / "manual.csv"
+    entries.write_text(
+        "device,counter,kind,start,end,value,unit\n"
+        "plant,cement,production,2026-11-01T00:00,2026-11-02T00:00,120.5,t\n",
+        encoding="utf-8",
+    )
+    task = asyncio.create_task(uplink.run())
+    try:
+        await asyncio.sleep(600)
+        assert looked == [(0.0, "platform-0"), (0.0, "platform-1")]  # once at the start
+        await asyncio.sleep(5)  # t=605: another process queues an entry
+        assert main(["uplink", "manual", str(loaded.path), str(entries)]) == 0
+        await asyncio.sleep(24.9)
+        assert len(looked) == 2 and outlet.sent == []
+        await asyncio.sleep(0.2)  # t=630.1: seen at the next multiple of 30 s
+        assert [s[1]["device"] for s in outlet.sent] == ["plant"]
+        assert [e for t, e in looked[2:4] if t == 630.0] == ["platform-0", "platform-1"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_manual_entries_are_published_once_on_the_energy_topic(
     tmp_path: Path, receivers: list[PlatformReceiver], monkeypatch: pytest.MonkeyPatch
 ) -> None:

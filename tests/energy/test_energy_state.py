@@ -13,10 +13,11 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from drivers.reading import PointSpec, Poll
+from drivers.reading import PointSpec, Poll, Quality
 from edge_agent.config.site import load_config
 from edge_agent.energy.config import EnergyConfig, HierarchyNode
 from edge_agent.energy.stage import CounterPoint, EnergyStage, build_energy_stages
@@ -225,3 +226,44 @@ def test_a_state_from_long_ago_or_from_the_future_is_not_used(
     assert f"starting afresh for all (saved {-shift_h:.1f} h ago)" in caplog.text
     assert again.state is not None
     again.state.close()
+
+
+@pytest.mark.looptime
+async def test_the_state_is_saved_only_after_a_change_at_multiples_of_the_period(
+    tmp_path: Path,
+) -> None:
+    """state_save_s is 5: a save at the first multiple of 5 s (loop clock) after a counter
+    reading, none while nothing is read (a device down, or nothing polled yet)."""
+    (tmp_path / "site.yaml").write_text(SITE)
+    [stage] = build_energy_stages(
+        load_config(tmp_path / "site.yaml"), Collect(), state_path=tmp_path / "state.sqlite"
+    )
+    state = stage.state
+    assert state is not None
+    loop = asyncio.get_running_loop()
+    saves: list[float] = []
+    dump = state.dump
+
+    def dump_counted(rows: Any) -> bytes:
+        saves.append(loop.time())
+        return dump(rows)
+
+    state.dump = dump_counted  # type: ignore[method-assign]
+    polls = [p for p in _polls(_histories(), 0, RESTART) if p.device == "m1"]
+    task = asyncio.create_task(stage.run())
+    await asyncio.sleep(60)
+    assert saves == []
+    await asyncio.sleep(0.3)
+    stage.observe(polls[0])  # t=60.3
+    await asyncio.sleep(30)
+    assert saves == [65.0]
+    stage.observe(Poll("m1", polls[1].ts_ns, polls[1].points, [None], {0: (Quality.BAD, "x")}))
+    await asyncio.sleep(30)
+    assert saves == [65.0]  # a bad reading changes nothing worth saving
+    stage.observe(polls[1])  # t=120.3
+    await asyncio.sleep(30)
+    assert saves == [65.0, 125.0]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(saves) == 3  # and once at the stop

@@ -489,3 +489,25 @@ async def test_the_connection_sends_without_nagle_delay(mosquitto: Mosquitto) ->
         sock = sink._sock
         assert isinstance(sock, socket.socket)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_the_keepalive_task_does_not_wake_while_there_is_no_connection() -> None:
+    """A broker that refuses: the sink retries on its backoff, the keepalive task sleeps
+    until a connection is up (it woke every second for nothing, before)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, not listening: connections are refused
+        sink = make_sink(f"mqtt://127.0.0.1:{port}")
+        looked: list[float] = []
+        delay = sink._misc_delay
+
+        def counted() -> float:
+            looked.append(time.monotonic())
+            return delay()
+
+        sink._misc_delay = counted  # type: ignore[method-assign]
+        async with running(sink):
+            # Six attempts on the 0.05 .. 0.5 s backoff: about 1.8 s without a connection.
+            await until(lambda: sink.stats.failed_connects >= 6)
+            assert not sink.connected
+            assert looked == []

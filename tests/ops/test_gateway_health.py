@@ -6,9 +6,11 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import orjson
+import pytest
 
 from edge_agent.catalog import Kind, shipped
 from edge_agent.config.site import load_config
@@ -72,3 +74,34 @@ async def test_outbox_depth_and_devices_up_are_published_as_data(
         assert doc["points"]["mqtt_connected"]["value"] is True
     seqs = [d["seq"] for d in docs]
     assert seqs == sorted(seqs)  # through the outbox, numbered with the data messages
+
+
+@pytest.mark.looptime
+async def test_samples_are_taken_at_multiples_of_the_interval_on_the_loop_clock(
+    tmp_path: Path,
+) -> None:
+    """Where the polls wake (runtime/wake_grid.py), whenever the agent started; the first
+    a whole interval after the start at least."""
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: plant-a\ngateway: gw-01\nmqtt: {url: 'mqtt://127.0.0.1:1', prefix: t}\n"
+        "outbox: {path: outbox.sqlite}\n"
+        "devices:\n  - {name: m1, driver: modbus, url: 'tcp://127.0.0.1:1', "
+        "profile: chint-dtsu666, interval_s: 10}\n"
+    )
+    agent = Agent(load_config(site))
+    (health,) = [s for s in agent.stages if isinstance(s, GatewayHealth)]
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[float, str]] = []
+
+    def send(suffix: str, doc: dict[str, Any], **kw: Any) -> int:
+        sent.append((loop.time(), doc["device"]))
+        return 0
+
+    agent.outlet.send = send  # type: ignore[method-assign]
+    await asyncio.sleep(3.7)  # the agent starts off the grid
+    task = asyncio.create_task(health.run())
+    await asyncio.sleep(40)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sent == [(20.0, GATEWAY_DEVICE), (30.0, GATEWAY_DEVICE), (40.0, GATEWAY_DEVICE)]
