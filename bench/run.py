@@ -42,10 +42,11 @@ from tests.fixtures.mosquitto import Mosquitto
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", *args],
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
@@ -100,12 +101,14 @@ def scenario(
     worker_args: tuple[str, ...] = (),
     probe: bool = False,
     rss_every: float = 0.0,
+    worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One worker run with its own simulators and subscriber; returns its row.
 
     `probe`: an idle asyncio loop beside the worker measures the machine's own jitter over
     the same window (bench/loop_probe.py), the floor under the agent's. `rss_every`: the
     worker's VmRSS sampled that often from its start (seconds; 0: not sampled).
+    `worker_env`: variables added to the worker's environment (GLIBC_TUNABLES=..., say).
     """
     with ExitStack() as stack:
         sim = _spawn(["bench.sim_process", "--devices", str(devices), "--points", str(points)])
@@ -139,7 +142,8 @@ def scenario(
                 "--seconds",
                 str(seconds),
                 *worker_args,
-            ]
+            ],
+            env=worker_env,
         )
         stack.callback(_stop, worker)
         curve = RssCurve(worker.pid, rss_every) if rss_every > 0 else None
@@ -229,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="jitter: sample the worker's VmRSS every this many seconds (0: no)",
     )
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="jitter: add this to the agent worker's environment (repeatable)",
+    )
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--skip-outbox", action="store_true", help="skip the outbox benchmark")
     p.add_argument(
@@ -294,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                             worker_args=("--inline-site",) if args.jitter_inline else (),
                             probe=True,
                             rss_every=args.rss_every,
+                            worker_env=dict(x.split("=", 1) for x in args.worker_env) or None,
                             **common,
                         ),
                     )
