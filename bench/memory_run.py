@@ -11,7 +11,8 @@ worker keeps every publish latency of its window as a float (32 bytes a message,
 minute at 500 devices), which a 10-minute RSS curve would count as the agent's.
 
 Every `--every` seconds the agent's process prints VmRSS, what of it is anonymous, the
-glibc heap (mallinfo2: in use, free inside the heap, mmapped) and the polls so far;
+glibc heap (mallinfo2: in use, free inside the heap, mmapped), Python's small-object
+allocator (arenas of 1 MiB, blocks in use, free blocks) and the polls so far;
 `--tracemalloc` adds Python's own allocations and, at the end, the files whose
 allocations grew most between the first sample and the last (tracing costs CPU and
 memory of its own: compare RSS only between runs without it).
@@ -25,6 +26,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,6 +73,33 @@ def _mallinfo() -> dict[str, float]:
     }
 
 
+def _pymalloc() -> dict[str, float]:
+    """Python's small-object allocator in MB: its arenas (1 MiB each), the blocks in use in
+    them, and the free blocks of its partly used pools (what fragmentation leaves)."""
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode()
+    found: dict[str, float] = {}
+    for key, name in (
+        ("# arenas allocated current", "pymalloc_arenas_mb"),
+        ("# bytes in allocated blocks", "pymalloc_in_use_mb"),
+        ("# bytes in available blocks", "pymalloc_free_mb"),
+    ):
+        match = re.search(re.escape(key) + r"\s*=\s*([\d,]+)", text)
+        if match:
+            value = int(match.group(1).replace(",", ""))
+            found[name] = value if name == "pymalloc_arenas_mb" else value / 1024 / 1024
+    return found
+
+
 def _status() -> dict[str, float]:
     out: dict[str, float] = {}
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -102,6 +131,7 @@ async def _child(args: argparse.Namespace) -> None:
             "polls": sum(u.stats.good_polls for u in agent.units),
             **_status(),
             **_mallinfo(),
+            **_pymalloc(),
         }
         if args.tracemalloc:
             row["traced_mb"] = tracemalloc.get_traced_memory()[0] / 1024 / 1024
