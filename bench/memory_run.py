@@ -13,9 +13,9 @@ minute at 500 devices), which a 10-minute RSS curve would count as the agent's.
 Every `--every` seconds the agent's process prints VmRSS, what of it is anonymous, the
 glibc heap (mallinfo2: in use, free inside the heap, mmapped), Python's small-object
 allocator (arenas of 1 MiB, blocks in use, free blocks) and the polls so far;
-`--tracemalloc` adds Python's own allocations and, at the end, the files whose
-allocations grew most between the first sample and the last (tracing costs CPU and
-memory of its own: compare RSS only between runs without it).
+`--tracemalloc` adds Python's own allocations and, at the end, the lines whose
+allocations grew most from the start to the second sample and from there to the last
+(tracing costs CPU and memory of its own: compare RSS only between runs without it).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ async def _child(args: argparse.Namespace) -> None:
     agent = start_agent(load_config(site, environ={}))
     task = asyncio.create_task(agent.run())
     started = time.monotonic()
-    first: tracemalloc.Snapshot | None = None
+    snapshots: list[tracemalloc.Snapshot] = []
     for tick in range(int(args.seconds // args.every) + 1):
         await asyncio.sleep(max(0.0, started + tick * args.every - time.monotonic()))
         row: dict[str, Any] = {
@@ -135,18 +135,17 @@ async def _child(args: argparse.Namespace) -> None:
         }
         if args.tracemalloc:
             row["traced_mb"] = tracemalloc.get_traced_memory()[0] / 1024 / 1024
-            if tick == 1:
-                first = tracemalloc.take_snapshot()
+            if tick < 2:
+                snapshots.append(tracemalloc.take_snapshot())
         print(json.dumps(row), flush=True)
-    if first is not None:
-        grown = tracemalloc.take_snapshot().compare_to(first, "filename")
-        for stat in grown[:12]:
-            print(
-                json.dumps(
-                    {"file": str(stat.traceback[0].filename), "grew_kb": stat.size_diff / 1024}
-                ),
-                flush=True,
-            )
+    if len(snapshots) == 2:
+        last = tracemalloc.take_snapshot()
+        # What connecting and the first polls added, then what polling added since.
+        for span, (a, b) in (("start", snapshots), ("steady", (snapshots[1], last))):
+            for stat in b.compare_to(a, "lineno")[:12]:
+                frame = stat.traceback[0]
+                where = f"{frame.filename}:{frame.lineno}"
+                print(json.dumps({span: where, "grew_kb": round(stat.size_diff / 1024, 1)}))
     task.cancel()
 
 
