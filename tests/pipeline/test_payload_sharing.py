@@ -15,6 +15,7 @@ import jsonschema
 import orjson
 
 from drivers.reading import PointSpec, Poll, Quality
+from edge_agent.pipeline.compact import CompactEncoder
 from edge_agent.pipeline.payload import DeviceEncoder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +96,23 @@ def test_devices_of_one_model_hold_one_document_between_them() -> None:
     assert {e["unit"] for e in out["points"].values()} == {"V"}  # not the kWh devices' entries
     out = orjson.loads(encoders[0].encode(Poll("m000", T0, encoders[0].points, [2.0] * 50), seq=1))
     assert out["device"] == "m000" and {e["unit"] for e in out["points"].values()} == {"kWh"}
+
+
+def test_compact_encoders_of_one_model_share_their_point_names() -> None:
+    lists = [_points(50) for _ in range(200)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        encoders = [
+            CompactEncoder(gateway="gw", device=f"m{d:03d}", points=points, meta_id="0a1b2c3d")
+            for d, points in enumerate(lists)
+        ]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A tuple and a frozenset of 50 names per device were ~0.5 MB here.
+    assert held < 250_000, held
+    poll = Poll("m007", T0, lists[7][:2], [1.0, 2.0])
+    out = orjson.loads(encoders[7].encode(poll, seq=3))
+    assert (out["device"], out["values"]) == ("m007", {"p00": 1.0, "p01": 2.0})
