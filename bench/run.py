@@ -2,7 +2,7 @@
 
     scripts/bench [--devices 50] [--points 50] [--seconds 10]
                   [--jitter-devices 500] [--jitter-seconds 15] [--skip-jitter]
-                  [--jitter-inline] [--jitter-only]
+                  [--jitter-inline] [--jitter-only] [--rss-every S] [--worker-env N=V]
                   [--skip-outbox] [--outbox-backlog-s 600]
                   [--skip-saturation] [--skip-1s] [--repeats 1]
 
@@ -15,7 +15,8 @@ Runs, each in its own processes (simulators, subscriber, worker), on this machin
    one sleep ended) and turns of its event loop per second;
 3. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent (with
    --jitter-inline, from a site file of inline points loaded by load_config, as
-   `edge-agent run` does; --jitter-only runs this scenario alone);
+   `edge-agent run` does; --jitter-only runs this scenario alone; --rss-every samples
+   the worker's VmRSS from /proc that often, --worker-env adds to its environment);
 4. the outbox: store throughput, and the replay of a 10-minute outage backlog at the
    steady load while live data keeps flowing (bench/outbox_run.py).
 It prints one table: points/s delivered to a QoS 1 subscriber, worker CPU µs per point,
