@@ -6,7 +6,8 @@ For each size, a fresh process reads the site file (bench/site_model.py's inline
 one flow mapping per point, with unit, scale and description), times `read_yaml` and
 `load_config` (CPU time of the process), then builds the agent's runtime (Agent: drivers,
 plans, encoders; nothing started) and prints what is left: RSS (VmRSS) and its peak
-(VmHWM), objects the garbage collector tracks, and how long one full collection takes,
+(VmHWM), RSS once settled (heap.py: collected, frozen, trimmed, as `run` does before the
+first poll), objects the garbage collector tracks, and how long one full collection takes,
 before and after the agent's start-up freeze (edge_agent/runtime/heap.py). Medians of
 `--repeat` processes.
 
@@ -77,6 +78,7 @@ except ImportError:  # a checkout from before the freeze
     settle = None
 if settle is not None:
     settle()
+    result["rss_settled_mb"] = status()["VmRSS"]
     result["objects_after_freeze"] = len(gc.get_objects())
     result["full_gc_after_freeze_ms"] = min(full_gc_ms() for _ in range(3))
 print(json.dumps(result))
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_config_s",
         "rss_loaded_mb",
         "rss_agent_mb",
+        "rss_settled_mb",
         "peak_mb",
         "objects",
         "full_gc_ms",

@@ -2,7 +2,7 @@
 
     scripts/bench [--devices 50] [--points 50] [--seconds 10]
                   [--jitter-devices 500] [--jitter-seconds 15] [--skip-jitter]
-                  [--jitter-inline] [--jitter-only]
+                  [--jitter-inline] [--jitter-only] [--rss-every S] [--worker-env N=V]
                   [--skip-outbox] [--outbox-backlog-s 600]
                   [--skip-saturation] [--skip-1s] [--repeats 1]
 
@@ -15,7 +15,8 @@ Runs, each in its own processes (simulators, subscriber, worker), on this machin
    one sleep ended) and turns of its event loop per second;
 3. steady: the jitter scenario, J devices x M points at 1 s polls, by the agent (with
    --jitter-inline, from a site file of inline points loaded by load_config, as
-   `edge-agent run` does; --jitter-only runs this scenario alone);
+   `edge-agent run` does; --jitter-only runs this scenario alone; --rss-every samples
+   the worker's VmRSS from /proc that often, --worker-env adds to its environment);
 4. the outbox: store throughput, and the replay of a 10-minute outage backlog at the
    steady load while live data keeps flowing (bench/outbox_run.py).
 It prints one table: points/s delivered to a QoS 1 subscriber, worker CPU µs per point,
@@ -42,10 +43,11 @@ from tests.fixtures.mosquitto import Mosquitto
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", *args],
         cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
@@ -99,11 +101,15 @@ def scenario(
     tmp: Path,
     worker_args: tuple[str, ...] = (),
     probe: bool = False,
+    rss_every: float = 0.0,
+    worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One worker run with its own simulators and subscriber; returns its row.
 
     `probe`: an idle asyncio loop beside the worker measures the machine's own jitter over
-    the same window (bench/loop_probe.py), the floor under the agent's.
+    the same window (bench/loop_probe.py), the floor under the agent's. `rss_every`: the
+    worker's VmRSS sampled that often from its start (seconds; 0: not sampled).
+    `worker_env`: variables added to the worker's environment (GLIBC_TUNABLES=..., say).
     """
     with ExitStack() as stack:
         sim = _spawn(["bench.sim_process", "--devices", str(devices), "--points", str(points)])
@@ -137,15 +143,19 @@ def scenario(
                 "--seconds",
                 str(seconds),
                 *worker_args,
-            ]
+            ],
+            env=worker_env,
         )
         stack.callback(_stop, worker)
+        curve = RssCurve(worker.pid, rss_every) if rss_every > 0 else None
         if probe:
             prober = _spawn(
                 ["bench.loop_probe", "--warmup", str(warmup), "--seconds", str(seconds)]
             )
             stack.callback(_stop, prober)
         result = _first_json(worker, f"{kind} worker")
+        if curve is not None:
+            result["rss_curve"] = curve.stop()
         if probe:
             result.update(_first_json(prober, "loop probe"))
         time.sleep(0.6)  # let the subscriber print a sample past the window's end
@@ -163,6 +173,35 @@ def scenario(
         result["polled_per_s"] = result["points"] / window
         result["cpu_share"] = result["cpu_s"] / window
         return result
+
+
+class RssCurve:
+    """VmRSS of another process sampled every `every_s` seconds, from /proc, by a thread:
+    how the worker's resident set moves while it polls (the worker itself is not touched)."""
+
+    def __init__(self, pid: int, every_s: float) -> None:
+        self.pid = pid
+        self.every_s = every_s
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    self.samples.append((time.monotonic() - start, int(line.split()[1]) / 1024))
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.samples
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -189,6 +228,19 @@ def main(argv: list[str] | None = None) -> int:
         "--jitter-inline", action="store_true", help="jitter: a site file of inline points"
     )
     p.add_argument("--jitter-only", action="store_true", help="only the jitter scenario")
+    p.add_argument(
+        "--rss-every",
+        type=float,
+        default=0.0,
+        help="jitter: sample the worker's VmRSS every this many seconds (0: no)",
+    )
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="jitter: add this to the agent worker's environment (repeatable)",
+    )
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument(
         "--slot",
@@ -269,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                             seconds=args.jitter_seconds,
                             worker_args=(("--inline-site",) if args.jitter_inline else ()) + slot,
                             probe=True,
+                            rss_every=args.rss_every,
+                            worker_env=dict(x.split("=", 1) for x in args.worker_env) or None,
                             **common,
                         ),
                     )
@@ -306,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['tracked_objects']:,} tracked + {r['frozen_objects']:,} frozen objects; "
                 f"{gc_text} |"
             )
+        if r.get("rss_curve"):
+            curve_text = ", ".join(f"{t:.0f} s {mb:.1f}" for t, mb in r["rss_curve"])
+            print(f"|   {name}: VmRSS (MB) since the worker started: {curve_text} |")
         if "probe_p99_ms" in r:
             print(
                 f"|   machine (idle loop beside it): jitter p50 {r['probe_p50_ms']:.2f} ms, "

@@ -13,6 +13,7 @@ keeps a busy unit from holding a shared line for long.
 from __future__ import annotations
 
 import asyncio
+import functools
 import struct
 import time
 from collections.abc import Sequence
@@ -63,7 +64,7 @@ class ModbusDriver:
         self.device = device
         self.device_id = device.device_id
         self.plan: Plan = build_plan(device, profile)
-        self.map = {p.name: p for p in profile.points}
+        self.profile = profile
         self.default_order: Order = device.order or profile.order
         self.points: tuple[PointSpec, ...] = self.plan.points
         self.connection = connection or ModbusConnection(
@@ -154,6 +155,12 @@ class ModbusDriver:
                 await conn.connect()
             answers.extend(await conn.fetch_all(framed[i : i + self._window]))
         return answers
+
+    @functools.cached_property
+    def map(self) -> dict[str, ModbusPoint]:
+        """The profile's points by name, made on the first write: a dict per device that
+        is never read while polling (~0.8 MB at 500 devices of 50 points, issue 20)."""
+        return {p.name: p for p in self.profile.points}
 
     def order_of(self, point: ModbusPoint) -> Order:
         """The byte and word order the point is read (and written) in."""

@@ -17,7 +17,6 @@ server certificate. Only `cryptography` is used here, never asyncua.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import os
 import socket
@@ -29,6 +28,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# Where they were: the driver, the simulator and tests import them from here.
+from drivers.opcua.fingerprint import fingerprint as fingerprint
+from drivers.opcua.fingerprint import normalise_fingerprint as normalise_fingerprint
 
 KEY_BITS = 2048
 VALID_DAYS = 3650
@@ -46,20 +49,6 @@ class CertificatePair:
 
     cert_file: Path
     key_file: Path
-
-
-def fingerprint(der: bytes) -> str:
-    """SHA-256 of a DER certificate as lowercase hex pairs joined by colons."""
-    digest = hashlib.sha256(der).hexdigest()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def normalise_fingerprint(text: str) -> str:
-    """A fingerprint as written in a config (any case, colons or not) in `fingerprint` form."""
-    digits = text.replace(":", "").replace(" ", "").lower()
-    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
-        raise ValueError(f"a SHA-256 fingerprint has 64 hex digits, got {text!r}")
-    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
 def der_of(data: bytes) -> bytes:

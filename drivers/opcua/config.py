@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from drivers.config_numbers import BackoffCap, Number, PollInterval, Seconds, Timeout, Whole
 from drivers.names import NAME_PATTERN
-from drivers.opcua.certificates import normalise_fingerprint
+from drivers.opcua.fingerprint import normalise_fingerprint
 from drivers.opcua.nodeid import BrowsePath, NodeRef, parse_node, parse_path
 from drivers.opcua.write_types import BUILT_IN, WRITABLE, convert
 from drivers.options.alarms import DeviceAlarms, PointAlarms

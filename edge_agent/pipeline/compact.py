@@ -24,6 +24,7 @@ first occurrence when it replays a stored message.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import orjson
@@ -31,6 +32,29 @@ import orjson
 from drivers.reading import PointSpec, Poll
 
 SCHEMA_VERSION = 3
+
+
+class _Names:
+    """A point list's names in order and as a set; devices with equal lists share one
+    (500 meters of one model: one tuple and one set instead of 500 of each, ~1.3 MB)."""
+
+    __slots__ = ("__weakref__", "known", "names")
+
+    def __init__(self, points: tuple[PointSpec, ...]) -> None:
+        self.names = tuple(p.name for p in points)
+        self.known = frozenset(self.names)
+
+
+_shared_names: weakref.WeakValueDictionary[tuple[PointSpec, ...], _Names] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _names_of(points: tuple[PointSpec, ...]) -> _Names:
+    found = _shared_names.get(points)
+    if found is None:
+        found = _shared_names[points] = _Names(points)
+    return found
 
 
 class CompactEncoder:
@@ -41,8 +65,9 @@ class CompactEncoder:
     ) -> None:
         self.points = points
         self.meta_id = meta_id
-        self._names = tuple(p.name for p in points)
-        self._known = frozenset(self._names)
+        self._shared = _names_of(points)
+        self._names = self._shared.names
+        self._known = self._shared.known
         self._doc: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "gateway": gateway,

@@ -135,6 +135,23 @@ def test_a_point_on_one_line_stores_one_line() -> None:
         doc.lines[("devices", 0, "points", 0, "scale")]
 
 
+def test_the_keys_of_many_points_are_one_string_each() -> None:
+    """A key written 25,000 times is one string, not 25,000 that die with the read data
+    and leave holes in the agent's memory (issue 20); the data reads the same."""
+    points = "".join(
+        f"      - {{name: p{p}, address: {p}, unit: kWh, description: 'point {p}'}}\n"
+        for p in range(3)
+    )
+    text = "devices:\n" + "".join(f"  - name: m{d}\n    points:\n{points}" for d in range(2))
+    doc = document._EventReader(text, FILE, {}).read()
+    assert doc.data == yaml.safe_load(text)
+    assert isinstance(doc.data, dict)
+    keys = [k for device in doc.data["devices"] for point in device["points"] for k in point]
+    assert len(keys) == 24 and len({id(k) for k in keys}) == 4  # name, address, unit, ...
+    first = doc.data["devices"][0]
+    assert [id(k) for k in first] == [id(k) for k in doc.data["devices"][1]]
+
+
 def test_the_site_file_is_read_from_events(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text("site: s\ngateway: g\nmqtt: {password: '${MQTT_PASSWORD}'}\n")

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from drivers.contract import WriteRefused
 from drivers.modbus.codec import Order, PointType, Table, decode, encode
-from drivers.modbus.config import ModbusPoint
+from drivers.modbus.config import ModbusDevice, ModbusPoint, ModbusProfile
+from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.plan import engineering_value
+from drivers.modbus.plugin import PLUGIN
 from drivers.modbus.write import WriteFrame, encode_write
 from drivers.options.writes import WriteOptions
 
@@ -172,3 +174,23 @@ def test_limits_name_the_bound() -> None:
     assert modes.refusal(2) is None
     assert modes.refusal(True) == "true is not one of 0, 1, 2"
     assert modes.refusal(3) == "3 is not one of 0, 1, 2"
+
+
+def test_the_points_by_name_are_made_on_the_first_write_only() -> None:
+    """Polling never asks for them: 500 devices held a dict each (issue 20)."""
+    profile = ModbusProfile(
+        points=(
+            ModbusPoint(name="setpoint", address=0, write=WriteOptions()),
+            ModbusPoint(name="reading", address=1),
+        )
+    )
+    device = ModbusDevice(name="m", driver="modbus", url="tcp://127.0.0.1:9", profile="x")
+    driver = ModbusDriver(device, profile)
+    assert "map" not in vars(driver)
+    assert list(PLUGIN.write_options(driver)) == ["setpoint"]
+    assert list(vars(driver)["map"]) == ["setpoint", "reading"]
+    assert driver.writable("setpoint").address == 0
+    with pytest.raises(WriteRefused, match="reading is not writable"):
+        driver.writable("reading")
+    with pytest.raises(WriteRefused, match="m has no point 'other'"):
+        driver.writable("other")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from drivers.modbus.codec import Order, PointType, Table, register_count
 from drivers.modbus.config import MAX_BITS, ModbusDevice, ModbusPoint, ModbusProfile, Unreadable
-from drivers.modbus.plan import apply_scaling, build_plan, plan_requests
+from drivers.modbus.plan import Plan, apply_scaling, build_plan, plan_requests
 
 REGISTER_TYPES = [t for t in PointType if t not in (PointType.BOOL, PointType.BIT)]
 
@@ -162,3 +162,24 @@ def test_build_plan_applies_device_overrides_and_scaling() -> None:
     assert values[index["v"]] == 230.5  # divided by 10, not multiplied by 0.1
     assert values[index["p"]] == 19.0
     assert values[index["raw"]] == 7
+
+
+def test_devices_of_one_model_share_their_block_decoders() -> None:
+    """Equal blocks have one decoder between them (issue 20: 500 meters of one model held
+    500 of each); another byte order is another decoder, and each decodes its own way."""
+
+    def plan_of(order: Order) -> Plan:
+        profile = ModbusProfile(points=(_p("e", 0, PointType.FLOAT32), _p("n", 2)))
+        device = ModbusDevice(
+            name="m", driver="modbus", url="tcp://127.0.0.1:5020", profile="x", order=order
+        )
+        return build_plan(device, profile)
+
+    a, b, swapped = plan_of(Order.ABCD), plan_of(Order.ABCD), plan_of(Order.CDAB)
+    assert a.requests[0].decoder is b.requests[0].decoder
+    assert swapped.requests[0].decoder is not a.requests[0].decoder
+    registers = [0x4148, 0x0000, 7]  # 12.5 as ABCD float32, then 7
+    assert a.requests[0].decoder.decode(registers)[0] == [12.5, 7]  # type: ignore[union-attr]
+    assert b.requests[0].decoder.decode(registers)[0] == [12.5, 7]  # type: ignore[union-attr]
+    words = [0x0000, 0x4148, 7]  # the same float with its words swapped
+    assert swapped.requests[0].decoder.decode(words)[0] == [12.5, 7]  # type: ignore[union-attr]

@@ -266,7 +266,8 @@ def test_demo_from_an_empty_directory(installed: Path, tmp_path: Path) -> None:
 
 
 def test_a_modbus_only_site_imports_no_optional_stack(tmp_path: Path) -> None:
-    """OPC UA, the time-series client, Grafana and the embedded broker stay unloaded."""
+    """OPC UA (its certificates' `cryptography` too: ~10 MB of RSS), the time-series client,
+    Grafana and the embedded broker stay unloaded."""
     (tmp_path / "site.yaml").write_text(
         "site: s\ngateway: g\ndevices:\n"
         "  - {name: m, driver: modbus, url: 'tcp://127.0.0.1:9', profile: chint-dtsu666}\n"
@@ -276,7 +277,8 @@ def test_a_modbus_only_site_imports_no_optional_stack(tmp_path: Path) -> None:
         "from edge_agent.cli.main import start_agent\n"
         "from edge_agent.config.site import load_config\n"
         "start_agent(load_config(Path('site.yaml')))\n"
-        "heavy = ('asyncua', 'influxdb_client', 'grafana_client', 'amqtt', 'aiohttp')\n"
+        "heavy = ('asyncua', 'influxdb_client', 'grafana_client', 'amqtt', 'aiohttp',"
+        " 'cryptography')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     done = subprocess.run(
