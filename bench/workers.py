@@ -164,7 +164,9 @@ async def _measure(
     if latency is not None:
         latency.recording = False
         await asyncio.sleep(0.5)  # the acks of the window's last messages
+    vm_rss_mb = _vm_rss_mb()  # before the quantiles sort copies of the samples
     return {
+        "vm_rss_mb": vm_rss_mb,
         "t0": t0,
         "t1": t1,
         "cpu_s": c1 - c0,
@@ -222,7 +224,6 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
     c0, m0 = commits[0], messages()
     result = await _measure(0.0, args.seconds, polled_points, latency)
     appended = [commits[0] - c0, messages() - m0]
-    vm_rss_mb = _vm_rss_mb()  # before this worker's own copies of the samples
     jitter = array("d")
     for u in agent.units:
         jitter.extend(u.stats.jitter_s[-int(args.seconds / args.interval) - 1 :])
@@ -235,7 +236,6 @@ async def run_agent(args: argparse.Namespace, urls: list[str]) -> dict[str, obje
     return {
         **result,
         "rss_mb": _rss_mb(),
-        "vm_rss_mb": vm_rss_mb,
         "load_s": load_s,
         "jitter_p50_ms": _quantile_ms(jitter, 50),
         "jitter_p99_ms": _quantile_ms(jitter, 99),
@@ -344,6 +344,7 @@ async def run_bare(args: argparse.Namespace, urls: list[str]) -> dict[str, objec
     for t in tasks:
         t.cancel()
     client.loop_stop()
+    result.pop("vm_rss_mb")  # the agent rows report it (bench/run.py)
     return {**result, "rss_mb": _rss_mb()}
 
 
