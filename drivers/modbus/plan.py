@@ -17,7 +17,6 @@ of 500 devices of one model holds 50 specs, not 25,000 (issue 20).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +31,7 @@ from drivers.modbus.config import (
     Unreadable,
 )
 from drivers.reading import PointSpec, Value
+from drivers.weak_shared import WeakShared
 
 BIT_GAP_FACTOR = 16  # a register's worth of bits per gap register on bit tables
 
@@ -60,16 +60,7 @@ _field = lru_cache(maxsize=_SHARED)(Field)
 # A decoder holds nothing of a poll (decode is a pure function of the registers), so
 # equal blocks share one for as long as a plan holds it: 500 meters of one model, one
 # decoder per block instead of 500 (two struct formats and index lists each, ~1.8 MB).
-_decoders: weakref.WeakValueDictionary[tuple[Field, ...], BlockDecoder] = (
-    weakref.WeakValueDictionary()
-)
-
-
-def _decoder(fields: tuple[Field, ...]) -> BlockDecoder:
-    found = _decoders.get(fields)
-    if found is None:
-        found = _decoders[fields] = BlockDecoder(fields)
-    return found
+_decoder: WeakShared[tuple[Field, ...], BlockDecoder] = WeakShared(BlockDecoder)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,12 @@ first occurrence when it replays a stored message.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import orjson
 
 from drivers.reading import PointSpec, Poll
+from drivers.weak_shared import WeakShared
 
 SCHEMA_VERSION = 3
 
@@ -45,16 +45,7 @@ class _Names:
         self.known = frozenset(self.names)
 
 
-_shared_names: weakref.WeakValueDictionary[tuple[PointSpec, ...], _Names] = (
-    weakref.WeakValueDictionary()
-)
-
-
-def _names_of(points: tuple[PointSpec, ...]) -> _Names:
-    found = _shared_names.get(points)
-    if found is None:
-        found = _shared_names[points] = _Names(points)
-    return found
+_names_of: WeakShared[tuple[PointSpec, ...], _Names] = WeakShared(_Names)
 
 
 class CompactEncoder:

@@ -26,13 +26,13 @@ A poll without `point_ts` (every other driver) pays one `if` for it.
 from __future__ import annotations
 
 import builtins
-import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
 
 from drivers.reading import PointSpec, Poll
+from drivers.weak_shared import WeakShared
 
 SCHEMA_VERSION = 1
 
@@ -76,16 +76,7 @@ class _Document:
 
 
 # One document per distinct point list, for as long as an encoder holds it.
-_documents: weakref.WeakValueDictionary[tuple[PointSpec, ...], _Document] = (
-    weakref.WeakValueDictionary()
-)
-
-
-def _document_for(points: tuple[PointSpec, ...]) -> _Document:
-    found = _documents.get(points)
-    if found is None:
-        found = _documents[points] = _Document(points)
-    return found
+_document_for: WeakShared[tuple[PointSpec, ...], _Document] = WeakShared(_Document)
 
 
 class DeviceEncoder:
