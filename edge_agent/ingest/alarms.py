@@ -35,6 +35,7 @@ from edge_agent.ingest.schema import (
     SCHEMA_VERSION,
     Rejected,
     Source,
+    json_object,
     shown_name,
     topic_levels,
 )
@@ -107,12 +108,7 @@ def decode_alarm(
     source: Source, payload: bytes, *, now_ms: int, max_future_ms: int
 ) -> AlarmMessage:
     """Validate one transition message completely; raises Rejected naming the first problem."""
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise Rejected("malformed_json", str(exc)) from None
-    if type(doc) is not dict:
-        raise Rejected("not_data", f"an alarm message is a JSON object, got {type(doc).__name__}")
+    doc = json_object(payload, "an alarm message")
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION or type(version) is not int:
         raise Rejected("schema_version", f"schema_version {_shown(version)}, expected 1")
@@ -146,7 +142,7 @@ def decode_alarm(
     if alarm_id != "/".join(p for p in (device, point, alarm) if p is not None):
         raise Rejected("bad_field", f"id {alarm_id!r} does not match device, point and alarm")
     value = doc.get("value")
-    if value is not None and type(value) not in (float, int, bool, str):
+    if value is not None and not isinstance(value, float | int | bool | str):
         raise Rejected("bad_value", f"value {_shown(value)}")
     quality = doc.get("quality")
     if type(quality) is not str or quality not in QUALITY_CODES:

@@ -34,7 +34,15 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from edge_agent.ingest.schema import MIN_TS_MS, NAME, Rejected, Source, shown_name, topic_levels
+from edge_agent.ingest.schema import (
+    MIN_TS_MS,
+    NAME,
+    Rejected,
+    Source,
+    json_object,
+    shown_name,
+    topic_levels,
+)
 
 AUDIT_SUFFIX = "cmd/audit"
 EVENTS = ("request", "result")
@@ -102,12 +110,7 @@ def decode_audit(
     source: Source, payload: bytes, *, now_ms: int, max_future_ms: int
 ) -> AuditMessage:
     """Validate one audit message completely; raises Rejected naming the first problem."""
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise Rejected("malformed_json", str(exc)) from None
-    if type(doc) is not dict:
-        raise Rejected("not_data", f"an audit message is a JSON object, got {type(doc).__name__}")
+    doc = json_object(payload, "an audit message")
     for name in (source.site, source.gateway, source.device):
         if NAME.fullmatch(name) is None:
             raise Rejected("topic_mismatch", f"topic level {shown_name(name)} is not a valid name")

@@ -174,6 +174,17 @@ def _valid_name(name: str) -> bool:
     return True
 
 
+def json_object(payload: bytes, what: str) -> dict[str, object]:
+    """The payload's JSON object; Rejected (malformed_json, not_data) naming `what` it is."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("malformed_json", str(exc)) from None
+    if type(doc) is not dict:
+        raise Rejected("not_data", f"{what} is a JSON object, got {type(doc).__name__}")
+    return doc
+
+
 def _int_field(doc: dict[str, object], key: str) -> int:
     value = doc.get(key)
     if type(value) is not int:
@@ -188,12 +199,7 @@ def decode_data(
 
     `max_points` > 0: a message with more points is `too_large`.
     """
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise Rejected("malformed_json", str(exc)) from None
-    if type(doc) is not dict:
-        raise Rejected("not_data", f"a data message is a JSON object, got {type(doc).__name__}")
+    doc = json_object(payload, "a data message")
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION or type(version) is not int:
         raise Rejected("schema_version", f"schema_version {_shown(version)}, expected 1")
