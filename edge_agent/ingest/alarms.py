@@ -26,10 +26,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import orjson
-
+from edge_agent.ingest.fields import boolean, integer, one_of, shown, timestamp
 from edge_agent.ingest.schema import (
-    MIN_TS_MS,
     NAME,
     QUALITY_CODES,
     SCHEMA_VERSION,
@@ -111,7 +109,7 @@ def decode_alarm(
     doc = json_object(payload, "an alarm message")
     version = doc.get("schema_version")
     if version != SCHEMA_VERSION or type(version) is not int:
-        raise Rejected("schema_version", f"schema_version {_shown(version)}, expected 1")
+        raise Rejected("schema_version", f"schema_version {shown(version)}, expected 1")
     device = doc.get("device")
     for name in (source.site, source.gateway):
         if NAME.fullmatch(name) is None:
@@ -119,37 +117,32 @@ def decode_alarm(
     if doc.get("gateway") != source.gateway:
         raise Rejected(
             "topic_mismatch",
-            f"message says gateway {_shown(doc.get('gateway'))}, topic says {source.gateway!r}",
+            f"message says gateway {shown(doc.get('gateway'))}, topic says {source.gateway!r}",
         )
     if type(device) is not str or NAME.fullmatch(device) is None:
-        raise Rejected("bad_field", f"device {_shown(device)} is not a valid name")
-    seq = _int(doc, "seq", low=1)
-    ts_ms = _int(doc, "ts_ms")
-    if ts_ms < MIN_TS_MS:
-        raise Rejected("bad_timestamp", f"ts_ms {ts_ms} is before 2000-01-01")
-    if ts_ms > now_ms + max_future_ms:
-        ahead = (ts_ms - now_ms) / 1000
-        raise Rejected("bad_timestamp", f"ts_ms {ts_ms} is {ahead:.0f} s in the future")
+        raise Rejected("bad_field", f"device {shown(device)} is not a valid name")
+    seq = integer(doc, "seq", low=1)
+    ts_ms = timestamp(doc, "ts_ms", now_ms=now_ms, max_future_ms=max_future_ms)
     alarm_id = doc.get("id")
     if type(alarm_id) is not str or _ID.fullmatch(alarm_id) is None:
-        raise Rejected("bad_field", f"id {_shown(alarm_id)} is not device/point/name")
+        raise Rejected("bad_field", f"id {shown(alarm_id)} is not device/point/name")
     if not alarm_id.startswith(device + "/"):
         raise Rejected("bad_field", f"id {alarm_id!r} is not an alarm of device {device!r}")
     point = doc.get("point")
     if point is not None and (type(point) is not str or NAME.fullmatch(point) is None):
-        raise Rejected("bad_field", f"point {_shown(point)} is not a valid name")
+        raise Rejected("bad_field", f"point {shown(point)} is not a valid name")
     alarm = _name(doc, "alarm")
     if alarm_id != "/".join(p for p in (device, point, alarm) if p is not None):
         raise Rejected("bad_field", f"id {alarm_id!r} does not match device, point and alarm")
     value = doc.get("value")
     if value is not None and not isinstance(value, float | int | bool | str):
-        raise Rejected("bad_value", f"value {_shown(value)}")
+        raise Rejected("bad_value", f"value {shown(value)}")
     quality = doc.get("quality")
     if type(quality) is not str or quality not in QUALITY_CODES:
-        raise Rejected("bad_field", f"quality {_shown(quality)}")
+        raise Rejected("bad_field", f"quality {shown(quality)}")
     unit = _text(doc, "unit", limit=32)
     if unit is not None and not unit.isprintable():
-        raise Rejected("bad_field", f"unit {_shown(unit)}")
+        raise Rejected("bad_field", f"unit {shown(unit)}")
     message = _text(doc, "message")
     if message is None:
         raise Rejected("bad_field", "message must be a string")
@@ -157,19 +150,19 @@ def decode_alarm(
         source=Source(source.topic, source.site, source.gateway, device),
         seq=seq,
         ts_ms=ts_ms,
-        historical=_bool(doc, "historical"),
+        historical=boolean(doc, "historical"),
         id=alarm_id,
         point=point,
         alarm=alarm,
         kind=_name(doc, "kind"),
-        priority=_int(doc, "priority", low=1, high=4),
-        event=_code(doc, "event", EVENT_CODES),
-        previous=_code(doc, "previous", STATE_CODES),
-        state=_code(doc, "state", STATE_CODES),
-        active=_bool(doc, "active"),
-        acked=_bool(doc, "acked"),
-        latched=_bool(doc, "latched"),
-        transition=_int(doc, "transition", low=1),
+        priority=integer(doc, "priority", low=1, high=4),
+        event=one_of(doc, "event", EVENT_CODES),
+        previous=one_of(doc, "previous", STATE_CODES),
+        state=one_of(doc, "state", STATE_CODES),
+        active=boolean(doc, "active"),
+        acked=boolean(doc, "acked"),
+        latched=boolean(doc, "latched"),
+        transition=integer(doc, "transition", low=1),
         value=value,
         unit=unit,
         quality=quality,
@@ -180,32 +173,10 @@ def decode_alarm(
     )
 
 
-def _int(doc: dict[str, object], key: str, *, low: int = 0, high: int | None = None) -> int:
-    value = doc.get(key)
-    if type(value) is not int or value < low or (high is not None and value > high):
-        bounds = f"{low}..{high}" if high is not None else f">= {low}"
-        raise Rejected("bad_field", f"{key} must be an integer {bounds}, got {_shown(value)}")
-    return value
-
-
-def _bool(doc: dict[str, object], key: str) -> bool:
-    value = doc.get(key)
-    if type(value) is not bool:
-        raise Rejected("bad_field", f"{key} must be true or false, got {_shown(value)}")
-    return value
-
-
 def _name(doc: dict[str, object], key: str) -> str:
     value = doc.get(key)
     if type(value) is not str or NAME.fullmatch(value) is None:
-        raise Rejected("bad_field", f"{key} {_shown(value)} is not a valid name")
-    return value
-
-
-def _code(doc: dict[str, object], key: str, codes: Mapping[str, int]) -> str:
-    value = doc.get(key)
-    if type(value) is not str or value not in codes:
-        raise Rejected("bad_field", f"{key} {_shown(value)} is not one of {', '.join(codes)}")
+        raise Rejected("bad_field", f"{key} {shown(value)} is not a valid name")
     return value
 
 
@@ -216,18 +187,6 @@ def _text(doc: dict[str, object], key: str, *, limit: int = _TEXT_MAX) -> str | 
     if type(value) is not str or len(value) > limit:
         raise Rejected("bad_field", f"{key} must be a string of at most {limit} characters")
     return value
-
-
-def _shown(value: object) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _escape_tag(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def alarm_line(message: AlarmMessage, measurement: str = "edge") -> str:

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import orjson
-
+from edge_agent.ingest.fields import boolean, integer, one_of, shown, timestamp
 from edge_agent.ingest.schema import (
-    MIN_TS_MS,
     NAME,
     Rejected,
     Source,
+    escape_tag,
     json_object,
     shown_name,
     topic_levels,
@@ -117,16 +116,16 @@ def decode_audit(
     if doc.get("gateway") != source.gateway:
         raise Rejected(
             "topic_mismatch",
-            f"message says gateway {_shown(doc.get('gateway'))}, topic says {source.gateway!r}",
+            f"message says gateway {shown(doc.get('gateway'))}, topic says {source.gateway!r}",
         )
     if doc.get("device") != source.device:
         raise Rejected(
             "topic_mismatch",
-            f"message says device {_shown(doc.get('device'))}, topic says {source.device!r}",
+            f"message says device {shown(doc.get('device'))}, topic says {source.device!r}",
         )
-    seq = _int(doc, "seq", low=1)
-    ts_ms = _time(doc, "ts_ms", now_ms=now_ms, max_future_ms=max_future_ms)
-    event = _choice(doc, "event", EVENTS)
+    seq = integer(doc, "seq", low=1)
+    ts_ms = timestamp(doc, "ts_ms", now_ms=now_ms, max_future_ms=max_future_ms)
+    event = one_of(doc, "event", EVENTS)
     point = _text(doc, "point", limit=_SHORT_MAX)
     if point is None:
         raise Rejected("bad_field", "point must be a string")
@@ -137,30 +136,30 @@ def decode_audit(
         source=source,
         seq=seq,
         ts_ms=ts_ms,
-        historical=_bool(doc, "historical"),
+        historical=boolean(doc, "historical"),
         event=event,
         id=request_id,
         point=point,
         value=_value(doc, "value"),
         by=_text(doc, "by", limit=64),
-        received_ms=_time(doc, "received_ms", now_ms=now_ms, max_future_ms=max_future_ms),
+        received_ms=timestamp(doc, "received_ms", now_ms=now_ms, max_future_ms=max_future_ms),
     )
     if event == "request":
         return message
     code = doc.get("code")
     if code is not None and (type(code) is not str or code not in CODES):
-        raise Rejected("bad_field", f"code {_shown(code)} is not a rejection code")
+        raise Rejected("bad_field", f"code {shown(code)} is not a rejection code")
     executed = doc.get("executed_ms")
     return replace(
         message,
-        result=_choice(doc, "result", RESULTS),
+        result=one_of(doc, "result", RESULTS),
         reason=_text(doc, "reason"),
         code=code,
         old_value=_value(doc, "old_value"),
         new_value=_value(doc, "new_value"),
         executed_ms=None
         if executed is None
-        else _time(doc, "executed_ms", now_ms=now_ms, max_future_ms=max_future_ms),
+        else timestamp(doc, "executed_ms", now_ms=now_ms, max_future_ms=max_future_ms),
     )
 
 
@@ -177,7 +176,7 @@ def audit_line(message: AuditMessage, measurement: str = "edge") -> str:
         tags += f",result={message.result}"
     tags += f",site={s.site}"
     if message.who_tag is not None:
-        tags += f",who={_escape_tag(message.who_tag)}"
+        tags += f",who={escape_tag(message.who_tag)}"
     fields = [f"received_ms={message.received_ms}i"]
     for key in ("value", "old_value", "new_value"):
         number = _number(getattr(message, key))
@@ -225,37 +224,6 @@ def _number(value: AuditValue) -> float | None:
     return None
 
 
-def _int(doc: dict[str, object], key: str, *, low: int = 0) -> int:
-    value = doc.get(key)
-    if type(value) is not int or value < low:
-        raise Rejected("bad_field", f"{key} must be an integer >= {low}, got {_shown(value)}")
-    return value
-
-
-def _time(doc: dict[str, object], key: str, *, now_ms: int, max_future_ms: int) -> int:
-    value = _int(doc, key)
-    if value < MIN_TS_MS:
-        raise Rejected("bad_timestamp", f"{key} {value} is before 2000-01-01")
-    if value > now_ms + max_future_ms:
-        ahead = (value - now_ms) / 1000
-        raise Rejected("bad_timestamp", f"{key} {value} is {ahead:.0f} s in the future")
-    return value
-
-
-def _bool(doc: dict[str, object], key: str) -> bool:
-    value = doc.get(key)
-    if type(value) is not bool:
-        raise Rejected("bad_field", f"{key} must be true or false, got {_shown(value)}")
-    return value
-
-
-def _choice(doc: dict[str, object], key: str, choices: tuple[str, ...]) -> str:
-    value = doc.get(key)
-    if type(value) is not str or value not in choices:
-        raise Rejected("bad_field", f"{key} {_shown(value)} is not one of {', '.join(choices)}")
-    return value
-
-
 def _text(doc: dict[str, object], key: str, *, limit: int = _TEXT_MAX) -> str | None:
     value = doc.get(key)
     if value is None:
@@ -271,16 +239,4 @@ def _value(doc: dict[str, object], key: str) -> AuditValue:
         return value  # type: ignore[return-value]
     if type(value) is str and len(value) <= _SHORT_MAX:
         return value
-    raise Rejected("bad_value", f"{key} {_shown(value)}")
-
-
-def _shown(value: object) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _escape_tag(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    raise Rejected("bad_value", f"{key} {shown(value)}")

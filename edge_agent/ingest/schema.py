@@ -348,7 +348,7 @@ def _dumpable(value: object) -> bool:
     return True
 
 
-def _escape_tag(text: str) -> str:
+def escape_tag(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
@@ -380,7 +380,7 @@ class LineEncoder:
         if head is None:
             profile = self._profiles.get((source.site, source.gateway, source.device))
             before = f"{self.measurement},device={source.device},gateway={source.gateway},point="
-            after = f",profile={_escape_tag(profile)}" if profile else ""
+            after = f",profile={escape_tag(profile)}" if profile else ""
             head = (before, f"{after},site={source.site}")
             if len(self._heads) < _CACHE_LIMIT:
                 self._heads[source] = head
@@ -389,7 +389,7 @@ class LineEncoder:
     def _unit(self, unit: str | None) -> str:
         tag = self._units.get(unit)
         if tag is None:
-            tag = f",unit={_escape_tag(unit)}" if unit else ""
+            tag = f",unit={escape_tag(unit)}" if unit else ""
             if len(self._units) < _CACHE_LIMIT:
                 self._units[unit] = tag
         return tag
